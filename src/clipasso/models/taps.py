@@ -1,0 +1,219 @@
+"""Feature taps on CLIP image towers, by layer NAME (never by child index).
+
+ResNet towers (``clip.model.ModifiedResNet``) expose ``stem`` (three conv-bn-relu then the
+average pool), ``layer1`` … ``layer4`` and ``attnpool`` (the image embedding). ViT towers expose each
+transformer block's token output and its post-softmax attention probabilities.
+
+Inputs are CLIP-normalised images (see :func:`normalize`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import InputError
+
+__all__ = [
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "RESNET_LAYERS",
+    "ViTFeatures",
+    "normalize",
+    "visual_of",
+    "is_vit",
+    "is_resnet",
+    "resnet_features",
+    "vit_features",
+    "vit_attention",
+]
+
+#: CLIP's image normalisation constants (RGB).
+CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+
+#: Tap names of a ResNet tower, in forward order.
+RESNET_LAYERS: tuple[str, ...] = ("stem", "layer1", "layer2", "layer3", "layer4", "attnpool")
+
+
+def normalize(images: Tensor) -> Tensor:
+    """CLIP-normalise RGB images in [0, 1].
+
+    Args:
+        images: ``[B, 3, H, W]``.
+
+    Returns:
+        ``[B, 3, H, W]``, ``(images - mean) / std`` per channel.
+
+    Example:
+        >>> normalize(torch.ones(1, 3, 2, 2)).shape
+        torch.Size([1, 3, 2, 2])
+    """
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise InputError(f"images must have shape [B, 3, H, W], got {list(images.shape)}")
+    mean = torch.tensor(CLIP_MEAN, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
+def visual_of(model: nn.Module) -> nn.Module:
+    """The image tower of a CLIP model (or the argument itself if it already is one)."""
+    visual = getattr(model, "visual", None)
+    return visual if isinstance(visual, nn.Module) else model
+
+
+def is_vit(model: nn.Module) -> bool:
+    """True for a CLIP ViT (``VisionTransformer``) model or image tower."""
+    visual = visual_of(model)
+    return hasattr(visual, "transformer") and hasattr(visual, "class_embedding")
+
+
+def is_resnet(model: nn.Module) -> bool:
+    """True for a CLIP ResNet (``ModifiedResNet``) model or image tower."""
+    visual = visual_of(model)
+    return hasattr(visual, "attnpool") and hasattr(visual, "layer1")
+
+
+def _stem(visual: nn.Module, x: Tensor) -> Tensor:
+    for i in (1, 2, 3):
+        x = getattr(visual, f"bn{i}")(getattr(visual, f"conv{i}")(x))
+        act = getattr(visual, f"relu{i}", None) or getattr(visual, "relu", None)
+        x = act(x) if act is not None else F.relu(x)
+    return visual.avgpool(x)
+
+
+def resnet_features(
+    visual: nn.Module, images: Tensor, layers: Sequence[str] = RESNET_LAYERS
+) -> dict[str, Tensor]:
+    """Named intermediate features of a CLIP ResNet image tower.
+
+    The forward pass stops after the deepest requested layer.
+
+    Args:
+        visual: A CLIP ResNet model or its ``.visual`` tower.
+        images: CLIP-normalised images ``[B, 3, H, W]``.
+        layers: Any of ``"stem"``, ``"layer1"`` … ``"layer4"``, ``"attnpool"``.
+
+    Returns:
+        ``{name: tensor}``; feature maps are ``[B, C, h, w]``, ``"attnpool"`` is ``[B, E]`` and equals
+        ``model.encode_image(images)``.
+
+    Example:
+        >>> from clipasso.testing import tiny_clip
+        >>> feats = resnet_features(tiny_clip("resnet"), torch.zeros(1, 3, 224, 224), ["layer2", "attnpool"])
+        >>> sorted(feats)
+        ['attnpool', 'layer2']
+    """
+    visual = visual_of(visual)
+    if not is_resnet(visual):
+        raise InputError("resnet_features needs a CLIP ResNet tower (RN50, RN101, ...)")
+    unknown = [name for name in layers if name not in RESNET_LAYERS]
+    if unknown:
+        raise InputError(f"unknown ResNet layer(s) {unknown}; known: {list(RESNET_LAYERS)}")
+    if not layers:
+        return {}
+    wanted = set(layers)
+    last = max(RESNET_LAYERS.index(name) for name in layers)
+    x = images.to(visual.conv1.weight.dtype)
+    out: dict[str, Tensor] = {}
+    x = _stem(visual, x)
+    if "stem" in wanted:
+        out["stem"] = x
+    for idx, name in enumerate(RESNET_LAYERS[1:], start=1):
+        if idx > last:
+            break
+        x = getattr(visual, name)(x)
+        if name in wanted:
+            out[name] = x
+    return out
+
+
+@dataclass
+class ViTFeatures:
+    """Outputs of :func:`vit_features`.
+
+    Attributes:
+        tokens: Per transformer block, its output tokens ``[B, L, D]`` (``L = 1 + patches``; token 0
+            is the class token).
+        attention: Per block, post-softmax attention probabilities ``[B, heads, L, L]`` (empty when
+            not requested).
+        embedding: The image embedding ``[B, E]`` (equals ``model.encode_image``), or None when the
+            pass stopped early.
+    """
+
+    tokens: list[Tensor] = field(default_factory=list)
+    attention: list[Tensor] = field(default_factory=list)
+    embedding: Tensor | None = None
+
+
+def _attention_probs(block: nn.Module, x_lnd: Tensor) -> Tensor:
+    """Post-softmax attention of a CLIP residual block for input tokens ``[L, B, D]``."""
+    attn: nn.MultiheadAttention = block.attn
+    h = block.ln_1(x_lnd)
+    q, k, _ = F.linear(h, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    length, batch, dim = q.shape
+    heads = attn.num_heads
+    q = q.reshape(length, batch, heads, dim // heads).permute(1, 2, 0, 3)
+    k = k.reshape(length, batch, heads, dim // heads).permute(1, 2, 0, 3)
+    logits = (q @ k.transpose(-1, -2)) / math.sqrt(dim // heads)
+    return logits.softmax(dim=-1)
+
+
+def vit_features(
+    visual: nn.Module, images: Tensor, *, attention: bool = True, blocks: int | None = None
+) -> ViTFeatures:
+    """Per-block tokens (and attention probabilities) of a CLIP ViT image tower.
+
+    Args:
+        visual: A CLIP ViT model or its ``.visual`` tower.
+        images: CLIP-normalised images ``[B, 3, H, W]`` at the tower's input resolution.
+        attention: Also return each block's post-softmax attention ``[B, heads, L, L]``.
+        blocks: Stop after this many blocks (then ``embedding`` is None). Default: all.
+
+    Returns:
+        A :class:`ViTFeatures`.
+
+    Example:
+        >>> from clipasso.testing import tiny_clip
+        >>> f = vit_features(tiny_clip("vit"), torch.zeros(1, 3, 224, 224))
+        >>> f.tokens[0].shape[1], f.attention[0].shape[-1]
+        (50, 50)
+    """
+    visual = visual_of(visual)
+    if not is_vit(visual):
+        raise InputError("vit_features needs a CLIP ViT tower (ViT-B/32, ViT-B/16, ...)")
+    resblocks = list(visual.transformer.resblocks)
+    count = len(resblocks) if blocks is None else blocks
+    if not 0 < count <= len(resblocks):
+        raise InputError(f"blocks must be in 1..{len(resblocks)}, got {blocks}")
+    x = visual.conv1(images.to(visual.conv1.weight.dtype))  # [B, D, g, g]
+    x = x.flatten(2).transpose(1, 2)  # [B, g*g, D]
+    cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+    x = torch.cat([cls, x], dim=1)
+    if x.shape[1] != visual.positional_embedding.shape[0]:
+        raise InputError(
+            f"image size {list(images.shape[-2:])} gives {x.shape[1]} tokens but the tower expects "
+            f"{visual.positional_embedding.shape[0]}; resize to {visual.input_resolution}"
+        )
+    x = visual.ln_pre(x + visual.positional_embedding.to(x.dtype))
+    x = x.permute(1, 0, 2)  # [L, B, D]
+    out = ViTFeatures()
+    for block in resblocks[:count]:
+        if attention:
+            out.attention.append(_attention_probs(block, x))
+        x = block(x)
+        out.tokens.append(x.permute(1, 0, 2))
+    if count == len(resblocks):
+        emb = visual.ln_post(x[0])
+        out.embedding = emb @ visual.proj if visual.proj is not None else emb
+    return out
+
+
+def vit_attention(visual: nn.Module, images: Tensor) -> list[Tensor]:
+    """Shortcut: the per-block post-softmax attention probabilities ``[B, heads, L, L]``."""
+    return vit_features(visual, images, attention=True).attention

@@ -1,0 +1,163 @@
+"""Tiny random-weight CLIP models for tests, notebooks and offline experiments.
+
+They are built from a random state dict, written to a file and read back through
+:func:`clipasso.models.load_clip`, i.e. exactly the code path real weights take. Image resolution
+is 224 so the whole pipeline runs at its real size; everything else is small, so a model builds in
+a fraction of a second. They are deterministic given the seed.
+
+Random ResNet towers are nearly blind (all images give almost the same features) until their
+BatchNorm statistics are recalibrated on a few images: see :func:`recalibrate_batchnorm`.
+
+Example:
+    >>> from clipasso.testing import tiny_clip
+    >>> model = tiny_clip("vit", seed=1)
+    >>> model.visual.input_resolution
+    224
+"""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterable
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from .errors import InputError
+from .models.loading import load_clip
+from .models.taps import normalize, visual_of
+
+__all__ = [
+    "TINY_SPECS",
+    "tiny_clip_state_dict",
+    "save_tiny_clip",
+    "tiny_clip_file",
+    "tiny_clip",
+    "recalibrate_batchnorm",
+]
+
+Kind = Literal["resnet", "vit"]
+
+#: Constructor arguments of the tiny models (clip.model.CLIP).
+TINY_SPECS: dict[str, dict[str, Any]] = {
+    "resnet": dict(
+        embed_dim=64, image_resolution=224, vision_layers=(1, 1, 1, 1), vision_width=8,
+        vision_patch_size=None, context_length=77, vocab_size=49408, transformer_width=64,
+        transformer_heads=1, transformer_layers=1,
+    ),
+    "vit": dict(
+        embed_dim=64, image_resolution=224, vision_layers=3, vision_width=128, vision_patch_size=32,
+        context_length=77, vocab_size=49408, transformer_width=64, transformer_heads=1,
+        transformer_layers=1,
+    ),
+}
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in TINY_SPECS:
+        raise InputError(f"tiny CLIP kind must be one of {sorted(TINY_SPECS)}, got {kind!r}")
+
+
+def _build(kind: str, seed: int) -> nn.Module:
+    from clip.model import CLIP
+
+    _check_kind(kind)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = CLIP(**TINY_SPECS[kind]).float().eval()
+        # CLIP leaves BatchNorm at identity statistics; give it some spread so layers differ.
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.weight.data.uniform_(0.5, 1.5)
+                module.bias.data.normal_(0.0, 0.1)
+    return model
+
+
+def tiny_clip_state_dict(kind: Kind = "resnet", seed: int = 0) -> dict[str, Tensor]:
+    """A random state dict of a tiny CLIP model of the given kind (deterministic in ``seed``)."""
+    return {k: v.clone() for k, v in _build(kind, seed).state_dict().items()}
+
+
+def save_tiny_clip(
+    path: str | Path, kind: Kind = "resnet", seed: int = 0, *,
+    format: Literal["state_dict", "torchscript"] = "state_dict",
+) -> Path:
+    """Write a tiny CLIP model to ``path`` as a plain state dict or an OpenAI-style TorchScript archive."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if format == "state_dict":
+        torch.save(tiny_clip_state_dict(kind, seed), path)
+    elif format == "torchscript":
+        model = _build(kind, seed)
+        image = torch.zeros(1, 3, 224, 224)
+        text = torch.zeros(1, 77, dtype=torch.long)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # jit deprecation and tracer warnings: expected here
+            traced = torch.jit.trace(model, (image, text), check_trace=False)
+            torch.jit.save(traced, str(path))
+    else:
+        raise InputError(f"format must be 'state_dict' or 'torchscript', got {format!r}")
+    return path
+
+
+@lru_cache(maxsize=None)
+def _tmpdir() -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="clipasso-tiny-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+@lru_cache(maxsize=None)
+def tiny_clip_file(kind: Kind = "resnet", seed: int = 0, format: str = "state_dict") -> Path:
+    """Path of a tiny CLIP weights file (written once per process into a temporary directory)."""
+    _check_kind(kind)
+    suffix = "pt" if format == "state_dict" else "jit.pt"
+    return save_tiny_clip(_tmpdir() / f"tiny-{kind}-{seed}.{suffix}", kind, seed, format=format)  # type: ignore[arg-type]
+
+
+def tiny_clip(kind: Kind = "resnet", seed: int = 0, *, device: str | torch.device = "cpu",
+              format: str = "state_dict") -> nn.Module:
+    """A tiny random CLIP model loaded through :func:`clipasso.models.load_clip` (frozen, eval)."""
+    return load_clip(tiny_clip_file(kind, seed, format), device=device)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, images: Tensor | Iterable[Tensor]) -> nn.Module:
+    """Re-estimate a ResNet tower's BatchNorm statistics on a few images, in place.
+
+    One forward pass in train mode with ``momentum=None`` (a cumulative average), then back to eval.
+    This makes random-weight ResNet towers content-sensitive, which is useful for cost and convergence
+    proxies (still no substitute for real weights).
+
+    Args:
+        model: A CLIP model or image tower.
+        images: RGB images in [0, 1], ``[B, 3, H, W]`` (or an iterable of such batches).
+
+    Returns:
+        The same model.
+    """
+    visual = visual_of(model)
+    norms = [m for m in visual.modules() if isinstance(m, nn.BatchNorm2d)]
+    if not norms:
+        return model
+    batches = [images] if isinstance(images, Tensor) else list(images)
+    saved = [(m.momentum, m.training) for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    try:
+        dtype = next(visual.parameters()).dtype
+        for batch in batches:
+            visual(normalize(batch).to(dtype))
+    finally:
+        for m, (momentum, training) in zip(norms, saved):
+            m.momentum = momentum
+            m.train(training)
+    return model
