@@ -17,6 +17,7 @@ from .errors import (
     WeightsError,
 )
 from .models import available_models, load_clip
+from .sketcher import Sketcher
 from .registry import Registry
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "NonFiniteLossError",
     "Registry",
     "SVGError",
+    "Sketcher",
     "WeightsError",
     "__version__",
     "available_models",

@@ -1,28 +1,314 @@
-"""The ``clipasso`` command line (a thin shell over the library; the library never imports it)."""
+"""The ``clipasso`` command line: a thin shell over the library (the library never imports it).
+
+Commands:
+    clipasso sketch IMAGE [IMAGE ...] -o OUTDIR [options]
+    clipasso info
+
+Exit codes: 0 success, 2 bad input or usage (one-line message; ``--debug`` for the traceback),
+1 internal error.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import platform
+import re
 import sys
+import time
+import traceback
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from ._version import __version__
 
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A command-line problem (exit 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse would print usage and exit itself
+        raise UsageError(message)
+
+
+def _strokes(text: str) -> list[int]:
+    try:
+        counts = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--strokes takes a number or a list like 4,8,16 (got {text!r})") from None
+    if not counts or any(c < 1 for c in counts):
+        raise argparse.ArgumentTypeError(f"--strokes values must be positive (got {text!r})")
+    return counts
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="clipasso",
-        description="Turn a picture of an object into an abstract line sketch (CLIPasso).",
-    )
+    parser = _Parser(prog="clipasso", description="Turn a picture of an object into an abstract line sketch (CLIPasso).")
     parser.add_argument("--version", action="version", version=f"clipasso {__version__}")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    sk = sub.add_parser("sketch", help="sketch one or more images", description="Sketch images (best of N).")
+    sk.add_argument("images", nargs="*", type=Path, metavar="IMAGE", help="input images (PNG, JPEG, ...)")
+    sk.add_argument("-o", "--output", type=Path, default=Path("clipasso-out"), help="output folder (default: clipasso-out)")
+    sk.add_argument("--strokes", type=_strokes, default=None, help="number of strokes, or a ladder such as 4,8,16,32")
+    sk.add_argument("--iterations", type=int, help="optimisation steps (reference: 2000)")
+    sk.add_argument("--num-sketches", type=int, help="best-of-N candidates (reference: 3)")
+    sk.add_argument("--seed", type=int, help="seed of the first candidate")
+    sk.add_argument("--device", help="auto, cpu, cuda, cuda:1, mps, ...")
+    sk.add_argument("--mask", type=Path, action="append", help="object mask file (one per image, in order)")
+    sk.add_argument("--fix-scale", action="store_true", default=None, help="pad to a white square first")
+    sk.add_argument("--width", type=float, help="stroke half-width r in pixels (reference: 1.5)")
+    sk.add_argument("--loss", help="objective: clip_conv (default), clip_semantic, edges (no CLIP weights), ...")
+    sk.add_argument("--initializer", help="saliency (default), random, svg")
+    sk.add_argument("--rasterizer", help="torch (default) or diffvg")
+    sk.add_argument("--clip-weights", help="CLIP weights for the loss: a file or a model name")
+    sk.add_argument("--saliency-weights", help="CLIP ViT weights for the saliency map: a file or a model name")
+    sk.add_argument("--checkpoint", action="store_true", help="write checkpoints (OUTDIR/.checkpoints/)")
+    sk.add_argument("--resume", action="store_true", help="resume from existing checkpoints (implies --checkpoint)")
+    sk.add_argument("--config", type=Path, help="a TOML file of settings (see --print-config)")
+    sk.add_argument("--print-config", action="store_true", help="print the effective settings as TOML and exit")
+    sk.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sk.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    info = sub.add_parser("info", help="versions, devices, rasterizer backends, weights cache")
+    info.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     return parser
 
 
+# ---------------------------------------------------------------------------------------------- config
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise UsageError(f"config file not found: {path}") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(f"cannot read config file {path}: {exc}") from None
+    return data.get("sketch", data)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(type(value).__name__)
+
+
+def to_toml(settings: dict[str, Any]) -> str:
+    """Settings as a TOML ``[sketch]`` table (None values are left out: they mean "default")."""
+    lines = ["[sketch]"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in settings.items() if v is not None]
+    return "\n".join(lines) + "\n"
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    from .config import SketchConfig
+
+    data: dict[str, Any] = SketchConfig().to_dict()
+    if args.config is not None:
+        data.update(_read_toml(args.config))
+    flags = {
+        "iterations": args.iterations, "num_sketches": args.num_sketches, "seed": args.seed,
+        "device": args.device, "fix_scale": args.fix_scale, "width": args.width, "loss": args.loss,
+        "initializer": args.initializer, "rasterizer": args.rasterizer, "clip_model": args.clip_weights,
+        "saliency_model": args.saliency_weights,
+    }
+    data.update({k: v for k, v in flags.items() if v is not None})
+    if data.get("loss") == "edges":
+        data["loss"] = "edge"
+    if args.strokes is not None:
+        data["num_strokes"] = args.strokes[0]
+    return data
+
+
+# ---------------------------------------------------------------------------------------------- sketch
+
+
+def _progress(quiet: bool, label: str, total: int) -> Any:
+    from tqdm.auto import tqdm
+
+    from .callbacks import Callback
+
+    class Progress(Callback):
+        def __init__(self) -> None:
+            self.bar = tqdm(total=total, desc=label, disable=quiet, unit="it", leave=False, dynamic_ncols=True)
+
+        def on_step(self, sketcher: Any, state: Any) -> None:
+            self.bar.update(1)
+
+        def on_eval(self, sketcher: Any, state: Any) -> None:
+            best = min(state.best_loss) if state.best_loss else float("nan")
+            current = state.terms.get("total")
+            cur = float(current.mean()) if current is not None else float("nan")
+            self.bar.set_postfix(loss=f"{cur:.4g}", best_eval=f"{best:.4g}", refresh=False)
+
+        def on_end(self, sketcher: Any, result: Any) -> None:
+            self.bar.close()
+
+    return Progress()
+
+
+def _unique_names(images: Sequence[Path]) -> list[str]:
+    names: list[str] = []
+    for path in images:
+        base = re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem) or "image"
+        name, k = base, 2
+        while name in names:
+            name, k = f"{base}-{k}", k + 1
+        names.append(name)
+    return names
+
+
+def _sketch(args: argparse.Namespace) -> int:
+    from .config import SketchConfig
+    from .errors import ClipassoError, InputError
+    from .image import prepare_target
+    from .outputs import save_ladder, save_outputs, save_outputs_atomic
+    from .sketcher import Sketcher
+
+    settings = _settings(args)
+    try:
+        config = SketchConfig.from_dict(settings)
+    except InputError as exc:
+        raise UsageError(str(exc)) from None
+    if args.print_config:
+        print(to_toml(config.to_dict()), end="")
+        return EXIT_OK
+    if not args.images:
+        raise UsageError("no IMAGE given (usage: clipasso sketch IMAGE [IMAGE ...] -o OUTDIR)")
+    masks = args.mask or []
+    if masks and len(masks) != len(args.images):
+        raise UsageError(f"got {len(masks)} --mask for {len(args.images)} images; give one mask per image")
+    counts = args.strokes or [config.num_strokes]
+    sketcher = Sketcher(config)  # one Sketcher: models load once and serve every image
+    status = EXIT_OK
+    out_root: Path = args.output
+    for idx, (image, name) in enumerate(zip(args.images, _unique_names(args.images))):
+        mask = masks[idx] if masks else None
+        t0 = time.perf_counter()
+        try:
+            prepare_target(image, size=config.image_size, mask=mask)  # validate before any output
+            results = []
+            for n in counts:
+                ckpt = None
+                if args.checkpoint or args.resume:
+                    ckpt = out_root / ".checkpoints" / f"{name}-{n}.pt"
+                    if not args.resume and ckpt.exists():
+                        ckpt.unlink()
+                label = f"{image.name} ({n} strokes)"
+                sketcher.callbacks = [_progress(args.quiet, label, config.iterations)]
+                results.append(sketcher.sketch(image, mask=mask, num_strokes=n, checkpoint=ckpt))
+            extra = {"image": str(image), "mask": str(mask) if mask else None}
+
+            def write(folder: Path) -> None:
+                if len(results) == 1:
+                    save_outputs(results[0], folder, extra_config=extra)
+                else:
+                    for n, res in zip(counts, results):
+                        save_outputs(res, folder / f"strokes-{n}", extra_config=extra)
+                    save_ladder(results, folder / "ladder.png")
+
+            target_dir = save_outputs_atomic(write, out_root / name)
+        except ClipassoError as exc:
+            print(f"clipasso: error: {image}: {exc}", file=sys.stderr)
+            if args.debug:
+                traceback.print_exc()
+            status = max(status, EXIT_USAGE if isinstance(exc, InputError) or _is_user_error(exc) else EXIT_INTERNAL)
+            continue
+        best = results[-1]  # the one-line summary is printed even with --quiet
+        print(f"{image}: best loss {best.best_loss:.5g} at iteration {best.best_iteration} "
+              f"(seed {best.best.seed}, {len(best.candidates)} candidates), "
+              f"{time.perf_counter() - t0:.1f} s -> {target_dir}/")
+    return status
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    from .errors import BackendUnavailableError, WeightsError
+
+    return isinstance(exc, (WeightsError, BackendUnavailableError))
+
+
+# ---------------------------------------------------------------------------------------------- info
+
+
+def _info(args: argparse.Namespace) -> int:
+    import torch
+    import torchvision
+
+    from .models import available_models, default_cache_dir
+    from .models.loading import CLIP_MODELS, _file_name
+    from .render import available_backends
+    from .sketcher import resolve_device
+
+    try:
+        from importlib.metadata import version
+
+        clip_version = version("clip-anytorch")
+    except Exception:  # pragma: no cover - metadata missing
+        clip_version = "unknown"
+    cache = default_cache_dir()
+    cached = [n for n in available_models() if (cache / _file_name(n)).is_file()]
+    print(f"clipasso     {__version__}")
+    print(f"python       {platform.python_version()} ({sys.executable})")
+    print(f"torch        {torch.__version__} (cuda available: {torch.cuda.is_available()})")
+    print(f"torchvision  {torchvision.__version__}")
+    print(f"clip         {clip_version}")
+    print(f"device       {resolve_device('auto')} (auto)")
+    print(f"rasterizers  {', '.join(available_backends())}")
+    print(f"weights      {cache}" + (f" (cached: {', '.join(cached)})" if cached else " (nothing cached)"))
+    print(f"models       {', '.join(CLIP_MODELS)}")
+    env = {k: v for k, v in os.environ.items() if k.startswith("CLIPASSO_")}
+    for k, v in sorted(env.items()):
+        print(f"env          {k}={v}")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``clipasso`` console script; returns the exit code."""
     parser = build_parser()
-    parser.parse_args(argv)
-    parser.print_help()
-    return 0
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        args = parser.parse_args(argv)
+        if args.command == "sketch":
+            return _sketch(args)
+        if args.command == "info":
+            return _info(args)
+        parser.print_help()
+        return EXIT_OK
+    except UsageError as exc:
+        print(f"clipasso: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("clipasso: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # internal error: one line unless --debug
+        from .errors import InputError
+
+        if isinstance(exc, InputError):
+            print(f"clipasso: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"clipasso: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if debug:
+            traceback.print_exc()
+        else:
+            print("(run again with --debug for the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,133 @@
+"""The Sketcher's typed configuration, with the reference defaults (METHOD §2, §5)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import InputError
+
+__all__ = ["SketchConfig"]
+
+
+@dataclass
+class SketchConfig:
+    """Every setting of a sketch run. The defaults are the reference recipe.
+
+    Attributes:
+        num_strokes: N strokes per sketch.
+        num_segments: Cubic segments per stroke (P = 3k + 1 control points).
+        width: Stroke half-width r in pixels (the visible line is 2r wide).
+        iterations: Optimisation steps. Evaluations happen every ``eval_every`` steps and once more
+            on the final strokes, so 2000 matches the reference driver's steps 0..2000.
+        lr: Adam learning rate on the control points (pixels).
+        eval_every: Steps between evaluations (un-augmented objective, no gradient).
+        early_stop_delta: An evaluation within this of the best counts as "no change".
+        early_stop_patience: That many no-changes since the last improvement stop a sketch.
+            0 disables early stopping.
+        num_sketches: Best-of-N: sketches optimised together in one batch.
+        seed: Seed of sketch 0; sketch ``b`` uses ``seed + b * seed_stride`` (reference: 0, 1000, 2000).
+        seed_stride: See ``seed``.
+        image_size: Canvas side (224 for CLIP).
+        fix_scale: Pad the image to a centred white square first.
+        loss: Registry name of the objective (see :func:`clipasso.losses.list_losses`).
+        loss_options: Keyword options for the loss.
+        clip_model: CLIP weights (name or path) for losses that take a ``model``; None leaves each
+            loss its own default (RN101 for ``clip_conv``, ViT-B/32 for ``clip_semantic``).
+        initializer: Registry name of the initializer.
+        initializer_options: Keyword options for the initializer.
+        saliency_model: CLIP ViT weights (name or path) for initializers that take a ``model``; None
+            leaves the initializer's default (ViT-B/32).
+        rasterizer: Registry name of the rasterizer (``"auto"``: torch unless configured).
+        optimize_opacity: Also optimise each stroke's opacity (own Adam group, clamped to [0, 1]).
+        opacity_lr: Learning rate of the opacity group.
+        lr_schedule: None (constant, the reference) or ``"cosine"`` (cosine decay to 10 %).
+        shared_views: Draw the augmentations once for all sketches (cheaper, but then a batched
+            run no longer equals separate runs).
+        device: ``"auto"`` (CUDA, then MPS, then CPU), or any torch device string.
+        checkpoint_every: Steps between checkpoint writes (when a checkpoint path is given).
+
+    Example:
+        >>> cfg = SketchConfig(num_strokes=8)
+        >>> SketchConfig.from_dict(cfg.to_dict()) == cfg
+        True
+    """
+
+    num_strokes: int = 16
+    num_segments: int = 1
+    width: float = 1.5
+    iterations: int = 2000
+    lr: float = 1.0
+    eval_every: int = 10
+    early_stop_delta: float = 1e-5
+    early_stop_patience: int = 2
+    num_sketches: int = 3
+    seed: int = 0
+    seed_stride: int = 1000
+    image_size: int = 224
+    fix_scale: bool = False
+    loss: str = "clip_conv"
+    loss_options: dict[str, Any] = field(default_factory=dict)
+    clip_model: str | None = None
+    initializer: str = "saliency"
+    initializer_options: dict[str, Any] = field(default_factory=dict)
+    saliency_model: str | None = None
+    rasterizer: str = "auto"
+    optimize_opacity: bool = False
+    opacity_lr: float = 0.01
+    lr_schedule: str | None = None
+    shared_views: bool = False
+    device: str = "auto"
+    checkpoint_every: int = 50
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`InputError` naming the first impossible setting."""
+        positive_ints = ["num_strokes", "num_segments", "eval_every", "num_sketches", "image_size",
+                         "checkpoint_every"]
+        for name in positive_ints:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InputError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("iterations", "early_stop_patience", "seed", "seed_stride"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise InputError(f"{name} must be a non-negative integer, got {value!r}")
+        for name in ("width", "lr", "opacity_lr"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not value > 0 or value != value or value == float("inf"):
+                raise InputError(f"{name} must be a positive finite number, got {value!r}")
+        if not isinstance(self.early_stop_delta, (int, float)) or not self.early_stop_delta >= 0:
+            raise InputError(f"early_stop_delta must be >= 0, got {self.early_stop_delta!r}")
+        if self.lr_schedule not in (None, "cosine"):
+            raise InputError(f"lr_schedule must be None or 'cosine', got {self.lr_schedule!r}")
+        if self.image_size < 16:
+            raise InputError(f"image_size must be at least 16, got {self.image_size}")
+
+    def replace(self, **changes: Any) -> SketchConfig:
+        """A copy with some fields changed (validated)."""
+        unknown = [k for k in changes if k not in {f.name for f in dataclasses.fields(self)}]
+        if unknown:
+            raise InputError(f"unknown setting(s) {unknown}; see SketchConfig")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict of every setting."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SketchConfig:
+        """Build from a dict (e.g. a parsed TOML/JSON file); unknown keys are an error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(f"unknown setting(s) {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        """Pretty JSON of :meth:`to_dict`."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)

@@ -1,0 +1,154 @@
+"""Write the files people look at for a sketch run (used by the CLI, usable from notebooks).
+
+:func:`save_outputs` fills a folder with ``sketch.svg`` (the winner), ``sketch.png`` (rendered at
+2×), ``candidates/`` (every best-of-N sketch plus ``scores.json``), ``progress.gif`` (snapshots up
+to the best iteration), ``saliency.png``, ``loss.png`` (needs matplotlib; Agg backend only) and
+``config.json``. Every file is written atomically; :func:`save_outputs_atomic` additionally builds
+the whole folder aside and moves it into place, so an interrupted run leaves the old folder or none.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from ._io import atomic_write_bytes, atomic_write_text
+from ._version import __version__
+from .result import SketchResult, save_png, to_uint8
+
+__all__ = ["save_outputs", "save_outputs_atomic", "save_progress_gif", "save_loss_plot", "save_ladder"]
+
+
+def save_progress_gif(result: SketchResult, path: str | os.PathLike[str], *, frame_ms: int = 100) -> Path:
+    """An animation of the winner's snapshots (every evaluation) up to its best iteration."""
+    from .strokes import StrokeSet
+
+    best = result.best
+    frames = []
+    for it, points in best.snapshots:
+        if it > best.best_iteration:
+            break
+        strokes = StrokeSet(points[None], best.strokes.widths, best.strokes.colors,
+                            canvas_size=best.strokes.canvas_size)
+        with torch.no_grad():
+            frames.append(Image.fromarray(to_uint8(strokes.render(backend=result.rasterizer)[0])))
+    if not frames:
+        with torch.no_grad():
+            frames.append(Image.fromarray(to_uint8(best.strokes.render(backend=result.rasterizer)[0])))
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=frame_ms, loop=0)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def save_loss_plot(result: SketchResult, path: str | os.PathLike[str]) -> Path | None:
+    """Train and eval curves per term for every candidate (matplotlib, Agg). None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=True)
+        from matplotlib.figure import Figure
+    except ImportError:
+        warnings.warn("matplotlib is not installed: loss.png skipped (pip install 'clipasso[plots]')",
+                      stacklevel=2)
+        return None
+    fig = Figure(figsize=(10, 4), dpi=100)
+    ax_train, ax_eval = fig.subplots(1, 2)
+    for i, cand in enumerate(result.candidates):
+        style = "-" if i == result.best_index else ":"
+        for term, values in cand.history.train.items():
+            ax_train.plot(values, style, label=f"{term} (seed {cand.seed})", linewidth=1)
+        for term, values in cand.history.eval.items():
+            ax_eval.plot(cand.history.eval_iterations, values, style, label=f"{term} (seed {cand.seed})",
+                         linewidth=1)
+    for ax, title in ((ax_train, "train (augmented)"), (ax_eval, "eval (view 0)")):
+        ax.set_title(title)
+        ax.set_xlabel("iteration")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    ax_eval.legend(fontsize=6, loc="upper right")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def save_ladder(results: Sequence[SketchResult], path: str | os.PathLike[str], *, scale: float = 1.0) -> Path:
+    """The sketches of an abstraction ladder (e.g. 4, 8, 16, 32 strokes) side by side, as a PNG."""
+    images = [to_uint8(r.render(scale)[0]) for r in results]
+    h = max(im.shape[0] for im in images)
+    gap = 8
+    canvas = Image.new("RGB", (sum(im.shape[1] for im in images) + gap * (len(images) - 1), h), "white")
+    x = 0
+    for im in images:
+        canvas.paste(Image.fromarray(im), (x, 0))
+        x += im.shape[1] + gap
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG")
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def save_outputs(result: SketchResult, folder: str | os.PathLike[str], *, extra_config: dict[str, Any] | None = None
+                 ) -> dict[str, Path]:
+    """Write every output of one sketch into ``folder`` (created if needed). Returns name → path."""
+    from .init.figure import save_saliency_figure
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    written["sketch.svg"] = result.save_svg(out / "sketch.svg")
+    written["sketch.png"] = result.save_png(out / "sketch.png", scale=2.0)
+    cand_dir = out / "candidates"
+    cand_dir.mkdir(exist_ok=True)
+    for i, cand in enumerate(result.candidates):
+        atomic_write_text(cand_dir / f"seed{cand.seed}.svg", cand.strokes.to_svg())
+        with torch.no_grad():
+            save_png(cand.strokes.render(backend=result.rasterizer)[0], cand_dir / f"seed{cand.seed}.png")
+    written["candidates/scores.json"] = atomic_write_text(cand_dir / "scores.json",
+                                                           json.dumps(result.summary(), indent=2))
+    written["progress.gif"] = save_progress_gif(result, out / "progress.gif")
+    init = result.init
+    if init is not None and init.relevance is not None:
+        save_saliency_figure(out / "saliency.png", result.target.image, init)
+        written["saliency.png"] = out / "saliency.png"
+    plot = save_loss_plot(result, out / "loss.png")
+    if plot is not None:
+        written["loss.png"] = plot
+    config = {"clipasso_version": __version__, "config": result.config.to_dict(),
+              "seeds": [c.seed for c in result.candidates], "rasterizer": type(result.rasterizer).__name__
+              if not isinstance(result.rasterizer, str) else result.rasterizer, **(extra_config or {})}
+    written["config.json"] = atomic_write_text(out / "config.json", json.dumps(config, indent=2, default=str))
+    return written
+
+
+def save_outputs_atomic(write: Any, folder: str | os.PathLike[str]) -> Path:
+    """Build an output folder aside with ``write(tmp_folder)`` and move it into place at the end.
+
+    An existing folder is replaced only once the new one is complete; on any error the temporary
+    folder is removed and the old one left as it was.
+    """
+    target = Path(folder)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        write(tmp)
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+            os.replace(target, old / "x")
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target

@@ -1,0 +1,159 @@
+"""What :meth:`clipasso.Sketcher.sketch` returns."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ._io import atomic_write_bytes, atomic_write_text
+
+if TYPE_CHECKING:
+    from .config import SketchConfig
+    from .image import Target
+    from .init.base import InitResult
+    from .strokes import StrokeSet
+
+__all__ = ["LossHistory", "Candidate", "SketchResult"]
+
+
+@dataclass
+class LossHistory:
+    """Per-term loss values of one candidate.
+
+    Attributes:
+        train: ``{term: [value per step]}`` of the augmented training objective (plus ``"total"``).
+        eval_iterations: The steps at which evaluations happened.
+        eval: ``{term: [value per evaluation]}`` of the un-augmented objective (plus ``"total"``).
+    """
+
+    train: dict[str, list[float]] = field(default_factory=dict)
+    eval_iterations: list[int] = field(default_factory=list)
+    eval: dict[str, list[float]] = field(default_factory=dict)
+
+
+@dataclass
+class Candidate:
+    """One sketch of a best-of-N run.
+
+    Attributes:
+        strokes: Its best strokes (the ones that were evaluated), ``B = 1``, on the CPU.
+        score: Its best un-augmented evaluation loss (lower is better).
+        seed: The seed it was initialised and augmented with.
+        best_iteration: The step whose strokes scored ``score``.
+        stop_iteration: The step at which it stopped (early stop or the last step).
+        history: Its loss history.
+        snapshots: ``[(iteration, points [N, P, 2])]`` at every evaluation.
+        init: The initializer's output (maps for figures), on the CPU.
+    """
+
+    strokes: StrokeSet
+    score: float
+    seed: int
+    best_iteration: int
+    stop_iteration: int
+    history: LossHistory
+    snapshots: list[tuple[int, Tensor]] = field(default_factory=list)
+    init: InitResult | None = None
+
+
+@dataclass
+class SketchResult:
+    """The outcome of a sketch run: the winner, every candidate, the target and timings.
+
+    Example:
+        >>> # result = Sketcher().sketch("cat.png")
+        >>> # result.save_svg("cat.svg"); result.save_png("cat.png", scale=2)
+    """
+
+    candidates: list[Candidate]
+    best_index: int
+    target: Target
+    config: SketchConfig
+    timings: dict[str, float] = field(default_factory=dict)
+    rasterizer: Any = "torch"
+
+    @property
+    def best(self) -> Candidate:
+        """The winning candidate."""
+        return self.candidates[self.best_index]
+
+    @property
+    def strokes(self) -> StrokeSet:
+        """The winning strokes (``B = 1``)."""
+        return self.best.strokes
+
+    @property
+    def best_loss(self) -> float:
+        return self.best.score
+
+    @property
+    def best_iteration(self) -> int:
+        return self.best.best_iteration
+
+    @property
+    def history(self) -> LossHistory:
+        """The loss history of the winner."""
+        return self.best.history
+
+    @property
+    def init(self) -> InitResult | None:
+        """The winner's initialisation (relevance map, edges, distribution, chosen pixels)."""
+        return self.best.init
+
+    def svg(self, scale: float = 1.0) -> str:
+        """The winning sketch as SVG text (canvas scaled by ``scale``)."""
+        strokes = self.strokes if scale == 1.0 else self.strokes.scaled(scale)
+        return strokes.to_svg()
+
+    def render(self, scale: float = 1.0, background: float = 1.0) -> Tensor:
+        """The winning sketch rendered at ``scale`` × the canvas, ``[1, 3, H, W]`` in [0, 1]."""
+        strokes = self.strokes if scale == 1.0 else self.strokes.scaled(scale)
+        with torch.no_grad():
+            return strokes.render(background=background, backend=self.rasterizer)
+
+    def save_svg(self, path: str | os.PathLike[str], scale: float = 1.0) -> Path:
+        """Write the winning SVG atomically."""
+        return atomic_write_text(path, self.svg(scale))
+
+    def save_png(self, path: str | os.PathLike[str], scale: float = 2.0) -> Path:
+        """Write the winning sketch as a PNG rendered at ``scale`` × (default 2×, as the reference)."""
+        return save_png(self.render(scale)[0], path)
+
+    def summary(self) -> dict[str, Any]:
+        """Scores and timings as plain data (for JSON)."""
+        return {
+            "best_index": self.best_index,
+            "best_loss": self.best_loss,
+            "best_iteration": self.best_iteration,
+            "candidates": [
+                {"seed": c.seed, "score": c.score, "best_iteration": c.best_iteration,
+                 "stop_iteration": c.stop_iteration}
+                for c in self.candidates
+            ],
+            "timings": dict(self.timings),
+        }
+
+
+def to_uint8(image: Tensor) -> np.ndarray:
+    """``[3, H, W]`` (or ``[1, H, W]``) in [0, 1] → ``[H, W, 3]`` uint8."""
+    arr = image.detach().to("cpu", torch.float32).clamp(0, 1)
+    if arr.shape[0] == 1:
+        arr = arr.expand(3, -1, -1)
+    return (arr.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+
+
+def save_png(image: Tensor, path: str | os.PathLike[str]) -> Path:
+    """Write ``[3, H, W]`` in [0, 1] as a PNG, atomically."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(to_uint8(image)).save(buffer, format="PNG")
+    return atomic_write_bytes(path, buffer.getvalue())

@@ -1,0 +1,669 @@
+"""The :class:`Sketcher`: a thin, extensible class that runs the whole CLIPasso method.
+
+Every stage is a method research code can override: :meth:`Sketcher.build_loss`,
+:meth:`Sketcher.build_initializer`, :meth:`Sketcher.build_optimizer`, :meth:`Sketcher.step`
+(one optimisation step), :meth:`Sketcher.update_best` (the evaluation/early-stop rule) and
+:meth:`Sketcher.select` (best-of-N). Callbacks (:class:`clipasso.callbacks.Callback`) observe runs.
+
+Best-of-N runs as ONE batched optimisation: the N candidates are a batch of B = N sketches with
+independent seeds, per-sketch losses and per-element Adam, so the batch gives the same sketches as N
+separate runs (to float tolerance) at a fraction of the cost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ._io import atomic_open
+from .callbacks import Callback, SketchState
+from .config import SketchConfig
+from .errors import CheckpointError, InputError, NonFiniteLossError
+from .image import ImageLike, Matting, Target, prepare_target
+from .init.base import Initializer, InitResult, create_initializer
+from .losses.base import LossContext, SketchLoss, create_loss
+from .render import Rasterizer, composite, get_rasterizer
+from .result import Candidate, LossHistory, SketchResult
+from .strokes import StrokeSet
+
+__all__ = ["Sketcher", "resolve_device"]
+
+OptimizerFactory = Callable[[list[dict[str, Any]]], torch.optim.Optimizer]
+
+_CHECKPOINT_VERSION = 1
+
+
+def resolve_device(spec: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` → CUDA if available, else MPS if available, else CPU; anything else as given."""
+    if isinstance(spec, torch.device):
+        return spec
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        return torch.device(spec)
+    except RuntimeError as exc:
+        raise InputError(f"invalid device {spec!r}: {exc}") from exc
+
+
+def _accepts(factory: Callable[..., Any], name: str) -> bool:
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+@dataclass
+class _Run:
+    """Mutable state of one optimisation (everything a checkpoint holds)."""
+
+    strokes: StrokeSet
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    generators: list[torch.Generator]
+    seeds: list[int]
+    iteration: int = 0
+    best_loss: list[float] = field(default_factory=list)
+    best_iteration: list[int] = field(default_factory=list)
+    best_points: Tensor | None = None
+    best_colors: Tensor | None = None
+    patience: list[int] = field(default_factory=list)
+    stopped: list[bool] = field(default_factory=list)
+    stop_iteration: list[int] = field(default_factory=list)
+    frozen_points: Tensor | None = None
+    frozen_colors: Tensor | None = None
+    train_history: list[dict[str, Tensor]] = field(default_factory=list)  # per step, {term: [B]} (NaN = inactive)
+    eval_history: list[tuple[int, dict[str, Tensor]]] = field(default_factory=list)
+    snapshots: list[tuple[int, Tensor]] = field(default_factory=list)
+    last_eval: list[float] = field(default_factory=list)
+    step_active: list[int] = field(default_factory=list)  # candidates that took part in the last step
+
+    @property
+    def batch(self) -> int:
+        return len(self.seeds)
+
+    @property
+    def active(self) -> list[int]:
+        return [b for b in range(self.batch) if not self.stopped[b]]
+
+
+class Sketcher:
+    """Turns images into stroke sketches (CLIPasso).
+
+    Args:
+        config: A :class:`SketchConfig` (reference defaults when omitted).
+        loss: A :class:`~clipasso.losses.SketchLoss` object or a registry name (default
+            ``config.loss``). Built lazily, once, and reused by every :meth:`sketch` call.
+        initializer: An :class:`~clipasso.init.Initializer` or a registry name.
+        rasterizer: A :class:`~clipasso.render.Rasterizer` or a registry name.
+        optimizer: Factory ``param_groups -> torch.optim.Optimizer`` (default Adam).
+        callbacks: :class:`~clipasso.callbacks.Callback` objects.
+        matting: Optional background-removal model (see :class:`clipasso.image.Matting`).
+        clip_model: A loaded CLIP model to share (instead of ``config.clip_model``).
+        saliency_model: A loaded CLIP ViT to share (instead of ``config.saliency_model``).
+        **settings: Overrides of :class:`SketchConfig` fields, e.g. ``num_strokes=8``.
+
+    Example:
+        >>> from clipasso import Sketcher
+        >>> from clipasso.testing import tiny_clip
+        >>> sk = Sketcher(clip_model=tiny_clip("resnet"), saliency_model=tiny_clip("vit"),
+        ...               num_strokes=4, iterations=2, num_sketches=1, device="cpu")
+        >>> result = sk.sketch(torch.rand(3, 64, 64))
+        >>> result.strokes.num_strokes
+        4
+
+        Subclassing one stage::
+
+            class MySketcher(Sketcher):
+                def build_optimizer(self, strokes):
+                    return torch.optim.SGD(strokes.parameters(), lr=0.5)
+    """
+
+    def __init__(
+        self,
+        config: SketchConfig | None = None,
+        *,
+        loss: SketchLoss | str | None = None,
+        initializer: Initializer | str | None = None,
+        rasterizer: Rasterizer | str | None = None,
+        optimizer: OptimizerFactory | None = None,
+        callbacks: Iterable[Callback] = (),
+        matting: Matting | None = None,
+        clip_model: nn.Module | None = None,
+        saliency_model: nn.Module | None = None,
+        **settings: Any,
+    ) -> None:
+        config = config if config is not None else SketchConfig()
+        if not isinstance(config, SketchConfig):
+            raise InputError(f"config must be a SketchConfig, got {type(config).__name__}")
+        if isinstance(loss, str):
+            settings["loss"] = loss
+        if isinstance(initializer, str):
+            settings["initializer"] = initializer
+        if isinstance(rasterizer, str):
+            settings["rasterizer"] = rasterizer
+        self.config = config.replace(**settings) if settings else config
+        self._loss = loss if isinstance(loss, SketchLoss) else None
+        self._initializer = initializer if isinstance(initializer, Initializer) else None
+        self._rasterizer = rasterizer if isinstance(rasterizer, Rasterizer) else None
+        for name, value, kind in (("loss", loss, SketchLoss), ("initializer", initializer, Initializer),
+                                  ("rasterizer", rasterizer, Rasterizer)):
+            if value is not None and not isinstance(value, (str, kind)):
+                raise InputError(f"{name} must be a {kind.__name__} or a registry name, got {type(value).__name__}")
+        # unknown component names fail here, before any image is read or model loaded
+        from .init.base import INITIALIZERS
+        from .losses.base import LOSSES
+        from .render.base import resolve_backend
+
+        if self._loss is None:
+            LOSSES.get(self.config.loss)
+        if self._initializer is None:
+            INITIALIZERS.get(self.config.initializer)
+        if self._rasterizer is None:
+            resolve_backend(self.config.rasterizer)
+        self.optimizer_factory = optimizer
+        self.callbacks: list[Callback] = list(callbacks)
+        self.matting = matting
+        self.clip_model = clip_model
+        self.saliency_model = saliency_model
+        self._device: torch.device | None = None
+
+    # ------------------------------------------------------------------ components (lazy, once)
+
+    @property
+    def device(self) -> torch.device:
+        """The device runs use (resolved from ``config.device`` on first access)."""
+        if self._device is None:
+            self._device = resolve_device(self.config.device)
+        return self._device
+
+    @property
+    def loss(self) -> SketchLoss:
+        """The objective (built on first access by :meth:`build_loss`)."""
+        if self._loss is None:
+            self._loss = self.build_loss()
+        return self._loss
+
+    @property
+    def initializer(self) -> Initializer:
+        """The initializer (built on first access by :meth:`build_initializer`)."""
+        if self._initializer is None:
+            self._initializer = self.build_initializer()
+        return self._initializer
+
+    @property
+    def rasterizer(self) -> Rasterizer:
+        """The rasterizer (built on first access by :meth:`build_rasterizer`)."""
+        if self._rasterizer is None:
+            self._rasterizer = self.build_rasterizer()
+        return self._rasterizer
+
+    def build_loss(self) -> SketchLoss:
+        """Create the objective from ``config.loss`` / ``config.loss_options`` (override to customise)."""
+        from .losses.base import LOSSES
+
+        cfg = self.config
+        options = dict(cfg.loss_options)
+        factory = LOSSES.get(cfg.loss)
+        if "model" not in options and _accepts(factory, "model"):
+            if self.clip_model is not None:
+                options["model"] = self.clip_model.to(self.device)
+            elif cfg.clip_model is not None:
+                options["model"] = cfg.clip_model
+        return create_loss(cfg.loss, **options)
+
+    def build_initializer(self) -> Initializer:
+        """Create the initializer from ``config.initializer`` (override to customise)."""
+        from .init.base import INITIALIZERS
+
+        cfg = self.config
+        options = dict(cfg.initializer_options)
+        factory = INITIALIZERS.get(cfg.initializer)
+        if "model" not in options and _accepts(factory, "model"):
+            if self.saliency_model is not None:
+                options["model"] = self.saliency_model.to(self.device)
+            elif cfg.saliency_model is not None:
+                options["model"] = cfg.saliency_model
+        for key, value in (("num_segments", cfg.num_segments), ("width", cfg.width)):
+            if key not in options and _accepts(factory, key):
+                options[key] = value
+        return create_initializer(cfg.initializer, **options)
+
+    def build_rasterizer(self) -> Rasterizer:
+        """Create the rasterizer from ``config.rasterizer``."""
+        return get_rasterizer(self.config.rasterizer)
+
+    def build_optimizer(self, strokes: StrokeSet) -> torch.optim.Optimizer:
+        """Adam over the control points (lr ``config.lr``), plus opacity at ``config.opacity_lr``."""
+        groups: list[dict[str, Any]] = [{"params": [strokes.points], "lr": self.config.lr}]
+        if self.config.optimize_opacity:
+            groups.append({"params": [strokes.colors], "lr": self.config.opacity_lr})
+        if self.optimizer_factory is not None:
+            return self.optimizer_factory(groups)
+        return torch.optim.Adam(groups)
+
+    def build_scheduler(self, optimizer: torch.optim.Optimizer, iterations: int) -> Any:
+        """The learning-rate schedule (None by default, as the reference)."""
+        if self.config.lr_schedule == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(iterations, 1),
+                                                              eta_min=0.0)
+        return None
+
+    # ------------------------------------------------------------------ stages
+
+    def prepare(self, image: ImageLike, mask: ImageLike | None = None) -> Target:
+        """Read and preprocess the target (METHOD §1)."""
+        cfg = self.config
+        return prepare_target(image, size=cfg.image_size, mask=mask, fix_scale=cfg.fix_scale,
+                              matting=self.matting)
+
+    def initialize(self, target: Target, num_strokes: int, seeds: Sequence[int]
+                   ) -> tuple[StrokeSet, list[InitResult], list[torch.Generator]]:
+        """Initial strokes of every candidate, batched ``[B, N, P, 2]``, with their init maps and the
+        per-candidate generators (seeded; they go on to drive the augmentations)."""
+        image = target.image.to(self.device)
+        mask = target.mask.to(self.device) if target.mask is not None else None
+        generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        inits = [self.initializer(image, num_strokes, generator=g, mask=mask) for g in generators]
+        strokes = StrokeSet.cat([r.strokes for r in inits])
+        trainable = ("points", "colors") if self.config.optimize_opacity else ("points",)
+        strokes = StrokeSet(
+            strokes.points.detach().to(self.device),
+            strokes.widths.detach().to(self.device),
+            strokes.colors.detach().to(self.device),
+            canvas_size=strokes.canvas_size,
+            trainable=trainable,
+        )
+        return strokes, inits, generators
+
+    def render(self, strokes: StrokeSet, index: Tensor | None = None) -> Tensor:
+        """Render (a subset of) the candidates over white: ``[B, 3, H, W]``."""
+        points, widths, colors = strokes.points, strokes.widths, strokes.colors
+        if self.config.optimize_opacity:
+            colors = torch.cat([colors[..., :3], colors[..., 3:].clamp(0, 1)], dim=-1)
+        if index is not None:
+            points, widths, colors = points[index], widths[index], colors[index]
+        rgba = self.rasterizer(points, widths, colors, strokes.canvas_size)
+        return composite(rgba, 1.0)
+
+    def compute_loss(self, sketch: Tensor, target: Target, context: LossContext) -> dict[str, Tensor]:
+        """The loss terms ``{name: [B]}`` of rendered sketches."""
+        image = target.image.to(sketch.device)
+        return dict(self.loss(sketch, image, context))
+
+    def step(self, run: _Run, target: Target) -> dict[str, Tensor]:
+        """One optimisation step at ``run.iteration``: render, loss, (evaluate), backward, update.
+
+        Returns:
+            The training terms ``{name: [B_active]}``.
+        """
+        cfg = self.config
+        active = run.step_active = run.active
+        index = torch.tensor(active, device=self.device) if len(active) < run.batch else None
+        sketch = self.render(run.strokes, index)
+        mask = target.mask.to(self.device) if target.mask is not None else None
+        gens: list[torch.Generator] | torch.Generator = [run.generators[b] for b in active]
+        if cfg.shared_views:
+            gens = run.generators[0]
+        opacity = run.strokes.colors[..., 3].clamp(0, 1)
+        ctx = LossContext(iteration=run.iteration, mode="train", generators=gens, mask=mask,
+                          strokes=opacity if index is None else opacity[index])
+        terms = self.compute_loss(sketch, target, ctx)
+        total = torch.stack(list(terms.values())).sum(0)
+        self._check_finite(run, target, terms, total)
+        if run.iteration % cfg.eval_every == 0:
+            self.evaluate(run, target, sketch.detach(), active)
+        run.optimizer.zero_grad(set_to_none=True)
+        total.sum().backward()
+        run.optimizer.step()
+        if run.scheduler is not None:
+            run.scheduler.step()
+        self._restore_stopped(run)
+        return {k: v.detach() for k, v in terms.items()} | {"total": total.detach()}
+
+    def evaluate(self, run: _Run, target: Target, sketch: Tensor, active: list[int]) -> list[float]:
+        """Score the rendered ``sketch`` (of the ``active`` candidates) on the un-augmented objective
+        and apply :meth:`update_best` to each. Returns the losses (len ``B``; NaN for inactive)."""
+        mask = target.mask.to(self.device) if target.mask is not None else None
+        with torch.no_grad():
+            ctx = LossContext(iteration=run.iteration, mode="eval", mask=mask)
+            terms = self.compute_loss(sketch, target, ctx)
+            total = torch.stack(list(terms.values())).sum(0)
+        values = total.tolist()
+        full = [math.nan] * run.batch
+        for j, b in enumerate(active):
+            full[b] = values[j]
+        record = {k: self._scatter(v.detach(), active, run.batch) for k, v in terms.items()}
+        record["total"] = torch.tensor(full)
+        record = {k: v.cpu() for k, v in record.items()}
+        run.eval_history.append((run.iteration, record))
+        run.snapshots.append((run.iteration, run.strokes.points.detach().to("cpu", copy=True)))
+        for j, b in enumerate(active):
+            if not math.isfinite(values[j]):
+                self._raise_nonfinite(run, target, {k: v[j:j + 1] for k, v in terms.items()}, "eval")
+            if self.update_best(run, b, values[j]):
+                self._stop(run, b)
+        run.last_eval = full
+        return full
+
+    def update_best(self, run: _Run, b: int, loss: float) -> bool:
+        """The reference's eval rule for candidate ``b``; returns True when it should stop.
+
+        A loss more than ``early_stop_delta`` below the best is an improvement (its strokes, the ones
+        just evaluated, are kept); one within ``early_stop_delta`` of the best is a "no change", and
+        ``early_stop_patience`` of those since the last improvement stop the candidate.
+        """
+        cfg = self.config
+        assert run.best_points is not None and run.best_colors is not None
+        delta = loss - run.best_loss[b]
+        if run.best_loss[b] == math.inf or (abs(delta) > cfg.early_stop_delta and delta < 0):
+            run.best_loss[b] = loss
+            run.best_iteration[b] = run.iteration
+            run.best_points[b] = run.strokes.points.detach()[b]
+            run.best_colors[b] = run.strokes.colors.detach()[b]
+            run.patience[b] = 0
+            return False
+        if abs(delta) <= cfg.early_stop_delta and cfg.early_stop_patience > 0:
+            run.patience[b] += 1
+            return run.patience[b] >= cfg.early_stop_patience
+        return False
+
+    def select(self, candidates: Sequence[Candidate]) -> int:
+        """Best-of-N: the index of the candidate with the lowest best evaluation loss."""
+        scores = [c.score for c in candidates]
+        return min(range(len(scores)), key=lambda i: (not math.isfinite(scores[i]), scores[i]))
+
+    # ------------------------------------------------------------------ the run
+
+    def sketch(
+        self,
+        image: ImageLike,
+        *,
+        mask: ImageLike | None = None,
+        num_strokes: int | None = None,
+        num_sketches: int | None = None,
+        seed: int | None = None,
+        iterations: int | None = None,
+        checkpoint: str | os.PathLike[str] | None = None,
+    ) -> SketchResult:
+        """Sketch one image.
+
+        Args:
+            image: A path, PIL image, numpy array ``[H, W, C]`` or tensor ``[C, H, W]`` in [0, 1].
+            mask: Optional object mask of the image's size (an alpha channel is used otherwise).
+            num_strokes, num_sketches, seed, iterations: Per-call overrides of the config.
+            checkpoint: A file to write the full state to every ``config.checkpoint_every`` steps
+                (atomically). If it exists, the run resumes from it and ends exactly as an
+                uninterrupted run would; a checkpoint from other settings is refused.
+
+        Returns:
+            A :class:`~clipasso.result.SketchResult`.
+
+        Raises:
+            InputError: Bad image, mask or settings.
+            NonFiniteLossError: The loss became NaN/inf (``.result`` holds the best so far).
+            CheckpointError: The checkpoint is corrupt or from other settings.
+        """
+        overrides = {k: v for k, v in (("num_strokes", num_strokes), ("num_sketches", num_sketches),
+                                       ("seed", seed), ("iterations", iterations)) if v is not None}
+        cfg = self.config.replace(**overrides) if overrides else self.config
+        saved, self.config = self.config, cfg
+        try:
+            return self._sketch(image, mask, checkpoint)
+        finally:
+            self.config = saved
+
+    def _sketch(self, image: ImageLike, mask: ImageLike | None, checkpoint: Any) -> SketchResult:
+        cfg = self.config
+        t0 = time.perf_counter()
+        target = self.prepare(image, mask)
+        seeds = [cfg.seed + b * cfg.seed_stride for b in range(cfg.num_sketches)]
+        ckpt_path = Path(checkpoint) if checkpoint is not None else None
+        fingerprint = self._fingerprint(target, seeds)
+        self.loss.to(self.device)
+        strokes, inits, generators = self.initialize(target, cfg.num_strokes, seeds)
+        t_init = time.perf_counter()
+        optimizer = self.build_optimizer(strokes)
+        run = _Run(strokes=strokes, optimizer=optimizer, scheduler=self.build_scheduler(optimizer, cfg.iterations),
+                   generators=generators, seeds=seeds)
+        b = run.batch
+        run.best_loss, run.best_iteration = [math.inf] * b, [0] * b
+        run.patience, run.stopped, run.stop_iteration = [0] * b, [False] * b, [cfg.iterations] * b
+        run.best_points = strokes.points.detach().clone()
+        run.best_colors = strokes.colors.detach().clone()
+        run.frozen_points = strokes.points.detach().clone()
+        run.frozen_colors = strokes.colors.detach().clone()
+        if ckpt_path is not None and ckpt_path.exists():
+            self._load_checkpoint(run, ckpt_path, fingerprint)
+        state = SketchState(iteration=run.iteration, strokes=run.strokes)
+        self._sync_state(state, run, {})
+        for cb in self.callbacks:
+            cb.on_start(self, state)
+        while run.iteration < cfg.iterations and run.active:
+            evaluated = run.iteration % cfg.eval_every == 0
+            terms = self.step(run, target)
+            run.train_history.append({k: self._scatter(v, run.step_active, b) for k, v in terms.items()})
+            self._sync_state(state, run, terms)
+            for cb in self.callbacks:
+                if evaluated:
+                    cb.on_eval(self, state)
+                cb.on_step(self, state)
+            run.iteration += 1
+            if ckpt_path is not None and run.iteration % cfg.checkpoint_every == 0:
+                self._save_checkpoint(run, ckpt_path, fingerprint)
+            if state.stop:
+                break
+        if run.active and not state.stop:  # the final strokes get their evaluation too
+            active = run.active
+            index = torch.tensor(active, device=self.device) if len(active) < b else None
+            with torch.no_grad():
+                sketch = self.render(run.strokes, index)
+            self.evaluate(run, target, sketch, active)
+            self._sync_state(state, run, {})
+            for cb in self.callbacks:
+                cb.on_eval(self, state)
+        for bb in run.active:
+            run.stop_iteration[bb] = run.iteration
+        if ckpt_path is not None:
+            self._save_checkpoint(run, ckpt_path, fingerprint)
+        t_end = time.perf_counter()
+        steps = max(len(run.train_history), 1)
+        timings = {"prepare_and_init": t_init - t0, "optimize": t_end - t_init, "total": t_end - t0,
+                   "per_step": (t_end - t_init) / steps}
+        result = self._result(run, target, inits, timings)
+        for cb in self.callbacks:
+            cb.on_end(self, result)
+        return result
+
+    # ------------------------------------------------------------------ helpers
+
+    @staticmethod
+    def _scatter(values: Tensor, active: list[int], batch: int) -> Tensor:
+        # stays on the values' device: no host sync inside the loop
+        if len(active) == batch:
+            return values.detach().float()
+        out = torch.full((batch,), math.nan, device=values.device)
+        out[torch.tensor(active, dtype=torch.long, device=values.device)] = values.detach().float()
+        return out
+
+    def _sync_state(self, state: SketchState, run: _Run, terms: dict[str, Tensor]) -> None:
+        state.iteration = run.iteration
+        state.strokes = run.strokes
+        state.terms = terms
+        state.active = run.active
+        state.eval_loss = list(run.last_eval)
+        state.best_loss = list(run.best_loss)
+        state.best_iteration = list(run.best_iteration)
+
+    def _stop(self, run: _Run, b: int) -> None:
+        assert run.frozen_points is not None and run.frozen_colors is not None
+        run.stopped[b] = True
+        run.stop_iteration[b] = run.iteration
+        run.frozen_points[b] = run.strokes.points.detach()[b]
+        run.frozen_colors[b] = run.strokes.colors.detach()[b]
+
+    @staticmethod
+    def _restore_stopped(run: _Run) -> None:
+        if all(not s for s in run.stopped):
+            return
+        assert run.frozen_points is not None and run.frozen_colors is not None
+        idx = torch.tensor([b for b, s in enumerate(run.stopped) if s], device=run.strokes.points.device)
+        with torch.no_grad():
+            run.strokes.points[idx] = run.frozen_points[idx]
+            run.strokes.colors[idx] = run.frozen_colors[idx]
+
+    def _check_finite(self, run: _Run, target: Target, terms: dict[str, Tensor], total: Tensor) -> None:
+        # On CPU this check is free; on accelerators it would force a sync every step, so there it
+        # runs at evaluation steps only (a NaN still surfaces there, naming the term).
+        if total.device.type != "cpu" and run.iteration % self.config.eval_every != 0:
+            return
+        if not bool(torch.isfinite(total).all()):
+            self._raise_nonfinite(run, target, terms, "train")
+
+    def _raise_nonfinite(self, run: _Run, target: Target, terms: dict[str, Tensor], mode: str) -> None:
+        bad = next((k for k, v in terms.items() if not bool(torch.isfinite(v).all())), "total")
+        partial = None
+        if any(math.isfinite(x) for x in run.best_loss):
+            partial = self._result(run, target, None, {})
+        raise NonFiniteLossError(
+            f"the {mode} loss term {bad!r} became non-finite at iteration {run.iteration}; "
+            "the best result so far is attached as .result",
+            iteration=run.iteration, term=bad, result=partial,
+        )
+
+    def _result(self, run: _Run, target: Target, inits: list[InitResult] | None,
+                timings: dict[str, float]) -> SketchResult:
+        assert run.best_points is not None and run.best_colors is not None
+        keys = list(dict.fromkeys(k for h in run.train_history for k in h))  # a scheduled term may start late
+        nan = torch.full((run.batch,), math.nan)
+        train = {k: torch.stack([h[k].cpu() if k in h else nan for h in run.train_history]).tolist()
+                 for k in keys}
+        evals = [(it, {k: v.cpu().tolist() for k, v in rec.items()}) for it, rec in run.eval_history]
+        candidates = []
+        for b in range(run.batch):
+            strokes = StrokeSet(run.best_points[b:b + 1].detach().cpu(),
+                                run.strokes.widths[b:b + 1].detach().cpu(),
+                                run.best_colors[b:b + 1].detach().cpu().clamp(0, 1),
+                                canvas_size=run.strokes.canvas_size)
+            history = LossHistory()
+            last = run.stop_iteration[b]
+            for k, rows in train.items():
+                history.train[k] = [row[b] for row in rows[:last]]
+            for it, rec in evals:
+                if math.isnan(rec["total"][b]):
+                    continue
+                history.eval_iterations.append(it)
+                for k, v in rec.items():
+                    history.eval.setdefault(k, []).append(v[b])
+            snaps = [(it, pts[b]) for it, pts in run.snapshots if it <= last]
+            init = inits[b] if inits is not None else None
+            candidates.append(Candidate(strokes=strokes, score=run.best_loss[b], seed=run.seeds[b],
+                                        best_iteration=run.best_iteration[b], stop_iteration=last,
+                                        history=history, snapshots=snaps, init=_init_to_cpu(init)))
+        best = self.select(candidates)
+        return SketchResult(candidates=candidates, best_index=best, target=target, config=self.config,
+                            timings=timings, rasterizer=self.rasterizer)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _fingerprint(self, target: Target, seeds: list[int]) -> str:
+        settings = self.config.to_dict()
+        for volatile in ("iterations", "device", "checkpoint_every"):
+            settings.pop(volatile, None)
+        digest = hashlib.sha256()
+        digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+        # components by class (their reprs may show load state, which must not matter)
+        digest.update(type(self.loss).__qualname__.encode())
+        digest.update(type(self.initializer).__qualname__.encode())
+        digest.update(type(self.rasterizer).__qualname__.encode())
+        digest.update(target.image.detach().cpu().contiguous().numpy().tobytes())
+        digest.update(json.dumps(seeds).encode())
+        return digest.hexdigest()
+
+    def _save_checkpoint(self, run: _Run, path: Path, fingerprint: str) -> None:
+        payload = {
+            "version": _CHECKPOINT_VERSION,
+            "fingerprint": fingerprint,
+            "iteration": run.iteration,
+            "points": run.strokes.points.detach().cpu(),
+            "colors": run.strokes.colors.detach().cpu(),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
+            "generators": [g.get_state() for g in run.generators],
+            "best_loss": run.best_loss,
+            "best_iteration": run.best_iteration,
+            "best_points": run.best_points,
+            "best_colors": run.best_colors,
+            "patience": run.patience,
+            "stopped": run.stopped,
+            "stop_iteration": run.stop_iteration,
+            "frozen_points": run.frozen_points,
+            "frozen_colors": run.frozen_colors,
+            "train_history": [{k: v.cpu() for k, v in h.items()} for h in run.train_history],
+            "eval_history": [[it, rec] for it, rec in run.eval_history],
+            "snapshots": [[it, pts] for it, pts in run.snapshots],
+            "last_eval": run.last_eval,
+        }
+        with atomic_open(path, "wb") as fh:
+            torch.save(payload, fh)
+
+    def _load_checkpoint(self, run: _Run, path: Path, fingerprint: str) -> None:
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from exc
+        if not isinstance(data, dict) or data.get("version") != _CHECKPOINT_VERSION:
+            raise CheckpointError(f"{path} is not a clipasso checkpoint (version {_CHECKPOINT_VERSION})")
+        if data["fingerprint"] != fingerprint:
+            raise CheckpointError(
+                f"checkpoint {path} was written for other settings, another image or other components; "
+                "delete it or pass another checkpoint path"
+            )
+        dev = self.device
+        with torch.no_grad():
+            run.strokes.points.copy_(data["points"].to(dev))
+            run.strokes.colors.copy_(data["colors"].to(dev))
+        run.optimizer.load_state_dict(data["optimizer"])
+        if run.scheduler is not None and data["scheduler"] is not None:
+            run.scheduler.load_state_dict(data["scheduler"])
+        for g, s in zip(run.generators, data["generators"]):
+            g.set_state(s)
+        run.iteration = int(data["iteration"])
+        run.best_loss = [float(x) for x in data["best_loss"]]
+        run.best_iteration = [int(x) for x in data["best_iteration"]]
+        run.best_points = data["best_points"].to(dev)
+        run.best_colors = data["best_colors"].to(dev)
+        run.patience = [int(x) for x in data["patience"]]
+        run.stopped = [bool(x) for x in data["stopped"]]
+        run.stop_iteration = [int(x) for x in data["stop_iteration"]]
+        run.frozen_points = data["frozen_points"].to(dev)
+        run.frozen_colors = data["frozen_colors"].to(dev)
+        run.train_history = [{k: v.to(dev) for k, v in h.items()} for h in data["train_history"]]
+        run.eval_history = [(int(it), rec) for it, rec in data["eval_history"]]
+        run.snapshots = [(int(it), pts) for it, pts in data["snapshots"]]
+        run.last_eval = [float(x) for x in data["last_eval"]]
+
+
+def _init_to_cpu(init: InitResult | None) -> InitResult | None:
+    if init is None:
+        return None
+    def cpu(x: Tensor | None) -> Tensor | None:
+        return x.detach().cpu() if x is not None else None
+    return InitResult(strokes=init.strokes, relevance=cpu(init.relevance), edges=cpu(init.edges),
+                      distribution=cpu(init.distribution), pixels=cpu(init.pixels))

@@ -1,0 +1,149 @@
+"""The command line: sketches end to end, outputs, bad inputs, atomic writes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clipasso import outputs
+from clipasso.cli import main
+from clipasso.testing import tiny_clip_file
+
+
+def _photo(path: Path, size: int = 64) -> Path:
+    yy, xx = np.mgrid[:size, :size]
+    disc = ((yy - size / 2) ** 2 + (xx - size / 2) ** 2) < (size * 0.3) ** 2
+    arr = np.full((size, size, 3), 255, np.uint8)
+    arr[disc] = (40, 60, 90)
+    Image.fromarray(arr).save(path)
+    return path
+
+
+FAST = ["--iterations", "3", "--num-sketches", "2", "--strokes", "4", "-q", "--device", "cpu"]
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("clipasso: error:")
+    return err[0]
+
+
+def test_sketch_with_tiny_clip_writes_every_output(tmp_path: Path) -> None:
+    img = _photo(tmp_path / "disc.png")
+    code = main(["sketch", str(img), "-o", str(tmp_path / "out"), *FAST,
+                 "--clip-weights", str(tiny_clip_file("resnet")), "--saliency-weights", str(tiny_clip_file("vit"))])
+    assert code == 0
+    out = tmp_path / "out" / "disc"
+    root = ET.parse(out / "sketch.svg").getroot()
+    assert root.tag.endswith("svg") and len([e for e in root.iter() if e.tag.endswith("path")]) == 4
+    with Image.open(out / "sketch.png") as png:
+        assert png.format == "PNG" and png.size == (448, 448)
+    with Image.open(out / "progress.gif") as gif:
+        assert gif.format == "GIF"
+    for name in ("saliency.png", "loss.png"):
+        with Image.open(out / name) as im:
+            assert im.format == "PNG"
+    scores = json.loads((out / "candidates" / "scores.json").read_text())
+    assert len(scores["candidates"]) == 2
+    assert sorted(p.name for p in (out / "candidates").glob("*.svg")) == ["seed0.svg", "seed1000.svg"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["config"]["num_strokes"] == 4 and config["image"] == str(img)
+    assert not list((tmp_path / "out").glob(".*"))  # no temporary folders left
+
+
+def test_two_images_and_a_ladder_with_edges(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a, b = _photo(tmp_path / "a.png"), _photo(tmp_path / "b.png", 80)
+    code = main(["sketch", str(a), str(b), "-o", str(tmp_path / "out"), "--loss", "edges", "--initializer", "random",
+                 "--iterations", "3", "--num-sketches", "1", "--strokes", "2,3", "-q"])
+    assert code == 0
+    for name in ("a", "b"):
+        folder = tmp_path / "out" / name
+        assert (folder / "strokes-2" / "sketch.svg").exists() and (folder / "strokes-3" / "sketch.svg").exists()
+        with Image.open(folder / "ladder.png") as ladder:
+            assert ladder.width > 2 * 224
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and "best loss" in lines[0]
+
+
+def _truncated_png(path: Path) -> Path:
+    _photo(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda d: d / "missing.png", "not found"),
+        (lambda d: d, "directory"),
+        (lambda d: (d / "t.png").write_text("not an image") and d / "t.png", "cannot read image"),
+        (lambda d: _truncated_png(d / "trunc.png"), "cannot read image"),
+        (lambda d: (d / "z.png").write_bytes(b"") or d / "z.png", "empty"),
+        (lambda d: _photo(d / "tiny.png", size=8), "too small"),
+    ],
+)
+def test_bad_images_exit_2_without_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str], make, message: str) -> None:  # type: ignore[no-untyped-def]
+    src = tmp_path / "src"
+    src.mkdir()
+    bad = make(src)
+    code = main(["sketch", str(bad), "-o", str(tmp_path / "out"), "--loss", "edges", *FAST])
+    assert code == 2
+    assert message in _one_line_error(capsys)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_wrong_mask_size_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    img = _photo(tmp_path / "a.png", 64)
+    mask = tmp_path / "m.png"
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(mask)
+    code = main(["sketch", str(img), "--mask", str(mask), "-o", str(tmp_path / "out"), "--loss", "edges", *FAST])
+    assert code == 2 and "mask" in _one_line_error(capsys)
+    assert not (tmp_path / "out" / "a").exists()
+
+
+def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sketch", "-o", str(tmp_path)]) == 2
+    assert "no IMAGE" in _one_line_error(capsys)
+    assert main(["sketch", "x.png", "--strokes", "0"]) == 2
+    _one_line_error(capsys)
+    assert main(["sketch", "x.png", "--loss", "nope", "-q"]) == 2
+    assert "unknown loss" in _one_line_error(capsys)
+
+
+def test_print_config_round_trips(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sketch", "--print-config", "--iterations", "7", "--seed", "3"]) == 0
+    text = capsys.readouterr().out
+    assert "iterations = 7" in text and "seed = 3" in text
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(text)
+    assert main(["sketch", "--print-config", "--config", str(cfg)]) == 0
+    assert capsys.readouterr().out == text
+
+
+def test_interrupted_save_keeps_old_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    img = _photo(tmp_path / "a.png")
+    args = ["sketch", str(img), "-o", str(tmp_path / "out"), "--loss", "edges", "--initializer", "random", *FAST]
+    assert main(args) == 0
+    old_svg = (tmp_path / "out" / "a" / "sketch.svg").read_bytes()
+
+    def boom(*a: object, **k: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(outputs, "save_progress_gif", boom)  # dies half-way through writing
+    assert main([*args, "--seed", "5"]) == 130
+    assert (tmp_path / "out" / "a" / "sketch.svg").read_bytes() == old_svg
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a"]
+
+
+def test_info_and_console_script() -> None:
+    out = subprocess.run([sys.executable, "-m", "clipasso", "info"], capture_output=True, text=True, check=True)
+    assert "rasterizers" in out.stdout and "torch" in out.stdout and "weights" in out.stdout

@@ -1,0 +1,212 @@
+"""The Sketcher end to end on tiny models: results, best-of-N batching, determinism, checkpoints."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from clipasso import Sketcher
+from clipasso.callbacks import Callback, SketchState
+from clipasso.config import SketchConfig
+from clipasso.errors import CheckpointError, InputError, NonFiniteLossError
+from clipasso.losses import LossContext, SketchLoss
+from clipasso.strokes import StrokeSet
+
+
+def _image(size: int = 96) -> torch.Tensor:
+    """A dark disc on white, [3, size, size]."""
+    yy, xx = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
+    r = ((yy - size / 2) ** 2 + (xx - size / 2) ** 2).sqrt()
+    disc = (r < size * 0.3).float()
+    return (1 - 0.8 * disc).expand(3, -1, -1).contiguous()
+
+
+@pytest.fixture()
+def tiny_sketcher(tiny_resnet: torch.nn.Module, tiny_vit: torch.nn.Module):  # type: ignore[no-untyped-def]
+    def make(**settings: Any) -> Sketcher:
+        base = dict(num_strokes=4, iterations=12, num_sketches=2, eval_every=5, device="cpu")
+        base.update(settings)
+        return Sketcher(clip_model=tiny_resnet, saliency_model=tiny_vit, **base)
+
+    return make
+
+
+def test_end_to_end_default_components(tiny_sketcher) -> None:  # type: ignore[no-untyped-def]
+    result = tiny_sketcher().sketch(_image(224))
+    assert len(result.candidates) == 2
+    assert result.strokes.num_strokes == 4 and result.strokes.batch_size == 1
+    parsed = StrokeSet.from_svg(result.svg())
+    torch.testing.assert_close(parsed.points, result.strokes.points, atol=1e-3, rtol=0)
+    for cand in result.candidates:
+        assert len(cand.history.train["total"]) == cand.stop_iteration
+        assert cand.history.eval_iterations[:3] == [0, 5, 10]
+        assert set(cand.history.train) >= {"fc", "total"}
+        assert cand.init is not None and cand.init.relevance is not None
+    assert result.best_index == min(range(2), key=lambda i: result.candidates[i].score)
+    assert result.render(scale=2.0).shape == (1, 3, 448, 448)
+    assert set(result.timings) >= {"total", "optimize", "per_step"}
+
+
+def test_best_strokes_are_the_evaluated_ones(tiny_sketcher) -> None:  # type: ignore[no-untyped-def]
+    result = tiny_sketcher(num_sketches=1, iterations=10).sketch(_image(224))
+    cand = result.best
+    snap = dict(cand.snapshots)[cand.best_iteration]
+    assert torch.equal(snap, cand.strokes.points[0])
+
+
+def test_batched_best_of_n_equals_separate_runs(tiny_sketcher) -> None:  # type: ignore[no-untyped-def]
+    image = _image(224)
+    batched = tiny_sketcher(num_sketches=2, seed=0, seed_stride=1000).sketch(image)
+    for b, seed in enumerate((0, 1000)):
+        single = tiny_sketcher(num_sketches=1, seed=seed).sketch(image)
+        cand = batched.candidates[b]
+        assert cand.seed == seed
+        torch.testing.assert_close(cand.strokes.points, single.strokes.points, atol=1e-4, rtol=0)
+        assert math.isclose(cand.score, single.best_loss, rel_tol=1e-4, abs_tol=1e-7)
+        assert cand.best_iteration == single.best_iteration
+
+
+def test_deterministic(tiny_sketcher) -> None:  # type: ignore[no-untyped-def]
+    a = tiny_sketcher().sketch(_image(224))
+    b = tiny_sketcher().sketch(_image(224))
+    for ca, cb in zip(a.candidates, b.candidates):
+        assert torch.equal(ca.strokes.points, cb.strokes.points)
+        assert ca.history.train == cb.history.train
+
+
+class _Interrupt(Callback):
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_step(self, sketcher: Sketcher, state: SketchState) -> None:
+        if state.iteration == self.at:
+            raise KeyboardInterrupt
+
+
+def test_checkpoint_resume_equals_uninterrupted(tiny_sketcher, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    image = _image(224)
+    reference = tiny_sketcher(checkpoint_every=4).sketch(image)
+    ckpt = tmp_path / "run.ckpt"
+    interrupted = tiny_sketcher(checkpoint_every=4)
+    interrupted.callbacks.append(_Interrupt(at=6))
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.sketch(image, checkpoint=ckpt)
+    assert ckpt.exists() and not list(tmp_path.glob(".*tmp"))
+    resumed = tiny_sketcher(checkpoint_every=4).sketch(image, checkpoint=ckpt)
+    for ca, cb in zip(reference.candidates, resumed.candidates):
+        assert torch.equal(ca.strokes.points, cb.strokes.points)
+        assert ca.score == cb.score and ca.best_iteration == cb.best_iteration
+        assert ca.history.train == cb.history.train
+        assert ca.history.eval == cb.history.eval
+
+
+def test_checkpoint_from_other_settings_is_refused(tiny_sketcher, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    ckpt = tmp_path / "run.ckpt"
+    tiny_sketcher(iterations=4).sketch(_image(224), checkpoint=ckpt)
+    with pytest.raises(CheckpointError, match="other settings"):
+        tiny_sketcher(iterations=4, num_strokes=5).sketch(_image(224), checkpoint=ckpt)
+    ckpt.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        tiny_sketcher(iterations=4).sketch(_image(224), checkpoint=ckpt)
+
+
+class _ConstantLoss(SketchLoss):
+    name = "const"
+
+    def compute(self, sketch: torch.Tensor, target: torch.Tensor, context: LossContext) -> torch.Tensor:
+        return (sketch * 0).mean(dim=(1, 2, 3)) + 1.0
+
+
+class _NaNLoss(SketchLoss):
+    name = "boom"
+
+    def compute(self, sketch: torch.Tensor, target: torch.Tensor, context: LossContext) -> torch.Tensor:
+        value = (sketch - target).pow(2).mean(dim=(1, 2, 3))
+        return value * (math.nan if context.iteration >= 7 else 1.0)
+
+
+def test_early_stop_reference_rule(tiny_vit: torch.nn.Module) -> None:
+    sk = Sketcher(loss=_ConstantLoss(), saliency_model=tiny_vit, num_strokes=3, iterations=50, eval_every=2,
+                  num_sketches=1, device="cpu")
+    result = sk.sketch(_image(224))
+    assert result.best_iteration == 0
+    assert result.best.stop_iteration == 4  # no change at 2 and at 4 -> stop
+    assert result.best.history.eval_iterations == [0, 2, 4]
+
+
+def test_non_finite_loss_names_iteration_and_term(tiny_vit: torch.nn.Module) -> None:
+    sk = Sketcher(loss=_NaNLoss(), saliency_model=tiny_vit, num_strokes=3, iterations=20, eval_every=5,
+                  num_sketches=1, device="cpu")
+    with pytest.raises(NonFiniteLossError, match="'boom' became non-finite at iteration 7") as info:
+        sk.sketch(_image(224))
+    assert info.value.iteration == 7 and info.value.term == "boom"
+    assert info.value.result is not None and info.value.result.best_iteration == 5
+
+
+def test_bad_inputs(tiny_sketcher, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    sk = tiny_sketcher()
+    with pytest.raises(InputError, match="not found"):
+        sk.sketch(tmp_path / "missing.png")
+    with pytest.raises(InputError, match="empty"):
+        sk.sketch(torch.rand(3, 0, 10))
+    with pytest.raises(InputError, match="mask"):
+        sk.sketch(_image(224), mask=torch.ones(10, 10))
+    with pytest.raises(InputError, match="num_strokes"):
+        sk.sketch(_image(224), num_strokes=0)
+    with pytest.raises(InputError, match="num_strokes"):
+        SketchConfig(num_strokes=0)
+    with pytest.raises(InputError, match="unknown setting"):
+        Sketcher(strokes=3)
+
+
+def test_subclassing_and_callbacks(tiny_sketcher) -> None:  # type: ignore[no-untyped-def]
+    seen: dict[str, Any] = {"steps": 0, "evals": 0, "end": None}
+
+    class Recorder(Callback):
+        def on_step(self, sketcher: Sketcher, state: SketchState) -> None:
+            seen["steps"] += 1
+
+        def on_eval(self, sketcher: Sketcher, state: SketchState) -> None:
+            seen["evals"] += 1
+            assert all(math.isfinite(x) for x in state.eval_loss)
+
+        def on_end(self, sketcher: Sketcher, result: Any) -> None:
+            seen["end"] = result
+
+    class SGDSketcher(Sketcher):
+        def build_optimizer(self, strokes: StrokeSet) -> torch.optim.Optimizer:
+            self.built = True
+            return torch.optim.SGD([strokes.points], lr=0.0)
+
+    base = tiny_sketcher(iterations=6, num_sketches=1)
+    sk = SGDSketcher(base.config, clip_model=base.clip_model, saliency_model=base.saliency_model,
+                     callbacks=[Recorder()])
+    result = sk.sketch(_image(224))
+    assert sk.built and seen["steps"] == 6 and seen["evals"] == 3 and seen["end"] is result
+    init_points = result.best.snapshots[0][1]
+    assert torch.equal(result.strokes.points[0], init_points)  # lr 0: nothing moved
+
+
+def test_edge_loss_moves_ink_onto_the_outline() -> None:
+    """Weights-free end to end: optimised strokes lie closer to the disc's outline than initial ones."""
+    size = 128
+    image = _image(size)
+    sk = Sketcher(loss="edge", initializer="random", num_strokes=12, iterations=300, eval_every=10,
+                  num_sketches=1, image_size=size, early_stop_patience=0, device="cpu")
+    result = sk.sketch(image)
+
+    def outline_distance(points: torch.Tensor) -> float:
+        strokes = StrokeSet(points, canvas_size=(size, size))
+        with torch.no_grad():
+            ink = 1 - strokes.render()[0].mean(0)  # [H, W]
+        yy, xx = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
+        dist = (((yy - size / 2) ** 2 + (xx - size / 2) ** 2).sqrt() - size * 0.3).abs()
+        return float((ink * dist).sum() / ink.sum())
+
+    before = outline_distance(result.best.snapshots[0][1][None])
+    after = outline_distance(result.strokes.points)
+    assert after < 0.6 * before, (before, after)
