@@ -103,7 +103,7 @@ def gens(*seeds: int) -> list[torch.Generator]:
 
 def test_user_loss_is_registered_and_parametrised() -> None:
     assert "_test_user_abs" in ALL_LOSSES
-    assert {"clip_conv", "clip_semantic", "edge", "pixel_l2", "sparsity"} <= set(ALL_LOSSES)
+    assert {"clip_conv", "clip_semantic", "edges", "pixel_l2", "sparsity"} <= set(ALL_LOSSES)
     loss = create_loss("_test_user_abs", weight=2.0)
     out = loss(torch.zeros(2, 3, 8, 8), torch.ones(1, 3, 8, 8))
     torch.testing.assert_close(out["user_abs"], torch.tensor([2.0, 2.0]))

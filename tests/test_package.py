@@ -12,14 +12,71 @@ def test_version_string() -> None:
     assert clipasso.__version__.count(".") >= 2
 
 
+# The API surface users rely on: removing one of these is a breaking change (update the CHANGELOG).
+PUBLIC_API = {
+    "Sketcher",
+    "SketchConfig",
+    "SketchResult",
+    "Candidate",
+    "LossHistory",
+    "Callback",
+    "SketchState",
+    "StrokeSet",
+    "rasterize",
+    "composite",
+    "Rasterizer",
+    "register_rasterizer",
+    "get_rasterizer",
+    "available_backends",
+    "SketchLoss",
+    "LossContext",
+    "create_loss",
+    "list_losses",
+    "register_loss",
+    "CLIPConvLoss",
+    "CLIPSemanticLoss",
+    "EdgeLoss",
+    "PixelL2Loss",
+    "OpacitySparsityLoss",
+    "ComposedLoss",
+    "Initializer",
+    "InitResult",
+    "create_initializer",
+    "list_initializers",
+    "register_initializer",
+    "SaliencyInitializer",
+    "RandomInitializer",
+    "SVGInitializer",
+    "load_clip",
+    "available_models",
+    "prepare_target",
+    "Target",
+    "Matting",
+    "ReferenceViews",
+    "xdog",
+    "otsu_threshold",
+    "Registry",
+    "ClipassoError",
+    "InputError",
+    "WeightsError",
+    "SVGError",
+    "CheckpointError",
+    "NonFiniteLossError",
+    "BackendUnavailableError",
+    "__version__",
+}
+
+
 def test_public_names_exist() -> None:
+    assert set(clipasso.__all__) >= PUBLIC_API, sorted(PUBLIC_API - set(clipasso.__all__))
     for name in clipasso.__all__:
         assert hasattr(clipasso, name), name
 
 
 def test_cli_version() -> None:
-    out = subprocess.run([sys.executable, "-m", "clipasso", "--version"], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "clipasso", "--version"], capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == f"clipasso {clipasso.__version__}"
 
 

@@ -130,8 +130,15 @@ class _NaNLoss(SketchLoss):
 
 
 def test_early_stop_reference_rule(tiny_vit: torch.nn.Module) -> None:
-    sk = Sketcher(loss=_ConstantLoss(), saliency_model=tiny_vit, num_strokes=3, iterations=50, eval_every=2,
-                  num_sketches=1, device="cpu")
+    sk = Sketcher(
+        loss=_ConstantLoss(),
+        saliency_model=tiny_vit,
+        num_strokes=3,
+        iterations=50,
+        eval_every=2,
+        num_sketches=1,
+        device="cpu",
+    )
     result = sk.sketch(_image(224))
     assert result.best_iteration == 0
     assert result.best.stop_iteration == 4  # no change at 2 and at 4 -> stop
@@ -139,8 +146,15 @@ def test_early_stop_reference_rule(tiny_vit: torch.nn.Module) -> None:
 
 
 def test_non_finite_loss_names_iteration_and_term(tiny_vit: torch.nn.Module) -> None:
-    sk = Sketcher(loss=_NaNLoss(), saliency_model=tiny_vit, num_strokes=3, iterations=20, eval_every=5,
-                  num_sketches=1, device="cpu")
+    sk = Sketcher(
+        loss=_NaNLoss(),
+        saliency_model=tiny_vit,
+        num_strokes=3,
+        iterations=20,
+        eval_every=5,
+        num_sketches=1,
+        device="cpu",
+    )
     with pytest.raises(NonFiniteLossError, match="'boom' became non-finite at iteration 7") as info:
         sk.sketch(_image(224))
     assert info.value.iteration == 7 and info.value.term == "boom"
@@ -183,8 +197,9 @@ def test_subclassing_and_callbacks(tiny_sketcher) -> None:  # type: ignore[no-un
             return torch.optim.SGD([strokes.points], lr=0.0)
 
     base = tiny_sketcher(iterations=6, num_sketches=1)
-    sk = SGDSketcher(base.config, clip_model=base.clip_model, saliency_model=base.saliency_model,
-                     callbacks=[Recorder()])
+    sk = SGDSketcher(
+        base.config, clip_model=base.clip_model, saliency_model=base.saliency_model, callbacks=[Recorder()]
+    )
     result = sk.sketch(_image(224))
     assert sk.built and seen["steps"] == 6 and seen["evals"] == 3 and seen["end"] is result
     init_points = result.best.snapshots[0][1]
@@ -195,8 +210,17 @@ def test_edge_loss_moves_ink_onto_the_outline() -> None:
     """Weights-free end to end: optimised strokes lie closer to the disc's outline than initial ones."""
     size = 128
     image = _image(size)
-    sk = Sketcher(loss="edge", initializer="random", num_strokes=12, iterations=300, eval_every=10,
-                  num_sketches=1, image_size=size, early_stop_patience=0, device="cpu")
+    sk = Sketcher(
+        loss="edges",
+        initializer="random",
+        num_strokes=12,
+        iterations=300,
+        eval_every=10,
+        num_sketches=1,
+        image_size=size,
+        early_stop_patience=0,
+        device="cpu",
+    )
     result = sk.sketch(image)
 
     def outline_distance(points: torch.Tensor) -> float:

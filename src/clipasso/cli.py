@@ -85,7 +85,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
+        import tomli as tomllib
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
@@ -130,8 +130,6 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "saliency_model": args.saliency_weights,
     }
     data.update({k: v for k, v in flags.items() if v is not None})
-    if data.get("loss") == "edges":
-        data["loss"] = "edge"
     if args.strokes is not None:
         data["num_strokes"] = args.strokes[0]
     return data

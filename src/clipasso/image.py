@@ -118,10 +118,11 @@ def read_image(source: ImageLike) -> tuple[Tensor, Tensor | None, Image.Image | 
     if isinstance(source, (str, os.PathLike)):
         source = _open_file(Path(source))
     if isinstance(source, np.ndarray) and source.dtype == np.uint8 and source.ndim in (2, 3):
+        shape = source.shape
         try:
             source = Image.fromarray(source)
         except (TypeError, ValueError) as exc:
-            raise InputError(f"{what}: cannot interpret array of shape {source.shape} as an image") from exc
+            raise InputError(f"{what}: cannot interpret array of shape {shape} as an image") from exc
     if isinstance(source, Image.Image):
         img = source
         if img.mode == "P":

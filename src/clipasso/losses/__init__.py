@@ -4,7 +4,7 @@ Every loss maps sketches ``[B, 3, H, W]`` and a target ``[1 or B, 3, H, W]`` (bo
 optional :class:`LossContext` to ``{term name: Tensor [B]}`` (already weighted; the objective is the
 sum). Losses combine as ``a + 0.5 * b.after(100)``. See ``docs/losses.md``.
 
-Registered names (:func:`list_losses`): ``clip_conv``, ``clip_semantic``, ``edge``, ``pixel_l2``,
+Registered names (:func:`list_losses`): ``clip_conv``, ``clip_semantic``, ``edges``, ``pixel_l2``,
 ``sparsity``.
 """
 

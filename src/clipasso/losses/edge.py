@@ -39,7 +39,7 @@ from .pixel import masked_mean
 __all__ = ["EdgeLoss"]
 
 
-@register_loss("edge")
+@register_loss("edges")
 class EdgeLoss(SketchLoss):
     """Multi-scale MSE between the blurred sketch ink and the blurred target edges.
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -61,8 +62,10 @@ def normalize(images: Tensor) -> Tensor:
     return (images - mean) / std
 
 
-def visual_of(model: nn.Module) -> nn.Module:
-    """The image tower of a CLIP model (or the argument itself if it already is one)."""
+def visual_of(model: nn.Module) -> Any:
+    """The image tower of a CLIP model (or the argument itself if it already is one).
+
+    Typed ``Any``: CLIP's towers are duck-typed (``ModifiedResNet`` / ``VisionTransformer``)."""
     visual = getattr(model, "visual", None)
     return visual if isinstance(visual, nn.Module) else model
 
@@ -79,7 +82,7 @@ def is_resnet(model: nn.Module) -> bool:
     return hasattr(visual, "attnpool") and hasattr(visual, "layer1")
 
 
-def _stem(visual: nn.Module, x: Tensor) -> Tensor:
+def _stem(visual: Any, x: Tensor) -> Tensor:
     for i in (1, 2, 3):
         x = getattr(visual, f"bn{i}")(getattr(visual, f"conv{i}")(x))
         act = getattr(visual, f"relu{i}", None) or getattr(visual, "relu", None)
@@ -109,8 +112,8 @@ def resnet_features(
         >>> sorted(feats)
         ['attnpool', 'layer2']
     """
-    visual = visual_of(visual)
-    if not is_resnet(visual):
+    tower = visual_of(visual)
+    if not is_resnet(tower):
         raise InputError("resnet_features needs a CLIP ResNet tower (RN50, RN101, ...)")
     unknown = [name for name in layers if name not in RESNET_LAYERS]
     if unknown:
@@ -119,15 +122,15 @@ def resnet_features(
         return {}
     wanted = set(layers)
     last = max(RESNET_LAYERS.index(name) for name in layers)
-    x = images.to(visual.conv1.weight.dtype)
+    x = images.to(tower.conv1.weight.dtype)
     out: dict[str, Tensor] = {}
-    x = _stem(visual, x)
+    x = _stem(tower, x)
     if "stem" in wanted:
         out["stem"] = x
     for idx, name in enumerate(RESNET_LAYERS[1:], start=1):
         if idx > last:
             break
-        x = getattr(visual, name)(x)
+        x = getattr(tower, name)(x)
         if name in wanted:
             out[name] = x
     return out
@@ -151,7 +154,7 @@ class ViTFeatures:
     embedding: Tensor | None = None
 
 
-def _attention_probs(block: nn.Module, x_lnd: Tensor) -> Tensor:
+def _attention_probs(block: Any, x_lnd: Tensor) -> Tensor:
     """Post-softmax attention of a CLIP residual block for input tokens ``[L, B, D]``."""
     attn: nn.MultiheadAttention = block.attn
     h = block.ln_1(x_lnd)
@@ -184,23 +187,23 @@ def vit_features(
         >>> f.tokens[0].shape[1], f.attention[0].shape[-1]
         (50, 50)
     """
-    visual = visual_of(visual)
-    if not is_vit(visual):
+    tower = visual_of(visual)
+    if not is_vit(tower):
         raise InputError("vit_features needs a CLIP ViT tower (ViT-B/32, ViT-B/16, ...)")
-    resblocks = list(visual.transformer.resblocks)
+    resblocks = list(tower.transformer.resblocks)
     count = len(resblocks) if blocks is None else blocks
     if not 0 < count <= len(resblocks):
         raise InputError(f"blocks must be in 1..{len(resblocks)}, got {blocks}")
-    x = visual.conv1(images.to(visual.conv1.weight.dtype))  # [B, D, g, g]
+    x = tower.conv1(images.to(tower.conv1.weight.dtype))  # [B, D, g, g]
     x = x.flatten(2).transpose(1, 2)  # [B, g*g, D]
-    cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+    cls = tower.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
     x = torch.cat([cls, x], dim=1)
-    if x.shape[1] != visual.positional_embedding.shape[0]:
+    if x.shape[1] != tower.positional_embedding.shape[0]:
         raise InputError(
             f"image size {list(images.shape[-2:])} gives {x.shape[1]} tokens but the tower expects "
-            f"{visual.positional_embedding.shape[0]}; resize to {visual.input_resolution}"
+            f"{tower.positional_embedding.shape[0]}; resize to {tower.input_resolution}"
         )
-    x = visual.ln_pre(x + visual.positional_embedding.to(x.dtype))
+    x = tower.ln_pre(x + tower.positional_embedding.to(x.dtype))
     x = x.permute(1, 0, 2)  # [L, B, D]
     out = ViTFeatures()
     for block in resblocks[:count]:
@@ -209,8 +212,8 @@ def vit_features(
         x = block(x)
         out.tokens.append(x.permute(1, 0, 2))
     if count == len(resblocks):
-        emb = visual.ln_post(x[0])
-        out.embedding = emb @ visual.proj if visual.proj is not None else emb
+        emb = tower.ln_post(x[0])
+        out.embedding = emb @ tower.proj if tower.proj is not None else emb
     return out
 
 
