@@ -3,8 +3,8 @@
 Prints the median forward and forward+backward times (2 threads) for N = 16, 32, 64, 128
 CLIPasso-like strokes (METHOD §3.7: start uniform on the canvas, 3 steps of 0.05·size·(u − 0.5))
 at 224 and 512, and B = 3 sketches × 16 strokes at 224; the peak memory of a forward+backward
-(increase of the process's maximum resident set size, measured in a fresh subprocess per
-configuration); and diffvg with the ratio where the real diffvg is installed.
+(the maximum of the live CPU memory from the torch profiler's allocation
+events); and diffvg with the ratio where the real diffvg is installed.
 
 Usage:
     python benchmarks/bench_render.py [--reps 20] [--threads 2] [--backends torch,diffvg]
@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
-import subprocess
-import sys
 import time
 
 import torch
@@ -53,22 +50,26 @@ def time_config(n: int, size: int, batch: int, backend: str, reps: int) -> tuple
     return 1e3 * statistics.median(fwd), 1e3 * statistics.median(both)
 
 
-def peak_memory_mb(n: int, size: int, batch: int, backend: str, threads: int) -> float:
-    """Max-RSS increase (MB) of a fresh process running three forward+backward passes."""
-    code = f"""
-import resource, torch
-from clipasso.render import rasterize, composite
-torch.set_num_threads({threads})
-import benchmarks.bench_render as b
-pts = b.strokes({n}, {size}, {batch}).requires_grad_()
-w = torch.full(({batch}, {n}), 1.5); c = torch.tensor([0.0, 0, 0, 1]).expand({batch}, {n}, 4)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-for _ in range(3):
-    composite(rasterize(pts, w, c, size={size}, backend={backend!r})).mean().backward()
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
-"""
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+def peak_memory_mb(n: int, size: int, batch: int, backend: str) -> float:
+    """Peak live CPU memory (MB) of one forward+backward, from the profiler's allocation events.
+
+    Every allocation and free made by a torch op is recorded (``profile_memory=True``); the
+    running sum of the per-op self allocations in chronological order is the live memory held by
+    the computation (inputs excluded) and its maximum is the peak.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    pts = strokes(n, size, batch).requires_grad_()
+    widths = torch.full((batch, n), 1.5)
+    colors = torch.tensor([0.0, 0.0, 0.0, 1.0]).expand(batch, n, 4)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        composite(rasterize(pts, widths, colors, size=size, backend=backend)).mean().backward()
+    events = sorted(prof.events(), key=lambda e: e.time_range.start)
+    live = peak = 0
+    for e in events:
+        live += e.self_cpu_memory_usage
+        peak = max(peak, live)
+    return peak / 2**20
 
 
 def main() -> None:
@@ -91,7 +92,7 @@ def main() -> None:
         for backend in backends:
             reps = args.reps if backend == "torch" else max(3, args.reps // 5)
             fwd, both = time_config(n, size, batch, backend, reps)
-            mem = float("nan") if args.no_memory else peak_memory_mb(n, size, batch, backend, args.threads)
+            mem = float("nan") if args.no_memory else peak_memory_mb(n, size, batch, backend)
             ratio = "" if base is None else f"  (x{both / base:.1f} of torch)"
             base = both if base is None else base
             print(f"{n:>4} {size:>5} {batch:>2} {backend:>8} {fwd:>9.2f} {both:>11.2f} {mem:>8.1f}{ratio}")
@@ -100,7 +101,6 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=1)
-    _ = resource  # the subprocess uses it too
 
 
 if __name__ == "__main__":

@@ -38,8 +38,19 @@ def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
 
 def test_sketch_with_tiny_clip_writes_every_output(tmp_path: Path) -> None:
     img = _photo(tmp_path / "disc.png")
-    code = main(["sketch", str(img), "-o", str(tmp_path / "out"), *FAST,
-                 "--clip-weights", str(tiny_clip_file("resnet")), "--saliency-weights", str(tiny_clip_file("vit"))])
+    code = main(
+        [
+            "sketch",
+            str(img),
+            "-o",
+            str(tmp_path / "out"),
+            *FAST,
+            "--clip-weights",
+            str(tiny_clip_file("resnet")),
+            "--saliency-weights",
+            str(tiny_clip_file("vit")),
+        ]
+    )
     assert code == 0
     out = tmp_path / "out" / "disc"
     root = ET.parse(out / "sketch.svg").getroot()
@@ -61,12 +72,32 @@ def test_sketch_with_tiny_clip_writes_every_output(tmp_path: Path) -> None:
 
 def test_two_images_and_a_ladder_with_edges(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     a, b = _photo(tmp_path / "a.png"), _photo(tmp_path / "b.png", 80)
-    code = main(["sketch", str(a), str(b), "-o", str(tmp_path / "out"), "--loss", "edges", "--initializer", "random",
-                 "--iterations", "3", "--num-sketches", "1", "--strokes", "2,3", "-q"])
+    code = main(
+        [
+            "sketch",
+            str(a),
+            str(b),
+            "-o",
+            str(tmp_path / "out"),
+            "--loss",
+            "edges",
+            "--initializer",
+            "random",
+            "--iterations",
+            "3",
+            "--num-sketches",
+            "1",
+            "--strokes",
+            "2,3",
+            "-q",
+        ]
+    )
     assert code == 0
     for name in ("a", "b"):
         folder = tmp_path / "out" / name
-        assert (folder / "strokes-2" / "sketch.svg").exists() and (folder / "strokes-3" / "sketch.svg").exists()
+        assert (folder / "strokes-2" / "sketch.svg").exists() and (
+            folder / "strokes-3" / "sketch.svg"
+        ).exists()
         with Image.open(folder / "ladder.png") as ladder:
             assert ladder.width > 2 * 224
     lines = capsys.readouterr().out.strip().splitlines()
@@ -91,7 +122,9 @@ def _truncated_png(path: Path) -> Path:
         (lambda d: _photo(d / "tiny.png", size=8), "too small"),
     ],
 )
-def test_bad_images_exit_2_without_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str], make, message: str) -> None:  # type: ignore[no-untyped-def]
+def test_bad_images_exit_2_without_outputs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make, message: str
+) -> None:  # type: ignore[no-untyped-def]
     src = tmp_path / "src"
     src.mkdir()
     bad = make(src)
@@ -105,7 +138,9 @@ def test_wrong_mask_size_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
     img = _photo(tmp_path / "a.png", 64)
     mask = tmp_path / "m.png"
     Image.fromarray(np.zeros((32, 32), np.uint8)).save(mask)
-    code = main(["sketch", str(img), "--mask", str(mask), "-o", str(tmp_path / "out"), "--loss", "edges", *FAST])
+    code = main(
+        ["sketch", str(img), "--mask", str(mask), "-o", str(tmp_path / "out"), "--loss", "edges", *FAST]
+    )
     assert code == 2 and "mask" in _one_line_error(capsys)
     assert not (tmp_path / "out" / "a").exists()
 
@@ -131,7 +166,17 @@ def test_print_config_round_trips(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 def test_interrupted_save_keeps_old_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     img = _photo(tmp_path / "a.png")
-    args = ["sketch", str(img), "-o", str(tmp_path / "out"), "--loss", "edges", "--initializer", "random", *FAST]
+    args = [
+        "sketch",
+        str(img),
+        "-o",
+        str(tmp_path / "out"),
+        "--loss",
+        "edges",
+        "--initializer",
+        "random",
+        *FAST,
+    ]
     assert main(args) == 0
     old_svg = (tmp_path / "out" / "a" / "sketch.svg").read_bytes()
 
@@ -145,5 +190,7 @@ def test_interrupted_save_keeps_old_outputs(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_info_and_console_script() -> None:
-    out = subprocess.run([sys.executable, "-m", "clipasso", "info"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "clipasso", "info"], capture_output=True, text=True, check=True
+    )
     assert "rasterizers" in out.stdout and "torch" in out.stdout and "weights" in out.stdout

@@ -200,7 +200,15 @@ def test_long_and_multisegment_strokes_match_reference() -> None:
     size = (48, 64)
     pts = torch.tensor(
         [
-            [[-10.0, 5.0], [30.0, 60.0], [40.0, -20.0], [80.0, 40.0], [60.0, 47.0], [20.0, 30.0], [5.0, 44.0]],
+            [
+                [-10.0, 5.0],
+                [30.0, 60.0],
+                [40.0, -20.0],
+                [80.0, 40.0],
+                [60.0, 47.0],
+                [20.0, 30.0],
+                [5.0, 44.0],
+            ],
             [[3.0, 3.0], [20.0, 4.0], [25.0, 20.0], [30.0, 25.0], [35.0, 30.0], [45.0, 40.0], [60.0, 12.0]],
         ]
     )
@@ -225,7 +233,13 @@ GRAD_POINTS = torch.tensor(
 )
 GRAD_WIDTHS = torch.tensor([1.5, 1.2, 2.1, 0.6, 1.0], dtype=torch.float64)
 GRAD_COLORS = torch.tensor(
-    [[0.1, 0.2, 0.3, 0.9], [0.5, 0.1, 0.2, 0.7], [0.2, 0.8, 0.1, 0.6], [0.3, 0.3, 0.9, 0.8], [0.6, 0.5, 0.4, 1.0]],
+    [
+        [0.1, 0.2, 0.3, 0.9],
+        [0.5, 0.1, 0.2, 0.7],
+        [0.2, 0.8, 0.1, 0.6],
+        [0.3, 0.3, 0.9, 0.8],
+        [0.6, 0.5, 0.4, 1.0],
+    ],
     dtype=torch.float64,
 )
 
@@ -264,7 +278,9 @@ def test_gradcheck_widths_and_colors(name: str) -> None:
         return rasterize(GRAD_POINTS, w, c, size=16, backend=name)
 
     # straight RGB is undefined where alpha = 0: check the composite and the alpha channel
-    assert torch.autograd.gradcheck(lambda w, c: composite(f(w, c), (0.2, 0.5, 0.9)), (w, c), eps=1e-6, atol=1e-5)
+    assert torch.autograd.gradcheck(
+        lambda w, c: composite(f(w, c), (0.2, 0.5, 0.9)), (w, c), eps=1e-6, atol=1e-5
+    )
     assert torch.autograd.gradcheck(lambda w, c: f(w, c)[:, 3], (w, c), eps=1e-6, atol=1e-5)
 
 
@@ -345,7 +361,9 @@ def test_more_width_never_less_ink(seed: int, r: float, extra: float) -> None:
 @given(seed=seeds, side=st.sampled_from(["left", "right", "top", "bottom"]))
 def test_outside_strokes_render_nothing_and_have_zero_gradient(seed: int, side: str) -> None:
     pts = clipasso_strokes(3, 32, seed=seed) * 0.3
-    offset = {"left": (-20.0, 10.0), "right": (45.0, 10.0), "top": (10.0, -20.0), "bottom": (10.0, 45.0)}[side]
+    offset = {"left": (-20.0, 10.0), "right": (45.0, 10.0), "top": (10.0, -20.0), "bottom": (10.0, 45.0)}[
+        side
+    ]
     pts = (pts + torch.tensor(offset)).requires_grad_()
     widths = torch.full((1, 3), 1.5, requires_grad=True)
     colors = torch.tensor(BLACK).expand(1, 3, 4).clone().requires_grad_()

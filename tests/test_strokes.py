@@ -72,7 +72,9 @@ def test_render_at_twice_the_size_equals_scaled_set() -> None:
     assert torch.allclose(big.points, s.points * 2) and torch.allclose(big.widths, s.widths * 2)
     assert torch.allclose(s.render(size=64), big.render(), atol=1e-5)
     r = s.resized((32, 64))
-    assert torch.allclose(r.points[..., 0], s.points[..., 0] * 2) and torch.allclose(r.points[..., 1], s.points[..., 1])
+    assert torch.allclose(r.points[..., 0], s.points[..., 0] * 2) and torch.allclose(
+        r.points[..., 1], s.points[..., 1]
+    )
     with pytest.raises(InputError):
         s.scaled(0)
 
@@ -104,7 +106,9 @@ def test_clamp_colors() -> None:
 
 
 def test_svg_round_trip(tmp_path: Path) -> None:
-    s = StrokeSet(_points(2, 5, k=2), widths=torch.rand(2, 5) + 0.3, colors=torch.rand(2, 5, 4), canvas_size=(64, 80))
+    s = StrokeSet(
+        _points(2, 5, k=2), widths=torch.rand(2, 5) + 0.3, colors=torch.rand(2, 5, 4), canvas_size=(64, 80)
+    )
     t = StrokeSet.from_svg(s.to_svg(1))
     assert t.canvas_size == (64, 80) and t.num_segments == 2
     assert float((t.points - s.points[1:2]).abs().max().detach()) <= 1e-3

@@ -39,7 +39,9 @@ def test_written_attributes(tmp_path: Path) -> None:
     assert 'stroke-width="3"' in text and 'fill="none"' in text and 'viewBox="0 0 224 224"' in text
     assert 'stroke="#000000"' in text and 'stroke-opacity="0.25"' in text
     assert "M 1 2 C 3 4 5 6 7 8" in text
-    out = write_svg(tmp_path / "a" / "s.svg", pts, torch.tensor([1.5]), torch.tensor([[0.0, 0, 0, 1]]), (9, 9))
+    out = write_svg(
+        tmp_path / "a" / "s.svg", pts, torch.tensor([1.5]), torch.tensor([[0.0, 0, 0, 1]]), (9, 9)
+    )
     assert read_svg(out).points[0][3] == (7.0, 8.0)
 
 
