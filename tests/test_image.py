@@ -100,7 +100,7 @@ def test_bad_tensors_and_masks() -> None:
         read_image(torch.rand(5, 32, 32))
     with pytest.raises(InputError, match=r"\[0, 1\]"):
         read_image(torch.rand(3, 32, 32) * 3)
-    with pytest.raises(InputError, match="mask .* has size 16x16 but the image is 32x32"):
+    with pytest.raises(InputError, match=r"mask .* has size 16x16 but the image is 32x32"):
         prepare_target(torch.rand(3, 32, 32), size=32, mask=torch.ones(16, 16))
 
 

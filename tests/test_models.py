@@ -17,12 +17,12 @@ from clipasso.models import (
     is_resnet,
     is_vit,
     load_clip,
+    loading,
     normalize,
     resnet_features,
     vit_features,
     weights_env_var,
 )
-from clipasso.models import loading
 from clipasso.testing import _build, save_tiny_clip, tiny_clip, tiny_clip_file
 
 KINDS = ["resnet", "vit"]
@@ -79,7 +79,7 @@ def test_directory_given(tmp_path: Path) -> None:
 def test_corrupt_file(tmp_path: Path, payload: bytes) -> None:
     bad = tmp_path / "bad.pt"
     bad.write_bytes(payload)
-    with pytest.raises(WeightsError, match="could not read CLIP weights from .*bad.pt"):
+    with pytest.raises(WeightsError, match=r"could not read CLIP weights from .*bad\.pt"):
         load_clip(bad)
 
 

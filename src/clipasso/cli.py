@@ -39,21 +39,33 @@ def _strokes(text: str) -> list[int]:
     try:
         counts = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--strokes takes a number or a list like 4,8,16 (got {text!r})") from None
+        raise argparse.ArgumentTypeError(
+            f"--strokes takes a number or a list like 4,8,16 (got {text!r})"
+        ) from None
     if not counts or any(c < 1 for c in counts):
         raise argparse.ArgumentTypeError(f"--strokes values must be positive (got {text!r})")
     return counts
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="clipasso", description="Turn a picture of an object into an abstract line sketch (CLIPasso).")
+    parser = _Parser(
+        prog="clipasso", description="Turn a picture of an object into an abstract line sketch (CLIPasso)."
+    )
     parser.add_argument("--version", action="version", version=f"clipasso {__version__}")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     sk = sub.add_parser("sketch", help="sketch one or more images", description="Sketch images (best of N).")
     sk.add_argument("images", nargs="*", type=Path, metavar="IMAGE", help="input images (PNG, JPEG, ...)")
-    sk.add_argument("-o", "--output", type=Path, default=Path("clipasso-out"), help="output folder (default: clipasso-out)")
-    sk.add_argument("--strokes", type=_strokes, default=None, help="number of strokes, or a ladder such as 4,8,16,32")
+    sk.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=Path("clipasso-out"),
+        help="output folder (default: clipasso-out)",
+    )
+    sk.add_argument(
+        "--strokes", type=_strokes, default=None, help="number of strokes, or a ladder such as 4,8,16,32"
+    )
     sk.add_argument("--iterations", type=int, help="optimisation steps (reference: 2000)")
     sk.add_argument("--num-sketches", type=int, help="best-of-N candidates (reference: 3)")
     sk.add_argument("--seed", type=int, help="seed of the first candidate")
@@ -61,15 +73,23 @@ def build_parser() -> argparse.ArgumentParser:
     sk.add_argument("--mask", type=Path, action="append", help="object mask file (one per image, in order)")
     sk.add_argument("--fix-scale", action="store_true", default=None, help="pad to a white square first")
     sk.add_argument("--width", type=float, help="stroke half-width r in pixels (reference: 1.5)")
-    sk.add_argument("--loss", help="objective: clip_conv (default), clip_semantic, edges (no CLIP weights), ...")
+    sk.add_argument(
+        "--loss", help="objective: clip_conv (default), clip_semantic, edges (no CLIP weights), ..."
+    )
     sk.add_argument("--initializer", help="saliency (default), random, svg")
     sk.add_argument("--rasterizer", help="torch (default) or diffvg")
     sk.add_argument("--clip-weights", help="CLIP weights for the loss: a file or a model name")
-    sk.add_argument("--saliency-weights", help="CLIP ViT weights for the saliency map: a file or a model name")
+    sk.add_argument(
+        "--saliency-weights", help="CLIP ViT weights for the saliency map: a file or a model name"
+    )
     sk.add_argument("--checkpoint", action="store_true", help="write checkpoints (OUTDIR/.checkpoints/)")
-    sk.add_argument("--resume", action="store_true", help="resume from existing checkpoints (implies --checkpoint)")
+    sk.add_argument(
+        "--resume", action="store_true", help="resume from existing checkpoints (implies --checkpoint)"
+    )
     sk.add_argument("--config", type=Path, help="a TOML file of settings (see --print-config)")
-    sk.add_argument("--print-config", action="store_true", help="print the effective settings as TOML and exit")
+    sk.add_argument(
+        "--print-config", action="store_true", help="print the effective settings as TOML and exit"
+    )
     sk.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sk.add_argument("--debug", action="store_true", help="show tracebacks")
 
@@ -124,9 +144,16 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     if args.config is not None:
         data.update(_read_toml(args.config))
     flags = {
-        "iterations": args.iterations, "num_sketches": args.num_sketches, "seed": args.seed,
-        "device": args.device, "fix_scale": args.fix_scale, "width": args.width, "loss": args.loss,
-        "initializer": args.initializer, "rasterizer": args.rasterizer, "clip_model": args.clip_weights,
+        "iterations": args.iterations,
+        "num_sketches": args.num_sketches,
+        "seed": args.seed,
+        "device": args.device,
+        "fix_scale": args.fix_scale,
+        "width": args.width,
+        "loss": args.loss,
+        "initializer": args.initializer,
+        "rasterizer": args.rasterizer,
+        "clip_model": args.clip_weights,
         "saliency_model": args.saliency_weights,
     }
     data.update({k: v for k, v in flags.items() if v is not None})
@@ -145,7 +172,9 @@ def _progress(quiet: bool, label: str, total: int) -> Any:
 
     class Progress(Callback):
         def __init__(self) -> None:
-            self.bar = tqdm(total=total, desc=label, disable=quiet, unit="it", leave=False, dynamic_ncols=True)
+            self.bar = tqdm(
+                total=total, desc=label, disable=quiet, unit="it", leave=False, dynamic_ncols=True
+            )
 
         def on_step(self, sketcher: Any, state: Any) -> None:
             self.bar.update(1)
@@ -214,7 +243,7 @@ def _sketch(args: argparse.Namespace) -> int:
                 results.append(sketcher.sketch(image, mask=mask, num_strokes=n, checkpoint=ckpt))
             extra = {"image": str(image), "mask": str(mask) if mask else None}
 
-            def write(folder: Path) -> None:
+            def write(folder: Path, results: list[Any] = results, extra: dict[str, Any] = extra) -> None:
                 if len(results) == 1:
                     save_outputs(results[0], folder, extra_config=extra)
                 else:
@@ -227,12 +256,16 @@ def _sketch(args: argparse.Namespace) -> int:
             print(f"clipasso: error: {image}: {exc}", file=sys.stderr)
             if args.debug:
                 traceback.print_exc()
-            status = max(status, EXIT_USAGE if isinstance(exc, InputError) or _is_user_error(exc) else EXIT_INTERNAL)
+            status = max(
+                status, EXIT_USAGE if isinstance(exc, InputError) or _is_user_error(exc) else EXIT_INTERNAL
+            )
             continue
         best = results[-1]  # the one-line summary is printed even with --quiet
-        print(f"{image}: best loss {best.best_loss:.5g} at iteration {best.best_iteration} "
-              f"(seed {best.best.seed}, {len(best.candidates)} candidates), "
-              f"{time.perf_counter() - t0:.1f} s -> {target_dir}/")
+        print(
+            f"{image}: best loss {best.best_loss:.5g} at iteration {best.best_iteration} "
+            f"(seed {best.best.seed}, {len(best.candidates)} candidates), "
+            f"{time.perf_counter() - t0:.1f} s -> {target_dir}/"
+        )
     return status
 
 

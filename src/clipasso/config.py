@@ -46,6 +46,11 @@ class SketchConfig:
         lr_schedule: None (constant, the reference) or ``"cosine"`` (cosine decay to 10 %).
         shared_views: Draw the augmentations once for all sketches (cheaper, but then a batched
             run no longer equals separate runs).
+        precision: CLIP precision for losses that take ``precision`` (``"fp32"``, ``"bf16"``,
+            ``"auto"``: bf16 where the device has fast bf16 and an accuracy guard passes, else fp32;
+            see :class:`~clipasso.losses.CLIPConvLoss` and docs/performance.md). ``"fp32"`` is the
+            reference's arithmetic.
+        channels_last: Channels-last inputs for CLIP ResNets (losses that take ``channels_last``).
         device: ``"auto"`` (CUDA, then MPS, then CPU), or any torch device string.
         checkpoint_every: Steps between checkpoint writes (when a checkpoint path is given).
 
@@ -79,6 +84,8 @@ class SketchConfig:
     opacity_lr: float = 0.01
     lr_schedule: str | None = None
     shared_views: bool = False
+    precision: str = "auto"
+    channels_last: bool = True
     device: str = "auto"
     checkpoint_every: int = 50
 
@@ -87,8 +94,14 @@ class SketchConfig:
 
     def validate(self) -> None:
         """Raise :class:`InputError` naming the first impossible setting."""
-        positive_ints = ["num_strokes", "num_segments", "eval_every", "num_sketches", "image_size",
-                         "checkpoint_every"]
+        positive_ints = [
+            "num_strokes",
+            "num_segments",
+            "eval_every",
+            "num_sketches",
+            "image_size",
+            "checkpoint_every",
+        ]
         for name in positive_ints:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -99,10 +112,17 @@ class SketchConfig:
                 raise InputError(f"{name} must be a non-negative integer, got {value!r}")
         for name in ("width", "lr", "opacity_lr"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not value > 0 or value != value or value == float("inf"):
+            if (
+                not isinstance(value, (int, float))
+                or not value > 0
+                or value != value
+                or value == float("inf")
+            ):
                 raise InputError(f"{name} must be a positive finite number, got {value!r}")
         if not isinstance(self.early_stop_delta, (int, float)) or not self.early_stop_delta >= 0:
             raise InputError(f"early_stop_delta must be >= 0, got {self.early_stop_delta!r}")
+        if self.precision not in ("fp32", "bf16", "auto"):
+            raise InputError(f"precision must be 'fp32', 'bf16' or 'auto', got {self.precision!r}")
         if self.lr_schedule not in (None, "cosine"):
             raise InputError(f"lr_schedule must be None or 'cosine', got {self.lr_schedule!r}")
         if self.image_size < 16:

@@ -25,9 +25,10 @@ from torch import Tensor
 
 from .errors import InputError
 
-__all__ = ["ImageLike", "Matting", "Target", "MIN_IMAGE_SIDE", "read_image", "read_mask", "prepare_target"]
+__all__ = ["MIN_IMAGE_SIDE", "ImageLike", "Matting", "Target", "prepare_target", "read_image", "read_mask"]
 
-ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, Tensor]
+#: Anything :func:`read_image` accepts.
+ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, Tensor]  # noqa: UP007 (a runtime alias)
 
 #: Images smaller than this (either side, in pixels) are refused: there is nothing to sketch.
 MIN_IMAGE_SIDE = 16
@@ -151,19 +152,25 @@ def read_image(source: ImageLike) -> tuple[Tensor, Tensor | None, Image.Image | 
             t = t[None]
         alpha = None
     else:
-        raise InputError(f"unsupported image type {type(source).__name__}; pass a path, PIL image, array or tensor")
+        raise InputError(
+            f"unsupported image type {type(source).__name__}; pass a path, PIL image, array or tensor"
+        )
     if t.ndim != 3 or t.shape[0] not in (1, 3, 4):
         raise InputError(f"{what}: image must have 1, 3 or 4 channels ([C, H, W]), got shape {list(t.shape)}")
     if t.shape[-1] == 0 or t.shape[-2] == 0:
         raise InputError(f"{what}: image is empty (size {t.shape[-2]}x{t.shape[-1]})")
     if min(t.shape[-2:]) < MIN_IMAGE_SIDE:
-        raise InputError(f"{what}: image is too small to sketch ({t.shape[-2]}x{t.shape[-1]} px; "
-                         f"at least {MIN_IMAGE_SIDE} px per side needed)")
+        raise InputError(
+            f"{what}: image is too small to sketch ({t.shape[-2]}x{t.shape[-1]} px; "
+            f"at least {MIN_IMAGE_SIDE} px per side needed)"
+        )
     if not torch.isfinite(t).all():
         raise InputError(f"{what}: image contains NaN or infinite values")
     if pil is None:
         if t.min() < 0 or t.max() > 1:
-            raise InputError(f"{what}: float image values must lie in [0, 1], got [{t.min():.3g}, {t.max():.3g}]")
+            raise InputError(
+                f"{what}: float image values must lie in [0, 1], got [{t.min():.3g}, {t.max():.3g}]"
+            )
         if t.shape[0] == 4:
             alpha = t[3:4]
             t = t[:3] * alpha + (1 - alpha)
@@ -200,7 +207,9 @@ def read_mask(source: ImageLike, size: tuple[int, int]) -> Tensor:
     if m.ndim != 2:
         raise InputError(f"mask {what} must be a single-channel image [H, W], got shape {list(m.shape)}")
     if tuple(m.shape) != tuple(size):
-        raise InputError(f"mask {what} has size {m.shape[0]}x{m.shape[1]} but the image is {size[0]}x{size[1]}")
+        raise InputError(
+            f"mask {what} has size {m.shape[0]}x{m.shape[1]} but the image is {size[0]}x{size[1]}"
+        )
     if not torch.isfinite(m).all():
         raise InputError(f"mask {what} contains NaN or infinite values")
     return (m > 0.5).float()[None]
@@ -256,11 +265,17 @@ def prepare_target(
         raise InputError(f"size must be an integer >= {MIN_IMAGE_SIDE}, got {size!r}")
     rgb, alpha, pil = read_image(source)
     h, w = rgb.shape[-2:]
-    obj = read_mask(mask, (h, w)) if mask is not None else ((alpha > 0.5).float() if alpha is not None else None)
+    obj = (
+        read_mask(mask, (h, w))
+        if mask is not None
+        else ((alpha > 0.5).float() if alpha is not None else None)
+    )
     if matting is not None:
         soft = matting(rgb[None])
         if soft.shape[-2:] != (h, w):
-            raise InputError(f"matting returned a mask of size {list(soft.shape[-2:])} for an image of {h}x{w}")
+            raise InputError(
+                f"matting returned a mask of size {list(soft.shape[-2:])} for an image of {h}x{w}"
+            )
         soft = soft.reshape(1, h, w).clamp(0, 1).to(rgb)
         rgb = rgb * soft + (1 - soft)
         pil = None

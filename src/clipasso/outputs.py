@@ -26,7 +26,7 @@ from ._io import atomic_write_bytes, atomic_write_text
 from ._version import __version__
 from .result import SketchResult, save_png, to_uint8
 
-__all__ = ["save_outputs", "save_outputs_atomic", "save_progress_gif", "save_loss_plot", "save_ladder"]
+__all__ = ["save_ladder", "save_loss_plot", "save_outputs", "save_outputs_atomic", "save_progress_gif"]
 
 
 def save_progress_gif(result: SketchResult, path: str | os.PathLike[str], *, frame_ms: int = 100) -> Path:
@@ -38,8 +38,9 @@ def save_progress_gif(result: SketchResult, path: str | os.PathLike[str], *, fra
     for it, points in best.snapshots:
         if it > best.best_iteration:
             break
-        strokes = StrokeSet(points[None], best.strokes.widths, best.strokes.colors,
-                            canvas_size=best.strokes.canvas_size)
+        strokes = StrokeSet(
+            points[None], best.strokes.widths, best.strokes.colors, canvas_size=best.strokes.canvas_size
+        )
         with torch.no_grad():
             frames.append(Image.fromarray(to_uint8(strokes.render(backend=result.rasterizer)[0])))
     if not frames:
@@ -58,8 +59,9 @@ def save_loss_plot(result: SketchResult, path: str | os.PathLike[str]) -> Path |
         matplotlib.use("Agg", force=True)
         from matplotlib.figure import Figure
     except ImportError:
-        warnings.warn("matplotlib is not installed: loss.png skipped (pip install 'clipasso[plots]')",
-                      stacklevel=2)
+        warnings.warn(
+            "matplotlib is not installed: loss.png skipped (pip install 'clipasso[plots]')", stacklevel=2
+        )
         return None
     fig = Figure(figsize=(10, 4), dpi=100)
     ax_train, ax_eval = fig.subplots(1, 2)
@@ -68,8 +70,9 @@ def save_loss_plot(result: SketchResult, path: str | os.PathLike[str]) -> Path |
         for term, values in cand.history.train.items():
             ax_train.plot(values, style, label=f"{term} (seed {cand.seed})", linewidth=1)
         for term, values in cand.history.eval.items():
-            ax_eval.plot(cand.history.eval_iterations, values, style, label=f"{term} (seed {cand.seed})",
-                         linewidth=1)
+            ax_eval.plot(
+                cand.history.eval_iterations, values, style, label=f"{term} (seed {cand.seed})", linewidth=1
+            )
     for ax, title in ((ax_train, "train (augmented)"), (ax_eval, "eval (view 0)")):
         ax.set_title(title)
         ax.set_xlabel("iteration")
@@ -97,8 +100,9 @@ def save_ladder(results: Sequence[SketchResult], path: str | os.PathLike[str], *
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def save_outputs(result: SketchResult, folder: str | os.PathLike[str], *, extra_config: dict[str, Any] | None = None
-                 ) -> dict[str, Path]:
+def save_outputs(
+    result: SketchResult, folder: str | os.PathLike[str], *, extra_config: dict[str, Any] | None = None
+) -> dict[str, Path]:
     """Write every output of one sketch into ``folder`` (created if needed). Returns name → path."""
     from .init.figure import save_saliency_figure
 
@@ -109,12 +113,13 @@ def save_outputs(result: SketchResult, folder: str | os.PathLike[str], *, extra_
     written["sketch.png"] = result.save_png(out / "sketch.png", scale=2.0)
     cand_dir = out / "candidates"
     cand_dir.mkdir(exist_ok=True)
-    for i, cand in enumerate(result.candidates):
+    for cand in result.candidates:
         atomic_write_text(cand_dir / f"seed{cand.seed}.svg", cand.strokes.to_svg())
         with torch.no_grad():
             save_png(cand.strokes.render(backend=result.rasterizer)[0], cand_dir / f"seed{cand.seed}.png")
-    written["candidates/scores.json"] = atomic_write_text(cand_dir / "scores.json",
-                                                           json.dumps(result.summary(), indent=2))
+    written["candidates/scores.json"] = atomic_write_text(
+        cand_dir / "scores.json", json.dumps(result.summary(), indent=2)
+    )
     written["progress.gif"] = save_progress_gif(result, out / "progress.gif")
     init = result.init
     if init is not None and init.relevance is not None:
@@ -123,9 +128,15 @@ def save_outputs(result: SketchResult, folder: str | os.PathLike[str], *, extra_
     plot = save_loss_plot(result, out / "loss.png")
     if plot is not None:
         written["loss.png"] = plot
-    config = {"clipasso_version": __version__, "config": result.config.to_dict(),
-              "seeds": [c.seed for c in result.candidates], "rasterizer": type(result.rasterizer).__name__
-              if not isinstance(result.rasterizer, str) else result.rasterizer, **(extra_config or {})}
+    config = {
+        "clipasso_version": __version__,
+        "config": result.config.to_dict(),
+        "seeds": [c.seed for c in result.candidates],
+        "rasterizer": type(result.rasterizer).__name__
+        if not isinstance(result.rasterizer, str)
+        else result.rasterizer,
+        **(extra_config or {}),
+    }
     written["config.json"] = atomic_write_text(out / "config.json", json.dumps(config, indent=2, default=str))
     return written
 

@@ -36,7 +36,9 @@ class Registry(Generic[T]):
         self.kind = kind
         self._entries: dict[str, Callable[..., T]] = {}
 
-    def register(self, name: str, *, overwrite: bool = False) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    def register(
+        self, name: str, *, overwrite: bool = False
+    ) -> Callable[[Callable[..., T]], Callable[..., T]]:
         """Decorator that registers a class or factory function under ``name``.
 
         Args:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .init.base import InitResult
     from .strokes import StrokeSet
 
-__all__ = ["LossHistory", "Candidate", "SketchResult"]
+__all__ = ["Candidate", "LossHistory", "SketchResult"]
 
 
 @dataclass
@@ -132,8 +132,12 @@ class SketchResult:
             "best_loss": self.best_loss,
             "best_iteration": self.best_iteration,
             "candidates": [
-                {"seed": c.seed, "score": c.score, "best_iteration": c.best_iteration,
-                 "stop_iteration": c.stop_iteration}
+                {
+                    "seed": c.seed,
+                    "score": c.score,
+                    "best_iteration": c.best_iteration,
+                    "stop_iteration": c.stop_iteration,
+                }
                 for c in self.candidates
             ],
             "timings": dict(self.timings),

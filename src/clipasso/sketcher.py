@@ -88,7 +88,9 @@ class _Run:
     stop_iteration: list[int] = field(default_factory=list)
     frozen_points: Tensor | None = None
     frozen_colors: Tensor | None = None
-    train_history: list[dict[str, Tensor]] = field(default_factory=list)  # per step, {term: [B]} (NaN = inactive)
+    train_history: list[dict[str, Tensor]] = field(
+        default_factory=list
+    )  # per step, {term: [B]} (NaN = inactive)
     eval_history: list[tuple[int, dict[str, Tensor]]] = field(default_factory=list)
     snapshots: list[tuple[int, Tensor]] = field(default_factory=list)
     last_eval: list[float] = field(default_factory=list)
@@ -162,10 +164,15 @@ class Sketcher:
         self._loss = loss if isinstance(loss, SketchLoss) else None
         self._initializer = initializer if isinstance(initializer, Initializer) else None
         self._rasterizer = rasterizer if isinstance(rasterizer, Rasterizer) else None
-        for name, value, kind in (("loss", loss, SketchLoss), ("initializer", initializer, Initializer),
-                                  ("rasterizer", rasterizer, Rasterizer)):
+        for name, value, kind in (
+            ("loss", loss, SketchLoss),
+            ("initializer", initializer, Initializer),
+            ("rasterizer", rasterizer, Rasterizer),
+        ):
             if value is not None and not isinstance(value, (str, kind)):
-                raise InputError(f"{name} must be a {kind.__name__} or a registry name, got {type(value).__name__}")
+                raise InputError(
+                    f"{name} must be a {kind.__name__} or a registry name, got {type(value).__name__}"
+                )
         # unknown component names fail here, before any image is read or model loaded
         from .init.base import INITIALIZERS
         from .losses.base import LOSSES
@@ -219,13 +226,11 @@ class Sketcher:
         from .losses.base import LOSSES
 
         cfg = self.config
-        options = dict(cfg.loss_options)
         factory = LOSSES.get(cfg.loss)
-        if "model" not in options and _accepts(factory, "model"):
-            if self.clip_model is not None:
-                options["model"] = self.clip_model.to(self.device)
-            elif cfg.clip_model is not None:
-                options["model"] = cfg.clip_model
+        options = self._with_model(factory, cfg.loss_options, self.clip_model, cfg.clip_model)
+        for key, value in (("precision", cfg.precision), ("channels_last", cfg.channels_last)):
+            if key not in options and _accepts(factory, key):  # speed settings (docs/performance.md)
+                options[key] = value
         return create_loss(cfg.loss, **options)
 
     def build_initializer(self) -> Initializer:
@@ -233,17 +238,28 @@ class Sketcher:
         from .init.base import INITIALIZERS
 
         cfg = self.config
-        options = dict(cfg.initializer_options)
         factory = INITIALIZERS.get(cfg.initializer)
-        if "model" not in options and _accepts(factory, "model"):
-            if self.saliency_model is not None:
-                options["model"] = self.saliency_model.to(self.device)
-            elif cfg.saliency_model is not None:
-                options["model"] = cfg.saliency_model
+        options = self._with_model(factory, cfg.initializer_options, self.saliency_model, cfg.saliency_model)
         for key, value in (("num_segments", cfg.num_segments), ("width", cfg.width)):
             if key not in options and _accepts(factory, key):
                 options[key] = value
         return create_initializer(cfg.initializer, **options)
+
+    def _with_model(
+        self,
+        factory: Callable[..., Any],
+        options: dict[str, Any],
+        shared: nn.Module | None,
+        configured: str | None,
+    ) -> dict[str, Any]:
+        """``options`` plus ``model=`` (a shared module, else the configured name) if the factory takes it."""
+        options = dict(options)
+        if "model" not in options and _accepts(factory, "model"):
+            if shared is not None:
+                options["model"] = shared.to(self.device)
+            elif configured is not None:
+                options["model"] = configured
+        return options
 
     def build_rasterizer(self) -> Rasterizer:
         """Create the rasterizer from ``config.rasterizer``."""
@@ -261,8 +277,9 @@ class Sketcher:
     def build_scheduler(self, optimizer: torch.optim.Optimizer, iterations: int) -> Any:
         """The learning-rate schedule (None by default, as the reference)."""
         if self.config.lr_schedule == "cosine":
-            return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(iterations, 1),
-                                                              eta_min=0.0)
+            return torch.optim.lr_scheduler.CosineAnnealingLR(
+                optimizer, T_max=max(iterations, 1), eta_min=0.0
+            )
         return None
 
     # ------------------------------------------------------------------ stages
@@ -270,11 +287,13 @@ class Sketcher:
     def prepare(self, image: ImageLike, mask: ImageLike | None = None) -> Target:
         """Read and preprocess the target (METHOD §1)."""
         cfg = self.config
-        return prepare_target(image, size=cfg.image_size, mask=mask, fix_scale=cfg.fix_scale,
-                              matting=self.matting)
+        return prepare_target(
+            image, size=cfg.image_size, mask=mask, fix_scale=cfg.fix_scale, matting=self.matting
+        )
 
-    def initialize(self, target: Target, num_strokes: int, seeds: Sequence[int]
-                   ) -> tuple[StrokeSet, list[InitResult], list[torch.Generator]]:
+    def initialize(
+        self, target: Target, num_strokes: int, seeds: Sequence[int]
+    ) -> tuple[StrokeSet, list[InitResult], list[torch.Generator]]:
         """Initial strokes of every candidate, batched ``[B, N, P, 2]``, with their init maps and the
         per-candidate generators (seeded; they go on to drive the augmentations)."""
         image = target.image.to(self.device)
@@ -322,8 +341,13 @@ class Sketcher:
         if cfg.shared_views:
             gens = run.generators[0]
         opacity = run.strokes.colors[..., 3].clamp(0, 1)
-        ctx = LossContext(iteration=run.iteration, mode="train", generators=gens, mask=mask,
-                          strokes=opacity if index is None else opacity[index])
+        ctx = LossContext(
+            iteration=run.iteration,
+            mode="train",
+            generators=gens,
+            mask=mask,
+            strokes=opacity if index is None else opacity[index],
+        )
         terms = self.compute_loss(sketch, target, ctx)
         total = torch.stack(list(terms.values())).sum(0)
         self._check_finite(run, target, terms, total)
@@ -356,7 +380,7 @@ class Sketcher:
         run.snapshots.append((run.iteration, run.strokes.points.detach().to("cpu", copy=True)))
         for j, b in enumerate(active):
             if not math.isfinite(values[j]):
-                self._raise_nonfinite(run, target, {k: v[j:j + 1] for k, v in terms.items()}, "eval")
+                self._raise_nonfinite(run, target, {k: v[j : j + 1] for k, v in terms.items()}, "eval")
             if self.update_best(run, b, values[j]):
                 self._stop(run, b)
         run.last_eval = full
@@ -420,8 +444,16 @@ class Sketcher:
             NonFiniteLossError: The loss became NaN/inf (``.result`` holds the best so far).
             CheckpointError: The checkpoint is corrupt or from other settings.
         """
-        overrides = {k: v for k, v in (("num_strokes", num_strokes), ("num_sketches", num_sketches),
-                                       ("seed", seed), ("iterations", iterations)) if v is not None}
+        overrides = {
+            k: v
+            for k, v in (
+                ("num_strokes", num_strokes),
+                ("num_sketches", num_sketches),
+                ("seed", seed),
+                ("iterations", iterations),
+            )
+            if v is not None
+        }
         cfg = self.config.replace(**overrides) if overrides else self.config
         saved, self.config = self.config, cfg
         try:
@@ -440,8 +472,13 @@ class Sketcher:
         strokes, inits, generators = self.initialize(target, cfg.num_strokes, seeds)
         t_init = time.perf_counter()
         optimizer = self.build_optimizer(strokes)
-        run = _Run(strokes=strokes, optimizer=optimizer, scheduler=self.build_scheduler(optimizer, cfg.iterations),
-                   generators=generators, seeds=seeds)
+        run = _Run(
+            strokes=strokes,
+            optimizer=optimizer,
+            scheduler=self.build_scheduler(optimizer, cfg.iterations),
+            generators=generators,
+            seeds=seeds,
+        )
         b = run.batch
         run.best_loss, run.best_iteration = [math.inf] * b, [0] * b
         run.patience, run.stopped, run.stop_iteration = [0] * b, [False] * b, [cfg.iterations] * b
@@ -484,8 +521,12 @@ class Sketcher:
             self._save_checkpoint(run, ckpt_path, fingerprint)
         t_end = time.perf_counter()
         steps = max(len(run.train_history), 1)
-        timings = {"prepare_and_init": t_init - t0, "optimize": t_end - t_init, "total": t_end - t0,
-                   "per_step": (t_end - t_init) / steps}
+        timings = {
+            "prepare_and_init": t_init - t0,
+            "optimize": t_end - t_init,
+            "total": t_end - t0,
+            "per_step": (t_end - t_init) / steps,
+        }
         result = self._result(run, target, inits, timings)
         for cb in self.callbacks:
             cb.on_end(self, result)
@@ -544,23 +585,29 @@ class Sketcher:
         raise NonFiniteLossError(
             f"the {mode} loss term {bad!r} became non-finite at iteration {run.iteration}; "
             "the best result so far is attached as .result",
-            iteration=run.iteration, term=bad, result=partial,
+            iteration=run.iteration,
+            term=bad,
+            result=partial,
         )
 
-    def _result(self, run: _Run, target: Target, inits: list[InitResult] | None,
-                timings: dict[str, float]) -> SketchResult:
+    def _result(
+        self, run: _Run, target: Target, inits: list[InitResult] | None, timings: dict[str, float]
+    ) -> SketchResult:
         assert run.best_points is not None and run.best_colors is not None
         keys = list(dict.fromkeys(k for h in run.train_history for k in h))  # a scheduled term may start late
         nan = torch.full((run.batch,), math.nan)
-        train = {k: torch.stack([h[k].cpu() if k in h else nan for h in run.train_history]).tolist()
-                 for k in keys}
+        train = {
+            k: torch.stack([h[k].cpu() if k in h else nan for h in run.train_history]).tolist() for k in keys
+        }
         evals = [(it, {k: v.cpu().tolist() for k, v in rec.items()}) for it, rec in run.eval_history]
         candidates = []
         for b in range(run.batch):
-            strokes = StrokeSet(run.best_points[b:b + 1].detach().cpu(),
-                                run.strokes.widths[b:b + 1].detach().cpu(),
-                                run.best_colors[b:b + 1].detach().cpu().clamp(0, 1),
-                                canvas_size=run.strokes.canvas_size)
+            strokes = StrokeSet(
+                run.best_points[b : b + 1].detach().cpu(),
+                run.strokes.widths[b : b + 1].detach().cpu(),
+                run.best_colors[b : b + 1].detach().cpu().clamp(0, 1),
+                canvas_size=run.strokes.canvas_size,
+            )
             history = LossHistory()
             last = run.stop_iteration[b]
             for k, rows in train.items():
@@ -573,12 +620,27 @@ class Sketcher:
                     history.eval.setdefault(k, []).append(v[b])
             snaps = [(it, pts[b]) for it, pts in run.snapshots if it <= last]
             init = inits[b] if inits is not None else None
-            candidates.append(Candidate(strokes=strokes, score=run.best_loss[b], seed=run.seeds[b],
-                                        best_iteration=run.best_iteration[b], stop_iteration=last,
-                                        history=history, snapshots=snaps, init=_init_to_cpu(init)))
+            candidates.append(
+                Candidate(
+                    strokes=strokes,
+                    score=run.best_loss[b],
+                    seed=run.seeds[b],
+                    best_iteration=run.best_iteration[b],
+                    stop_iteration=last,
+                    history=history,
+                    snapshots=snaps,
+                    init=_init_to_cpu(init),
+                )
+            )
         best = self.select(candidates)
-        return SketchResult(candidates=candidates, best_index=best, target=target, config=self.config,
-                            timings=timings, rasterizer=self.rasterizer)
+        return SketchResult(
+            candidates=candidates,
+            best_index=best,
+            target=target,
+            config=self.config,
+            timings=timings,
+            rasterizer=self.rasterizer,
+        )
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -663,7 +725,14 @@ class Sketcher:
 def _init_to_cpu(init: InitResult | None) -> InitResult | None:
     if init is None:
         return None
+
     def cpu(x: Tensor | None) -> Tensor | None:
         return x.detach().cpu() if x is not None else None
-    return InitResult(strokes=init.strokes, relevance=cpu(init.relevance), edges=cpu(init.edges),
-                      distribution=cpu(init.distribution), pixels=cpu(init.pixels))
+
+    return InitResult(
+        strokes=init.strokes,
+        relevance=cpu(init.relevance),
+        edges=cpu(init.edges),
+        distribution=cpu(init.distribution),
+        pixels=cpu(init.pixels),
+    )

@@ -241,10 +241,9 @@ class StrokeSet(nn.Module):
 
     def save_svg(self, path: str | os.PathLike[str], index: int = 0) -> Path:
         """Write :meth:`to_svg` to ``path``; returns the path."""
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(self.to_svg(index), encoding="utf-8")
-        return out
+        from ._io import atomic_write_text
+
+        return atomic_write_text(path, self.to_svg(index))
 
     @classmethod
     def from_svg(

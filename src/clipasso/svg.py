@@ -172,11 +172,10 @@ def strokes_to_svg(points: Tensor, widths: Tensor, colors: Tensor, canvas_size: 
 def write_svg(
     path: str | os.PathLike[str], points: Tensor, widths: Tensor, colors: Tensor, canvas_size: tuple[int, int]
 ) -> Path:
-    """Write :func:`strokes_to_svg` output to ``path`` (parent folders are created)."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(strokes_to_svg(points, widths, colors, canvas_size), encoding="utf-8")
-    return out
+    """Write :func:`strokes_to_svg` output to ``path`` atomically (parent folders are created)."""
+    from ._io import atomic_write_text
+
+    return atomic_write_text(path, strokes_to_svg(points, widths, colors, canvas_size))
 
 
 # ---------------------------------------------------------------------------------------- reading

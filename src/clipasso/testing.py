@@ -22,7 +22,7 @@ import shutil
 import tempfile
 import warnings
 from collections.abc import Iterable
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,11 +35,11 @@ from .models.taps import normalize, visual_of
 
 __all__ = [
     "TINY_SPECS",
-    "tiny_clip_state_dict",
-    "save_tiny_clip",
-    "tiny_clip_file",
-    "tiny_clip",
     "recalibrate_batchnorm",
+    "save_tiny_clip",
+    "tiny_clip",
+    "tiny_clip_file",
+    "tiny_clip_state_dict",
 ]
 
 Kind = Literal["resnet", "vit"]
@@ -47,13 +47,27 @@ Kind = Literal["resnet", "vit"]
 #: Constructor arguments of the tiny models (clip.model.CLIP).
 TINY_SPECS: dict[str, dict[str, Any]] = {
     "resnet": dict(
-        embed_dim=64, image_resolution=224, vision_layers=(1, 1, 1, 1), vision_width=8,
-        vision_patch_size=None, context_length=77, vocab_size=49408, transformer_width=64,
-        transformer_heads=1, transformer_layers=1,
+        embed_dim=64,
+        image_resolution=224,
+        vision_layers=(1, 1, 1, 1),
+        vision_width=8,
+        vision_patch_size=None,
+        context_length=77,
+        vocab_size=49408,
+        transformer_width=64,
+        transformer_heads=1,
+        transformer_layers=1,
     ),
     "vit": dict(
-        embed_dim=64, image_resolution=224, vision_layers=3, vision_width=128, vision_patch_size=32,
-        context_length=77, vocab_size=49408, transformer_width=64, transformer_heads=1,
+        embed_dim=64,
+        image_resolution=224,
+        vision_layers=3,
+        vision_width=128,
+        vision_patch_size=32,
+        context_length=77,
+        vocab_size=49408,
+        transformer_width=64,
+        transformer_heads=1,
         transformer_layers=1,
     ),
 }
@@ -85,7 +99,10 @@ def tiny_clip_state_dict(kind: Kind = "resnet", seed: int = 0) -> dict[str, Tens
 
 
 def save_tiny_clip(
-    path: str | Path, kind: Kind = "resnet", seed: int = 0, *,
+    path: str | Path,
+    kind: Kind = "resnet",
+    seed: int = 0,
+    *,
     format: Literal["state_dict", "torchscript"] = "state_dict",
 ) -> Path:
     """Write a tiny CLIP model to ``path`` as a plain state dict or an OpenAI-style TorchScript archive."""
@@ -106,14 +123,14 @@ def save_tiny_clip(
     return path
 
 
-@lru_cache(maxsize=None)
+@cache
 def _tmpdir() -> Path:
     folder = Path(tempfile.mkdtemp(prefix="clipasso-tiny-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     return folder
 
 
-@lru_cache(maxsize=None)
+@cache
 def tiny_clip_file(kind: Kind = "resnet", seed: int = 0, format: str = "state_dict") -> Path:
     """Path of a tiny CLIP weights file (written once per process into a temporary directory)."""
     _check_kind(kind)
@@ -121,8 +138,9 @@ def tiny_clip_file(kind: Kind = "resnet", seed: int = 0, format: str = "state_di
     return save_tiny_clip(_tmpdir() / f"tiny-{kind}-{seed}.{suffix}", kind, seed, format=format)  # type: ignore[arg-type]
 
 
-def tiny_clip(kind: Kind = "resnet", seed: int = 0, *, device: str | torch.device = "cpu",
-              format: str = "state_dict") -> nn.Module:
+def tiny_clip(
+    kind: Kind = "resnet", seed: int = 0, *, device: str | torch.device = "cpu", format: str = "state_dict"
+) -> nn.Module:
     """A tiny random CLIP model loaded through :func:`clipasso.models.load_clip` (frozen, eval)."""
     return load_clip(tiny_clip_file(kind, seed, format), device=device)
 

@@ -104,7 +104,10 @@ def save_saliency_figure(
     path: str | Path, target: Tensor, result: InitResult, *, point_radius: float | None = None
 ) -> Path:
     """Render :func:`render_saliency_figure` and save it as a PNG at ``path``; returns the path."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    render_saliency_figure(target, result, point_radius=point_radius).save(p, format="PNG")
-    return p
+    import io
+
+    from .._io import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    render_saliency_figure(target, result, point_radius=point_radius).save(buffer, format="PNG")
+    return atomic_write_bytes(path, buffer.getvalue())

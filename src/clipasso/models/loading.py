@@ -38,12 +38,12 @@ from ..errors import WeightsError
 __all__ = [
     "CLIP_MODELS",
     "available_models",
-    "default_cache_dir",
-    "weights_env_var",
-    "resolve_weights",
-    "read_state_dict",
     "build_clip",
+    "default_cache_dir",
     "load_clip",
+    "read_state_dict",
+    "resolve_weights",
+    "weights_env_var",
 ]
 
 _BASE = "https://openaipublic.azureedge.net/clip/models"
@@ -82,7 +82,10 @@ def available_models() -> list[str]:
 
 
 def default_cache_dir() -> Path:
-    """The weights cache: ``$CLIPASSO_CACHE``, else ``$XDG_CACHE_HOME/clipasso``, else ``~/.cache/clipasso``."""
+    """The weights cache directory.
+
+    ``$CLIPASSO_CACHE``, else ``$XDG_CACHE_HOME/clipasso``, else ``~/.cache/clipasso``.
+    """
     env = os.environ.get("CLIPASSO_CACHE")
     if env:
         return Path(env).expanduser()
@@ -115,7 +118,7 @@ def _sha256(path: Path) -> str:
 
 def _urlopen(url: str, timeout: float) -> IO[bytes]:
     """Open ``url`` for reading (a seam tests replace to simulate the network)."""
-    return cast(IO[bytes], urllib.request.urlopen(url, timeout=timeout))  # noqa: S310 - fixed https URLs
+    return cast(IO[bytes], urllib.request.urlopen(url, timeout=timeout))
 
 
 def _offline_help(name: str, cache: Path) -> str:
@@ -160,8 +163,12 @@ def _download(name: str, cache: Path) -> Path:
         tmp.unlink(missing_ok=True)
 
 
-def resolve_weights(name_or_path: str | os.PathLike[str], *, cache_dir: str | os.PathLike[str] | None = None,
-                    download: bool = True) -> Path:
+def resolve_weights(
+    name_or_path: str | os.PathLike[str],
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    download: bool = True,
+) -> Path:
     """Find (and if needed download) the weights file for a model name or path.
 
     Args:
@@ -191,19 +198,24 @@ def resolve_weights(name_or_path: str | os.PathLike[str], *, cache_dir: str | os
             if candidate.is_file():
                 if _sha256(candidate) == sha:
                     return candidate
-                warnings.warn(f"{candidate} does not match the published SHA-256 of {text}; ignoring it",
-                              stacklevel=2)
+                warnings.warn(
+                    f"{candidate} does not match the published SHA-256 of {text}; ignoring it", stacklevel=2
+                )
         if not download:
-            raise WeightsError(f"CLIP model {text!r} is not in the cache and downloads are disabled. "
-                               f"{_offline_help(text, cache)}")
+            raise WeightsError(
+                f"CLIP model {text!r} is not in the cache and downloads are disabled. "
+                f"{_offline_help(text, cache)}"
+            )
         return _download(text, cache)
     path = Path(text).expanduser()
     if path.is_dir():
         raise WeightsError(f"CLIP weights path {path} is a directory, not a file")
     if not path.is_file():
         known = ", ".join(CLIP_MODELS)
-        raise WeightsError(f"CLIP weights {text!r} not found: it is neither an existing file nor a known "
-                           f"model name ({known})")
+        raise WeightsError(
+            f"CLIP weights {text!r} not found: it is neither an existing file nor a known "
+            f"model name ({known})"
+        )
     return path
 
 
@@ -233,9 +245,11 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         else:
             raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many unrelated types for a bad file
-        raise WeightsError(f"could not read CLIP weights from {path}: the file is neither an OpenAI "
-                           f"TorchScript archive nor a torch.save state dict ({type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
+        raise WeightsError(
+            f"could not read CLIP weights from {path}: the file is neither an OpenAI "
+            f"TorchScript archive nor a torch.save state dict ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from exc
     for key in ("state_dict", "model"):
         if isinstance(raw, Mapping) and key in raw and isinstance(raw[key], Mapping):
             raw = raw[key]
@@ -300,7 +314,9 @@ def build_clip(state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
     """
     from clip.model import CLIP  # lazy: keeps `import clipasso` light
 
-    sd = {k: v for k, v in state_dict.items() if k not in ("input_resolution", "context_length", "vocab_size")}
+    sd = {
+        k: v for k, v in state_dict.items() if k not in ("input_resolution", "context_length", "vocab_size")
+    }
     arch = _architecture(sd)
     with torch.device("meta"):
         model = CLIP(**arch)

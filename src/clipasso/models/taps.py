@@ -25,13 +25,13 @@ __all__ = [
     "CLIP_STD",
     "RESNET_LAYERS",
     "ViTFeatures",
-    "normalize",
-    "visual_of",
-    "is_vit",
     "is_resnet",
+    "is_vit",
+    "normalize",
     "resnet_features",
-    "vit_features",
+    "visual_of",
     "vit_attention",
+    "vit_features",
 ]
 
 #: CLIP's image normalisation constants (RGB).
