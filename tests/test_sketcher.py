@@ -234,3 +234,25 @@ def test_edge_loss_moves_ink_onto_the_outline() -> None:
     before = outline_distance(result.best.snapshots[0][1][None])
     after = outline_distance(result.strokes.points)
     assert after < 0.6 * before, (before, after)
+
+
+def test_a_stopped_candidate_freezes_while_the_others_go_on(tiny_sketcher) -> None:  # type: ignore[no-untyped-def]
+    """Candidate 0 stops at iteration 5 (forced); candidate 1 still equals its separate run."""
+
+    class StopFirst(Sketcher):
+        def update_best(self, run, b, loss):  # type: ignore[no-untyped-def]
+            stop = super().update_best(run, b, loss)
+            return stop or (b == 0 and run.iteration == 5)
+
+    base = tiny_sketcher(num_sketches=2, iterations=12, early_stop_patience=0)
+    batched = StopFirst(base.config, clip_model=base.clip_model, saliency_model=base.saliency_model)
+    result = batched.sketch(_image(224))
+    first, second = result.candidates
+    assert first.stop_iteration == 5 and len(first.history.train["total"]) == 5
+    assert first.history.eval_iterations == [0, 5]
+    assert second.stop_iteration == 12 and second.history.eval_iterations == [0, 5, 10, 12]
+    single = tiny_sketcher(num_sketches=1, seed=1000, iterations=12, early_stop_patience=0).sketch(
+        _image(224)
+    )
+    torch.testing.assert_close(second.strokes.points, single.strokes.points, atol=1e-4, rtol=0)
+    assert second.history.train["total"] == pytest.approx(single.history.train["total"], rel=1e-4)

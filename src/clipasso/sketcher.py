@@ -95,6 +95,8 @@ class _Run:
     snapshots: list[tuple[int, Tensor]] = field(default_factory=list)
     last_eval: list[float] = field(default_factory=list)
     step_active: list[int] = field(default_factory=list)  # candidates that took part in the last step
+    step_index: Tensor | None = None  # their index tensor (None: all)
+    _index: tuple[tuple[int, ...], Tensor | None] = ((), None)
 
     @property
     def batch(self) -> int:
@@ -103,6 +105,16 @@ class _Run:
     @property
     def active(self) -> list[int]:
         return [b for b in range(self.batch) if not self.stopped[b]]
+
+    def active_index(self, device: torch.device) -> Tensor | None:
+        """Index tensor of the active candidates (None when all are active); rebuilt only when the
+        active set changes, so the loop makes no host-to-device copy per step."""
+        active = tuple(self.active)
+        if len(active) == self.batch:
+            return None
+        if self._index[0] != active:
+            self._index = (active, torch.tensor(active, dtype=torch.long, device=device))
+        return self._index[1]
 
 
 class Sketcher:
@@ -334,7 +346,7 @@ class Sketcher:
         """
         cfg = self.config
         active = run.step_active = run.active
-        index = torch.tensor(active, device=self.device) if len(active) < run.batch else None
+        index = run.step_index = run.active_index(self.device)
         sketch = self.render(run.strokes, index)
         mask = target.mask.to(self.device) if target.mask is not None else None
         gens: list[torch.Generator] | torch.Generator = [run.generators[b] for b in active]
@@ -352,7 +364,7 @@ class Sketcher:
         total = torch.stack(list(terms.values())).sum(0)
         self._check_finite(run, target, terms, total)
         if run.iteration % cfg.eval_every == 0:
-            self.evaluate(run, target, sketch.detach(), active)
+            self.evaluate(run, target, sketch.detach(), active, index)
         run.optimizer.zero_grad(set_to_none=True)
         total.sum().backward()
         run.optimizer.step()
@@ -361,7 +373,9 @@ class Sketcher:
         self._restore_stopped(run)
         return {k: v.detach() for k, v in terms.items()} | {"total": total.detach()}
 
-    def evaluate(self, run: _Run, target: Target, sketch: Tensor, active: list[int]) -> list[float]:
+    def evaluate(
+        self, run: _Run, target: Target, sketch: Tensor, active: list[int], index: Tensor | None = None
+    ) -> list[float]:
         """Score the rendered ``sketch`` (of the ``active`` candidates) on the un-augmented objective
         and apply :meth:`update_best` to each. Returns the losses (len ``B``; NaN for inactive)."""
         mask = target.mask.to(self.device) if target.mask is not None else None
@@ -373,7 +387,7 @@ class Sketcher:
         full = [math.nan] * run.batch
         for j, b in enumerate(active):
             full[b] = values[j]
-        record = {k: self._scatter(v.detach(), active, run.batch) for k, v in terms.items()}
+        record = {k: self._scatter(v.detach(), index, run.batch) for k, v in terms.items()}
         record["total"] = torch.tensor(full)
         record = {k: v.cpu() for k, v in record.items()}
         run.eval_history.append((run.iteration, record))
@@ -495,7 +509,7 @@ class Sketcher:
         while run.iteration < cfg.iterations and run.active:
             evaluated = run.iteration % cfg.eval_every == 0
             terms = self.step(run, target)
-            run.train_history.append({k: self._scatter(v, run.step_active, b) for k, v in terms.items()})
+            run.train_history.append({k: self._scatter(v, run.step_index, b) for k, v in terms.items()})
             self._sync_state(state, run, terms)
             for cb in self.callbacks:
                 if evaluated:
@@ -508,10 +522,10 @@ class Sketcher:
                 break
         if run.active and not state.stop:  # the final strokes get their evaluation too
             active = run.active
-            index = torch.tensor(active, device=self.device) if len(active) < b else None
+            index = run.active_index(self.device)
             with torch.no_grad():
                 sketch = self.render(run.strokes, index)
-            self.evaluate(run, target, sketch, active)
+            self.evaluate(run, target, sketch, active, index)
             self._sync_state(state, run, {})
             for cb in self.callbacks:
                 cb.on_eval(self, state)
@@ -535,12 +549,12 @@ class Sketcher:
     # ------------------------------------------------------------------ helpers
 
     @staticmethod
-    def _scatter(values: Tensor, active: list[int], batch: int) -> Tensor:
+    def _scatter(values: Tensor, index: Tensor | None, batch: int) -> Tensor:
         # stays on the values' device: no host sync inside the loop
-        if len(active) == batch:
+        if index is None:
             return values.detach().float()
         out = torch.full((batch,), math.nan, device=values.device)
-        out[torch.tensor(active, dtype=torch.long, device=values.device)] = values.detach().float()
+        out[index] = values.detach().float()
         return out
 
     def _sync_state(self, state: SketchState, run: _Run, terms: dict[str, Tensor]) -> None:
