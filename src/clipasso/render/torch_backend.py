@@ -72,11 +72,18 @@ def box_coverage(t: Tensor, a: Tensor, b: Tensor) -> Tensor:
     """
     h1 = 0.5 * (a - b)
     h2 = 0.5 * (a + b)
-    ab2 = (2.0 * a * b).clamp_min(torch.finfo(t.dtype).tiny)
+    # For an axis-aligned normal (b -> 0) the corner bands have zero width and their value is 0 or 1.
+    # Dividing by a clamped 2ab there would give 0 * inf = NaN in the backward of the branch that
+    # torch.where does not select, so the denominator is made harmless before dividing.
+    ab2 = 2.0 * a * b
+    tilted = ab2 > 1e-6
+    ab2 = torch.where(tilted, ab2, torch.ones_like(ab2))
     lo = (t + h2).clamp_min(0.0)
     hi = (h2 - t).clamp_min(0.0)
     mid = 0.5 + t / a
-    out = torch.where(t <= -h1, lo * lo / ab2, torch.where(t < h1, mid, 1.0 - hi * hi / ab2))
+    low_corner = torch.where(tilted, lo * lo / ab2, torch.zeros_like(lo))
+    high_corner = torch.where(tilted, 1.0 - hi * hi / ab2, torch.ones_like(hi))
+    out = torch.where(t <= -h1, low_corner, torch.where(t < h1, mid, high_corner))
     return out.clamp(0.0, 1.0)
 
 
