@@ -194,3 +194,17 @@ def test_info_and_console_script() -> None:
         [sys.executable, "-m", "clipasso", "info"], capture_output=True, text=True, check=True
     )
     assert "rasterizers" in out.stdout and "torch" in out.stdout and "weights" in out.stdout
+
+
+def test_warm_start_from_svg(tmp_path: Path) -> None:
+    img = _photo(tmp_path / "a.png")
+    base = ["-o", str(tmp_path / "out"), "--loss", "edges", "--initializer", "random", *FAST]
+    assert main(["sketch", str(img), *base]) == 0
+    svg = tmp_path / "out" / "a" / "sketch.svg"
+    warm = tmp_path / "warm.svg"
+    warm.write_bytes(svg.read_bytes())
+    args = ["sketch", str(img), "-o", str(tmp_path / "out2"), "--loss", "edges", "--init-svg", str(warm)]
+    args += ["--saliency-weights", str(tiny_clip_file("vit")), "--iterations", "0", "--strokes", "6", "-q"]
+    assert main(args) == 0
+    root = ET.parse(tmp_path / "out2" / "a" / "sketch.svg").getroot()
+    assert len([e for e in root.iter() if e.tag.endswith("path")]) == 6

@@ -256,3 +256,15 @@ def test_a_stopped_candidate_freezes_while_the_others_go_on(tiny_sketcher) -> No
     )
     torch.testing.assert_close(second.strokes.points, single.strokes.points, atol=1e-4, rtol=0)
     assert second.history.train["total"] == pytest.approx(single.history.train["total"], rel=1e-4)
+
+
+def test_warm_start_from_svg_shares_the_saliency_model(tiny_sketcher) -> None:  # type: ignore[no-untyped-def]
+    first = tiny_sketcher(num_sketches=1, iterations=2).sketch(_image(224))
+    svg = first.svg()
+    sk = tiny_sketcher(
+        num_sketches=1, iterations=0, num_strokes=6, initializer="svg", initializer_options={"source": svg}
+    )
+    assert sk.initializer.top_up_options["model"] is sk.saliency_model
+    result = sk.sketch(_image(224))
+    assert result.strokes.num_strokes == 6
+    torch.testing.assert_close(result.strokes.points[0, :4], first.strokes.points[0], atol=1e-3, rtol=0)

@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--loss", help="objective: clip_conv (default), clip_semantic, edges (no CLIP weights), ..."
     )
     sk.add_argument("--initializer", help="saliency (default), random, svg")
+    sk.add_argument(
+        "--init-svg", type=Path, help="warm start from this SVG's strokes (topped up by saliency)"
+    )
     sk.add_argument("--rasterizer", help="torch (default) or diffvg")
     sk.add_argument("--clip-weights", help="CLIP weights for the loss: a file or a model name")
     sk.add_argument(
@@ -157,6 +160,9 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "saliency_model": args.saliency_weights,
     }
     data.update({k: v for k, v in flags.items() if v is not None})
+    if args.init_svg is not None:
+        data["initializer"] = "svg"
+        data["initializer_options"] = {**data.get("initializer_options", {}), "source": str(args.init_svg)}
     if args.strokes is not None:
         data["num_strokes"] = args.strokes[0]
     return data

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +32,9 @@ class SVGInitializer(Initializer):
         top_up: Initializer instance, or a registered name built with ``top_up_options``.
         top_up_options: Keyword options for a named ``top_up`` (``num_segments`` is set from the SVG).
         on_excess: ``"error"`` or ``"truncate"``.
+        model: CLIP model (module, name or path) handed to a named ``top_up`` initializer that takes
+            one (the saliency initializer), unless ``top_up_options`` already names one. This lets a
+            :class:`~clipasso.Sketcher` share its saliency model with the top-up.
 
     Example:
         >>> init = SVGInitializer("sketch.svg", top_up="saliency", top_up_options={"model": "ViT-B/32"})
@@ -43,6 +47,7 @@ class SVGInitializer(Initializer):
         top_up: Initializer | str = "saliency",
         top_up_options: Mapping[str, Any] | None = None,
         on_excess: Literal["error", "truncate"] = "error",
+        model: Any = None,
     ) -> None:
         if not isinstance(source, (str, Path)):
             raise InputError(f"source must be an SVG path or SVG text, got {type(source).__name__}")
@@ -55,6 +60,9 @@ class SVGInitializer(Initializer):
         self.source = source
         self.top_up = top_up
         self.top_up_options = dict(top_up_options or {})
+        if model is not None and isinstance(top_up, str) and "model" not in self.top_up_options:
+            if "model" in inspect.signature(INITIALIZERS.get(top_up)).parameters:
+                self.top_up_options["model"] = model
         self.on_excess = on_excess
         self._top_up_cache: dict[int, Initializer] = {}
 
