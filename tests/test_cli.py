@@ -80,9 +80,7 @@ def test_two_images_and_a_ladder_with_edges(tmp_path: Path, capsys: pytest.Captu
             "-o",
             str(tmp_path / "out"),
             "--loss",
-            "edges",
-            "--initializer",
-            "random",
+            "edges",  # weights-free: the initializer defaults to random
             "--iterations",
             "3",
             "--num-sketches",

@@ -268,3 +268,18 @@ def test_warm_start_from_svg_shares_the_saliency_model(tiny_sketcher) -> None:  
     result = sk.sketch(_image(224))
     assert result.strokes.num_strokes == 6
     torch.testing.assert_close(result.strokes.points[0, :4], first.strokes.points[0], atol=1e-3, rtol=0)
+
+
+def test_model_names_and_paths_are_settings(tmp_path: Path) -> None:
+    from clipasso.testing import tiny_clip_file
+
+    sk = Sketcher(
+        clip_model=tiny_clip_file("resnet"),
+        saliency_model=str(tiny_clip_file("vit")),
+        num_sketches=1,
+        num_strokes=3,
+        iterations=1,
+        device="cpu",
+    )
+    assert sk.config.clip_model == str(tiny_clip_file("resnet")) and sk.clip_model is None
+    assert sk.sketch(_image(224)).strokes.num_strokes == 3

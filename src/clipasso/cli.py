@@ -74,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     sk.add_argument("--fix-scale", action="store_true", default=None, help="pad to a white square first")
     sk.add_argument("--width", type=float, help="stroke half-width r in pixels (reference: 1.5)")
     sk.add_argument(
-        "--loss", help="objective: clip_conv (default), clip_semantic, edges (no CLIP weights), ..."
+        "--loss",
+        help="objective: clip_conv (default), clip_semantic, or edges (needs no CLIP weights: with it the "
+        "initializer defaults to random unless --initializer or --saliency-weights is given)",
     )
     sk.add_argument("--initializer", help="saliency (default), random, svg")
     sk.add_argument(
@@ -160,6 +162,9 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "saliency_model": args.saliency_weights,
     }
     data.update({k: v for k, v in flags.items() if v is not None})
+    if data.get("loss") == "edges" and args.initializer is None and args.saliency_weights is None:
+        if args.init_svg is None and (args.config is None or "initializer" not in _read_toml(args.config)):
+            data["initializer"] = "random"  # the weights-free mode stays weights-free
     if args.init_svg is not None:
         data["initializer"] = "svg"
         data["initializer_options"] = {**data.get("initializer_options", {}), "source": str(args.init_svg)}

@@ -129,8 +129,10 @@ class Sketcher:
         optimizer: Factory ``param_groups -> torch.optim.Optimizer`` (default Adam).
         callbacks: :class:`~clipasso.callbacks.Callback` objects.
         matting: Optional background-removal model (see :class:`clipasso.image.Matting`).
-        clip_model: A loaded CLIP model to share (instead of ``config.clip_model``).
-        saliency_model: A loaded CLIP ViT to share (instead of ``config.saliency_model``).
+        clip_model: CLIP weights for the loss: a loaded model to share, or a name/path (then the same
+            as ``config.clip_model``).
+        saliency_model: CLIP ViT for the saliency initializer: a loaded model to share, or a
+            name/path (then the same as ``config.saliency_model``).
         **settings: Overrides of :class:`SketchConfig` fields, e.g. ``num_strokes=8``.
 
     Example:
@@ -159,8 +161,8 @@ class Sketcher:
         optimizer: OptimizerFactory | None = None,
         callbacks: Iterable[Callback] = (),
         matting: Matting | None = None,
-        clip_model: nn.Module | None = None,
-        saliency_model: nn.Module | None = None,
+        clip_model: nn.Module | str | os.PathLike[str] | None = None,
+        saliency_model: nn.Module | str | os.PathLike[str] | None = None,
         **settings: Any,
     ) -> None:
         config = config if config is not None else SketchConfig()
@@ -172,6 +174,11 @@ class Sketcher:
             settings["initializer"] = initializer
         if isinstance(rasterizer, str):
             settings["rasterizer"] = rasterizer
+        # a name or path goes into the settings; a loaded module is shared as it is
+        if isinstance(clip_model, (str, os.PathLike)):
+            settings["clip_model"], clip_model = os.fspath(clip_model), None
+        if isinstance(saliency_model, (str, os.PathLike)):
+            settings["saliency_model"], saliency_model = os.fspath(saliency_model), None
         self.config = config.replace(**settings) if settings else config
         self._loss = loss if isinstance(loss, SketchLoss) else None
         self._initializer = initializer if isinstance(initializer, Initializer) else None
