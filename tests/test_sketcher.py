@@ -48,6 +48,8 @@ def test_end_to_end_default_components(tiny_sketcher) -> None:  # type: ignore[n
         assert cand.init is not None and cand.init.relevance is not None
     assert result.best_index == min(range(2), key=lambda i: result.candidates[i].score)
     assert result.render(scale=2.0).shape == (1, 3, 448, 448)
+    torch.testing.assert_close(result.render(size=448), result.render(scale=2.0), atol=1e-4, rtol=0)
+    assert result.render(size=(100, 150)).shape == (1, 3, 100, 150)
     assert set(result.timings) >= {"total", "optimize", "per_step"}
 
 

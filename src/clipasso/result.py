@@ -111,11 +111,16 @@ class SketchResult:
         strokes = self.strokes if scale == 1.0 else self.strokes.scaled(scale)
         return strokes.to_svg()
 
-    def render(self, scale: float = 1.0, background: float = 1.0) -> Tensor:
-        """The winning sketch rendered at ``scale`` × the canvas, ``[1, 3, H, W]`` in [0, 1]."""
+    def render(
+        self, scale: float = 1.0, background: float = 1.0, *, size: int | tuple[int, int] | None = None
+    ) -> Tensor:
+        """The winning sketch rendered at ``scale`` × the canvas (or at ``size``), ``[1, 3, H, W]``.
+
+        Widths scale with the canvas, as in the reference's 2× export.
+        """
         strokes = self.strokes if scale == 1.0 else self.strokes.scaled(scale)
         with torch.no_grad():
-            return strokes.render(background=background, backend=self.rasterizer)
+            return strokes.render(size=size, background=background, backend=self.rasterizer)
 
     def save_svg(self, path: str | os.PathLike[str], scale: float = 1.0) -> Path:
         """Write the winning SVG atomically."""
