@@ -10,13 +10,13 @@ expects ``ValueError`` for bad arguments keeps working.
 from __future__ import annotations
 
 __all__ = [
+    "BackendUnavailableError",
+    "CheckpointError",
     "ClipassoError",
     "InputError",
+    "NonFiniteLossError",
     "SVGError",
     "WeightsError",
-    "BackendUnavailableError",
-    "NonFiniteLossError",
-    "CheckpointError",
 ]
 
 
