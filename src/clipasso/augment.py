@@ -307,6 +307,47 @@ class ReferenceViews(nn.Module):
             for _ in range(self.num_views)
         ]
 
+    def sample_pool(self, height: int, width: int, count: int, seed: int | None = None) -> list[ViewParams]:
+        """Parameters of a fixed pool of ``count`` random views, from a fresh generator seeded with
+        ``seed`` (default: the module's ``seed``), so the pool is reproducible and drawing it does not
+        touch the module's own generator.
+
+        Example:
+            >>> pool = ReferenceViews(4).sample_pool(224, 224, 8)
+            >>> len(pool), pool == ReferenceViews(4).sample_pool(224, 224, 8)
+            (8, True)
+        """
+        if count < 1:
+            raise InputError(f"count must be >= 1, got {count}")
+        gen = torch.Generator().manual_seed(self.seed if seed is None else int(seed))
+        return [
+            sample_view_params(
+                height,
+                width,
+                gen,
+                distortion_scale=self.distortion_scale,
+                crop_scale=self.crop_scale,
+                crop_ratio=self.crop_ratio,
+            )
+            for _ in range(count)
+        ]
+
+    def views_from(self, images: Tensor, params: Sequence[ViewParams], *, identity: bool = True) -> Tensor:
+        """Views of ``images [N, 3, H, W]`` with given parameters: ``[N, V, 3, S, S]`` (view 0 first when
+        ``identity``; then one view per entry of ``params``), normalised when ``normalize`` is set.
+
+        Example:
+            >>> views = ReferenceViews(2)
+            >>> out = views.views_from(torch.rand(1, 3, 224, 224), views.sample_pool(224, 224, 2))
+            >>> tuple(out.shape)
+            (1, 3, 3, 224, 224)
+        """
+        _check_images("images", images)
+        if not identity and not params:
+            raise InputError("views_from needs identity=True or at least one view's parameters")
+        out = self._views(images, params, identity)
+        return clip_normalize(out) if self.normalize else out
+
     def _views(self, images: Tensor, params: Sequence[ViewParams], identity: bool) -> Tensor:
         """``[N, 3, H, W]`` → ``[N, V, 3, S, S]`` (not normalised)."""
         views = [base_view(images, self.size)] if identity else []

@@ -19,6 +19,22 @@ the reference's means over its batch of 5 views. Each weighted layer is its own 
 ViT towers: per-block token distances (tokens ``[L, D]`` of each block's output; cosine along ``D``)
 with per-block weights, default ``(0, 0, 1, 1)`` (blocks 2 and 3, the remaining blocks 0).
 
+Speed options (measured in ``docs/performance.md``):
+
+* ``precision``: ``"fp32"``; ``"bf16"`` (autocast of the CLIP passes, distances in fp32); ``"auto"``
+  (bf16 where the device has fast bf16, i.e. CUDA with bf16 support or a CPU with AVX512-BF16/AMX,
+  after an accuracy guard: on the first call the input gradient of the un-augmented loss is computed
+  in fp32 and in bf16, and bf16 is kept only if their cosine is at least ``bf16_min_cosine`` for
+  every sketch; otherwise fp32, with a warning). :attr:`CLIPConvLoss.active_precision` tells which.
+* ``channels_last``: ResNet inputs in channels-last memory format (same numbers, faster convs).
+* ``cache_target_base``: the target's view-0 features are computed once per target and reused (exact:
+  view 0 does not depend on the random draw).
+* ``target_pool``: a DEVIATION from the reference, off by default: the random views are drawn from a
+  fixed pool of ``target_pool`` view parameters (sampled once per target from the loss's own
+  generator) whose target features are computed once, so the target pass disappears from the
+  iterations. Each sketch still draws its own ``num_views`` pool entries every iteration.
+* ``compile_model``: ``torch.compile`` the feature pass (off: on a 2-core CPU it does not pay).
+
 Example:
     >>> import torch
     >>> from clipasso.testing import tiny_clip
@@ -32,25 +48,61 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
-from typing import Literal
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..augment import ReferenceViews
+from ..augment import ReferenceViews, ViewParams
 from ..errors import InputError
 from ..models import is_resnet, is_vit, resnet_features, visual_of, vit_features
 from .base import CLIPModelRef, LossContext, SketchLoss, register_loss
 
-__all__ = ["RESNET_CONV_LAYERS", "CLIPConvLoss", "feature_distance"]
+__all__ = ["RESNET_CONV_LAYERS", "CLIPConvLoss", "bf16_supported", "feature_distance"]
 
 #: The ResNet feature maps the geometric term can use, in forward order.
 RESNET_CONV_LAYERS: tuple[str, ...] = ("stem", "layer1", "layer2", "layer3", "layer4")
 
 Distance = Literal["l2", "l1", "cos"]
 Arch = Literal["resnet", "vit"]
+Precision = Literal["fp32", "bf16", "auto"]
+Features = dict[str, Tensor]
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """True where bf16 autocast is fast: CUDA with bf16 support, or a CPU with AVX512-BF16 or AMX."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        cpu = getattr(torch, "cpu", None)
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+    return False
+
+
+@dataclass
+class _TargetCache:
+    """Target features kept between calls (valid while the target, device and settings are the same)."""
+
+    target: Tensor
+    key: tuple[object, ...]
+    base: Features | None = None  # view 0, {name: [1, 1, ...]}
+    pool_params: list[ViewParams] = field(default_factory=list)
+    pool: Features | None = None  # the pool's random views, {name: [1, K, ...]}
+
+    def matches(self, target: Tensor, key: tuple[object, ...]) -> bool:
+        t = self.target
+        return (
+            key == self.key
+            and t.shape == target.shape
+            and t.device == target.device
+            and t.dtype == target.dtype
+            and bool(torch.equal(t, target))
+        )
 
 
 def feature_distance(x: Tensor, y: Tensor, distance: Distance, channel_dim: int) -> Tensor:
@@ -118,6 +170,15 @@ class CLIPConvLoss(SketchLoss):
             with "RN"/"ViT" (the names of the terms depend on it).
         cache_dir: Weights cache for lazy loading.
         weight: Factor on every term.
+        precision: ``"fp32"``, ``"bf16"`` or ``"auto"`` (bf16 where fast and accurate enough, see the
+            module notes). Distances are always computed in the sketch's dtype.
+        bf16_min_cosine: The accuracy guard of ``"auto"``: least cosine between the fp32 and bf16
+            input gradients.
+        channels_last: Run ResNet towers on channels-last inputs.
+        cache_target_base: Compute the target's view-0 features once per target (exact).
+        target_pool: Size of a fixed pool of random views whose target features are cached (0: off,
+            the reference behaviour; > 0 is a deviation from the reference).
+        compile_model: ``torch.compile`` the feature pass.
 
     Terms (already weighted, ``[B]`` each): ``conv_<layer>`` per layer with non-zero weight (e.g.
     ``conv_layer2``, ``conv_layer3``; ViT ``conv_block3``) and ``fc``.
@@ -138,10 +199,34 @@ class CLIPConvLoss(SketchLoss):
         arch: Arch | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         weight: float = 1.0,
+        precision: Precision = "fp32",
+        bf16_min_cosine: float = 0.97,
+        channels_last: bool = False,
+        cache_target_base: bool = True,
+        target_pool: int = 0,
+        compile_model: bool = False,
     ) -> None:
         super().__init__(weight=weight)
         if distance not in ("l2", "l1", "cos"):
             raise InputError(f"distance must be 'l2', 'l1' or 'cos', got {distance!r}")
+        if precision not in ("fp32", "bf16", "auto"):
+            raise InputError(f"precision must be 'fp32', 'bf16' or 'auto', got {precision!r}")
+        if not -1.0 <= float(bf16_min_cosine) <= 1.0:
+            raise InputError(f"bf16_min_cosine must be in [-1, 1], got {bf16_min_cosine!r}")
+        if isinstance(target_pool, bool) or not isinstance(target_pool, int) or target_pool < 0:
+            raise InputError(f"target_pool must be a non-negative integer, got {target_pool!r}")
+        self.precision: Precision = precision
+        self.bf16_min_cosine = float(bf16_min_cosine)
+        self.channels_last = bool(channels_last)
+        self.cache_target_base = bool(cache_target_base)
+        self.target_pool = int(target_pool)
+        self.compile_model = bool(compile_model)
+        #: The precision in use (``"auto"`` resolves on the first call; None before).
+        self.active_precision: Literal["fp32", "bf16"] | None = None if precision == "auto" else precision
+        #: Per-sketch cosines of the last accuracy-guard check (``"auto"`` only).
+        self.guard_cosines: list[float] = []
+        self._cache: _TargetCache | None = None
+        self._compiled: Callable[[nn.Module, Tensor], Features] | None = None
         guessed = _guess_arch(model)
         if arch is not None and arch not in ("resnet", "vit"):
             raise InputError(f"arch must be 'resnet' or 'vit', got {arch!r}")
@@ -198,7 +283,9 @@ class CLIPConvLoss(SketchLoss):
     def extra_repr(self) -> str:
         return (
             f"arch={self.arch!r}, layers={self.layers}, distance={self.distance!r}, "
-            f"fc_weight={self.fc_weight}, model={self.model!r}, weight={self.weight}"
+            f"fc_weight={self.fc_weight}, model={self.model!r}, weight={self.weight}, "
+            f"precision={self.precision!r}, channels_last={self.channels_last}, "
+            f"target_pool={self.target_pool}"
         )
 
     # -- features ------------------------------------------------------------------------------
@@ -225,6 +312,194 @@ class CLIPConvLoss(SketchLoss):
             out["fc"] = vf.embedding
         return out
 
+    def clear_cache(self) -> None:
+        """Forget cached target features (they are also dropped when the target changes)."""
+        self._cache = None
+
+    def _run_features(self, visual: nn.Module, images: Tensor, precision: str) -> Features:
+        """:meth:`features` under the speed options (precision, memory format, compilation)."""
+        if self.channels_last and self.arch == "resnet":
+            images = images.contiguous(memory_format=torch.channels_last)
+        fn: Callable[[nn.Module, Tensor], Features] = self.features
+        if self.compile_model:
+            if self._compiled is None:
+                self._compiled = cast(Callable[[nn.Module, Tensor], Features], torch.compile(self.features))
+            fn = self._compiled
+        bf16 = precision == "bf16"
+        with torch.autocast(device_type=images.device.type, dtype=torch.bfloat16, enabled=bf16):
+            return fn(visual, images)
+
+    def _views_features(self, visual: nn.Module, views: Tensor, precision: str) -> Features:
+        """Features of ``views [N, V, 3, S, S]`` as ``{name: [N, V, ...]}``."""
+        n, v = views.shape[:2]
+        if v == 0:
+            raise InputError("no views to compute features of")
+        feats = self._run_features(visual, views.flatten(0, 1), precision)
+        return {k: f.reshape(n, v, *f.shape[1:]) for k, f in feats.items()}
+
+    def _cache_for(self, visual: nn.Module, target: Tensor, precision: str) -> _TargetCache:
+        key = (
+            id(visual),
+            precision,
+            self.channels_last,
+            self.arch,
+            tuple(self.layers),
+            self.fc_weight,
+            self.augment.size,
+            self.augment.normalize,
+        )
+        if self._cache is None or not self._cache.matches(target, key):
+            self._cache = _TargetCache(target=target.detach().clone(), key=key)
+        return self._cache
+
+    @torch.no_grad()
+    def _base_target_features(self, visual: nn.Module, target: Tensor, precision: str) -> Features:
+        """The target's view-0 features ``{name: [1, 1, ...]}`` (cached when ``cache_target_base``)."""
+        cache = self._cache_for(visual, target, precision) if self.cache_target_base else None
+        if cache is not None and cache.base is not None:
+            return cache.base
+        y0, _ = self.augment(target, None, train=False)
+        base = self._views_features(visual, y0, precision)
+        if cache is not None:
+            cache.base = base
+        return base
+
+    def _target_features(
+        self, visual: nn.Module, target: Tensor, ys: Tensor, base_first: bool, precision: str
+    ) -> Features:
+        """Target features ``{name: [Bt, V, ...]}`` of the views ``ys [Bt, V, 3, S, S]`` (no autograd).
+
+        ``base_first``: view 0 of ``ys`` is the target's un-augmented view, so its cached features are
+        reused when ``cache_target_base`` is on and the target is a single image.
+        """
+        with torch.no_grad():
+            if not (base_first and self.cache_target_base and target.shape[0] == 1):
+                return self._views_features(visual, ys, precision)
+            base = self._base_target_features(visual, target, precision)
+            count = ys.shape[0]
+            if ys.shape[1] == 1:
+                return {k: f.expand(count, *f.shape[1:]) for k, f in base.items()}
+            rest = self._views_features(visual, ys[:, 1:], precision)
+            return {k: torch.cat([base[k].expand(count, *base[k].shape[1:]), rest[k]], dim=1) for k in rest}
+
+    @torch.no_grad()
+    def _pool_features(self, visual: nn.Module, target: Tensor, precision: str) -> _TargetCache:
+        """The pool's view parameters and target features (computed once per target)."""
+        cache = self._cache_for(visual, target, precision)
+        if cache.pool is None or len(cache.pool_params) != self.target_pool:
+            height, width = target.shape[-2:]
+            params = self.augment.sample_pool(height, width, self.target_pool)
+            chunks: list[Features] = []
+            step = 8
+            for start in range(0, len(params), step):
+                views = self.augment.views_from(target, params[start : start + step], identity=False)
+                chunks.append(self._views_features(visual, views, precision))
+            cache.pool_params = list(params)
+            cache.pool = {k: torch.cat([c[k] for c in chunks], dim=1) for k in chunks[0]}
+        return cache
+
+    def _pooled_views(
+        self,
+        visual: nn.Module,
+        sketch: Tensor,
+        target: Tensor,
+        generators: list[torch.Generator] | torch.Generator | None,
+        precision: str,
+    ) -> tuple[Tensor, Features]:
+        """Train-mode views drawn from the pool: sketch views ``[B, V, 3, S, S]`` and the cached
+        target features ``{name: [Bt, V, ...]}`` (``Bt`` = B for per-sketch generators, else 1)."""
+        cache = self._pool_features(visual, target, precision)
+        assert cache.pool is not None
+        base = self._base_target_features(visual, target, precision)
+        batch, count = sketch.shape[0], self.augment.num_views
+        if isinstance(generators, (list, tuple)):
+            if len(generators) != batch:
+                raise InputError(f"got {len(generators)} generators for a batch of {batch} sketches")
+            gens = list(generators)
+        else:
+            gens = [generators if isinstance(generators, torch.Generator) else self.augment.generator]
+        picks = [
+            torch.randint(self.target_pool, (count,), generator=g, device=g.device).tolist() for g in gens
+        ]
+        xs_list = []
+        for b in range(batch):
+            pick = picks[b if len(picks) > 1 else 0]
+            params = [cache.pool_params[i] for i in pick]
+            xs_list.append(self.augment.views_from(sketch[b : b + 1], params, identity=True))
+        xs = torch.cat(xs_list, dim=0)
+        fy: Features = {}
+        for k, pool in cache.pool.items():
+            rows = [torch.cat([base[k][0], pool[0, torch.tensor(p, device=pool.device)]]) for p in picks]
+            fy[k] = torch.stack(rows, dim=0)
+        return xs, fy
+
+    def _resolve_precision(self, visual: nn.Module, sketch: Tensor, target: Tensor) -> str:
+        if self.active_precision is not None:
+            return self.active_precision
+        if not bf16_supported(sketch.device):
+            self.active_precision = "fp32"
+            return "fp32"
+        self.guard_cosines = self.gradient_cosines(sketch, target, ("fp32", "bf16"), visual=visual)
+        ok = all(c >= self.bf16_min_cosine for c in self.guard_cosines)
+        self.active_precision = "bf16" if ok else "fp32"
+        if not ok:
+            warnings.warn(
+                f"CLIPConvLoss(precision='auto'): bf16 input gradients agree with fp32 only to a cosine of "
+                f"{min(self.guard_cosines):.4f} (< bf16_min_cosine={self.bf16_min_cosine}); using fp32",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return self.active_precision
+
+    def gradient_cosines(
+        self,
+        sketch: Tensor,
+        target: Tensor,
+        precisions: tuple[str, str] = ("fp32", "bf16"),
+        *,
+        visual: nn.Module | None = None,
+    ) -> list[float]:
+        """Per-sketch cosine between the input gradients of the un-augmented loss under two precisions.
+
+        Args:
+            sketch: ``[B, 3, H, W]`` in [0, 1].
+            target: ``[1 or B, 3, H, W]``.
+            precisions: The two precisions to compare.
+            visual: The CLIP tower (default: this loss's model).
+
+        Returns:
+            ``B`` cosines (1.0 = same direction).
+        """
+        visual = visual_of(self.model.get(sketch.device)) if visual is None else visual
+        target = target.to(device=sketch.device, dtype=sketch.dtype)
+        grads = []
+        for precision in precisions:
+            with torch.enable_grad():
+                x = sketch.detach().clone().requires_grad_(True)
+                xs, ys = self.augment(x, target, train=False)
+                assert ys is not None
+                fx = self._views_features(visual, xs, precision)
+                with torch.no_grad():
+                    fy = self._views_features(visual, ys, precision)
+                total = sum(self._terms(fx, fy, sketch.dtype).values())
+                (grad,) = torch.autograd.grad(cast(Tensor, total).sum(), x)
+            grads.append(grad.flatten(1).double())
+        cos = F.cosine_similarity(grads[0], grads[1], dim=1)
+        return [float(c) for c in cos]
+
+    def _terms(self, fx: Features, fy: Features, dtype: torch.dtype) -> dict[str, Tensor]:
+        """The weighted terms from sketch features ``{name: [B, V, ...]}`` and target features
+        ``{name: [1 or B, V, ...]}``."""
+        out: dict[str, Tensor] = {}
+        for key, w in self.layers.items():
+            x, y = fx[key].to(dtype), fy[key].to(dtype)
+            # maps [B, V, C, h, w]: channels in dim 2; tokens [B, V, L, D]: the last dim
+            channel_dim = 2 if self.arch == "resnet" else x.dim() - 1
+            out[f"conv_{key}"] = w * feature_distance(x, y, self.distance, channel_dim)
+        if self.fc_weight != 0.0:
+            out["fc"] = self.fc_weight * _embedding_distance(fx["fc"].to(dtype), fy["fc"].to(dtype))
+        return out
+
     def compute(self, sketch: Tensor, target: Tensor, context: LossContext) -> dict[str, Tensor]:
         visual = visual_of(self.model.get(sketch.device))
         actual = "vit" if is_vit(visual) else "resnet" if is_resnet(visual) else None
@@ -232,24 +507,22 @@ class CLIPConvLoss(SketchLoss):
             raise InputError(
                 f"CLIPConvLoss was configured for a {self.arch} tower but the model is a {actual}"
             )
-        xs, ys = self.augment(sketch, target, context.generators, train=context.train)
-        assert ys is not None
-        batch, views = xs.shape[:2]
-        fx = self.features(visual, xs.flatten(0, 1))
-        with torch.no_grad():
-            fy = self.features(visual, ys.flatten(0, 1))
-        out: dict[str, Tensor] = {}
-        for key, w in self.layers.items():
-            x = fx[key].to(sketch.dtype)
-            y = fy[key].to(sketch.dtype)
-            x = x.reshape(batch, views, *x.shape[1:])
-            y = y.reshape(ys.shape[0], views, *y.shape[1:])
-            channel_dim = (
-                2 if self.arch == "resnet" else x.dim() - 1
-            )  # maps [B, V, C, h, w]; tokens [B, V, L, D]
-            out[f"conv_{key}"] = w * feature_distance(x, y, self.distance, channel_dim)
-        if self.fc_weight != 0.0:
-            ex = fx["fc"].to(sketch.dtype).reshape(batch, views, -1)
-            ey = fy["fc"].to(sketch.dtype).reshape(ys.shape[0], views, -1)
-            out["fc"] = self.fc_weight * _embedding_distance(ex, ey)
-        return out
+        precision = self._resolve_precision(visual, sketch, target)
+        views = self.augment.num_outputs(context.train)
+        pooled = (
+            context.train
+            and self.target_pool > 0
+            and self.augment.num_views > 0
+            and self.augment.identity_view
+            and target.shape[0] == 1
+        )
+        if pooled:
+            xs, fy = self._pooled_views(visual, sketch, target, context.generators, precision)
+        else:
+            xs, ys = self.augment(sketch, target, context.generators, train=context.train)
+            assert ys is not None
+            base_first = not context.train or self.augment.identity_view
+            fy = self._target_features(visual, target, ys, base_first, precision)
+        assert xs.shape[1] == views
+        fx = self._views_features(visual, xs, precision)
+        return self._terms(fx, fy, sketch.dtype)

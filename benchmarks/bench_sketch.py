@@ -1,0 +1,733 @@
+"""Benchmark of a whole sketch run: the reference's cost structure against our default (not a test).
+
+In ONE process, on the same target and the same random-weight models of the REAL architectures
+(CLIP RN101 for the loss, CLIP ViT-B/32 for the saliency initialisation; built with
+``clip.model.CLIP`` and the published hyper-parameters, random init, ResNet BatchNorm recalibrated
+with :func:`clipasso.testing.recalibrate_batchnorm` so the loss is content-sensitive, written with
+``torch.save`` and read back through :func:`clipasso.models.load_clip`), it runs
+
+(a) ``baseline``: the reference's cost structure: fp32, the 3 seeds (0, 1000, 2000) one after
+    another (B = 1 each), target views recomputed every iteration WITH autograd and the CLIP
+    weights left trainable (``requires_grad=True``, so backward also computes weight gradients
+    through both the sketch and the target pass), 5 views, no caching. The render is OUR torch
+    rasterizer (diffvg is not installed here; METHOD §7 measures diffvg's CPU forward+backward at
+    ~0.27 s for 16 strokes at 224, ours is cheaper, so the baseline here is if anything faster
+    than the real reference);
+(b) ``default``: ``Sketcher`` with its defaults: batched best-of-3 in one optimisation, frozen CLIP,
+    target pass without autograd, plus the speed-ups ``SketchConfig`` turns on by default
+    (``precision="auto"``, ``channels_last=True``; ``CLIPConvLoss(cache_target_base=True)``).
+
+It prints seconds per iteration (per optimisation step; for (a) the mean over its 3 separate
+runs), iterations per second, the peak resident set size (RSS) of each phase (sampled with psutil
+every 5 ms by a background thread: the process's RSS, so it includes the loaded models), the
+ratios (b)/(a), and the evaluation losses both reach after the same number of iterations (each
+run's own best eval loss, and the final best strokes re-scored by one common fp32 evaluator).
+
+Usage:
+    python benchmarks/bench_sketch.py --iterations 5            # a few minutes on 2 CPU cores
+    python benchmarks/bench_sketch.py --iterations 5 --only default   # peak memory of (b) alone
+    python benchmarks/bench_sketch.py --profile                 # where one iteration's time goes
+    python benchmarks/bench_sketch.py --options                 # each speed-up switched on/off
+    python benchmarks/bench_sketch.py --only none --schedule 2000   # eval loss vs iteration, schedules
+
+Timings on a machine shared with other jobs: use ``--threads 1`` (see docs/performance.md).
+Results and the machine they came from are recorded in docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import resource
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import torch
+from torch import Tensor, nn
+
+from clipasso import Sketcher
+from clipasso.augment import ReferenceViews
+from clipasso.losses import CLIPConvLoss, LossContext
+from clipasso.models import load_clip, visual_of
+from clipasso.render import composite, rasterize
+from clipasso.testing import recalibrate_batchnorm
+
+#: ``clip.model.CLIP`` constructor arguments of the released models (same shapes, same cost).
+REAL_SPECS: dict[str, dict[str, Any]] = {
+    "RN101": dict(
+        embed_dim=512, image_resolution=224, vision_layers=(3, 4, 23, 3), vision_width=64,
+        vision_patch_size=None, context_length=77, vocab_size=49408, transformer_width=512,
+        transformer_heads=8, transformer_layers=12,
+    ),
+    "ViT-B/32": dict(
+        embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_patch_size=32,
+        context_length=77, vocab_size=49408, transformer_width=512, transformer_heads=8,
+        transformer_layers=12,
+    ),
+}  # fmt: skip
+
+SEEDS = (0, 1000, 2000)
+
+
+# ---------------------------------------------------------------------------------------- inputs
+
+
+def synthetic_target(size: int = 224) -> Tensor:
+    """A deterministic object on white ``[1, 3, size, size]``: a disk, a bar and a ring, coloured."""
+    yy, xx = torch.meshgrid(
+        torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij"
+    )
+    s = size / 224.0
+    img = torch.ones(3, size, size)
+    disk = ((xx - 90 * s) ** 2 + (yy - 100 * s) ** 2).sqrt() < 48 * s
+    bar = (xx > 110 * s) & (xx < 190 * s) & (yy > 130 * s) & (yy < 160 * s)
+    r = ((xx - 150 * s) ** 2 + (yy - 70 * s) ** 2).sqrt()
+    ring = (r > 22 * s) & (r < 32 * s)
+    for region, colour in ((disk, (0.85, 0.3, 0.2)), (bar, (0.2, 0.35, 0.8)), (ring, (0.1, 0.1, 0.1))):
+        for c in range(3):
+            img[c][region] = colour[c]
+    return img.unsqueeze(0)
+
+
+def random_sketches(count: int, size: int = 224, strokes: int = 16, seed: int = 0) -> Tensor:
+    """``count`` renders of random 16-stroke sketches ``[count, 3, size, size]`` (black on white)."""
+    g = torch.Generator().manual_seed(seed)
+    p0 = torch.rand(count, strokes, 1, 2, generator=g) * size
+    steps = 0.05 * size * (torch.rand(count, strokes, 3, 2, generator=g) - 0.5)
+    pts = torch.cat([p0, p0 + steps.cumsum(2)], dim=2)
+    widths = torch.full((count, strokes), 1.5)
+    colors = torch.tensor([0.0, 0.0, 0.0, 1.0]).expand(count, strokes, 4)
+    with torch.no_grad():
+        return composite(rasterize(pts, widths, colors, size=size))
+
+
+def calibration_images(target: Tensor) -> Tensor:
+    """Images the ResNet's BatchNorm statistics are re-estimated on: the target, 7 random views of
+    it and 8 random stroke sketches (what the loss sees during a run)."""
+    views = ReferenceViews(7, normalize=False, seed=123)
+    xs, _ = views(target)
+    return torch.cat([xs[0], random_sketches(8, target.shape[-1])], dim=0)
+
+
+def build_models(workdir: Path, target: Tensor, seed: int = 0) -> dict[str, Path]:
+    """Write random-weight RN101 (BatchNorm recalibrated) and ViT-B/32 state dicts into ``workdir``."""
+    from clip.model import CLIP
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    for name, spec in REAL_SPECS.items():
+        path = workdir / f"random-{name.replace('/', '-')}-seed{seed}.pt"
+        paths[name] = path
+        if path.exists():
+            continue
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = CLIP(**spec).float().eval()
+        if name.startswith("RN"):
+            recalibrate_batchnorm(model, calibration_images(target))
+        torch.save(model.state_dict(), path)
+        del model
+        gc.collect()
+    return paths
+
+
+# ---------------------------------------------------------------------------------------- memory
+
+
+class PeakRSS:
+    """Samples the process RSS (psutil) every ``interval`` seconds in a thread; ``peak`` in bytes."""
+
+    def __init__(self, interval: float = 0.005) -> None:
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._proc = psutil.Process()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+            time.sleep(self.interval)
+
+    def __enter__(self) -> PeakRSS:
+        self.peak = self._proc.memory_info().rss
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss)
+
+
+def gib(n: float) -> float:
+    return n / 2**30
+
+
+# ---------------------------------------------------------------------------------------- models
+
+
+@dataclass
+class Models:
+    rn101: nn.Module
+    vit: nn.Module
+    target: Tensor
+
+
+def load_models(workdir: Path) -> Models:
+    """The random-weight RN101 and ViT-B/32, written once into ``workdir``, loaded via ``load_clip``."""
+    target = synthetic_target()
+    paths = build_models(workdir, target)
+    return Models(rn101=load_clip(paths["RN101"]), vit=load_clip(paths["ViT-B/32"]), target=target)
+
+
+# ---------------------------------------------------------------------------------------- schedule
+
+
+@dataclass
+class Schedule:
+    """One learning-rate schedule of the schedule study: ``lr`` constant, or cosine to 0 over ``horizon``."""
+
+    name: str
+    lr: float
+    horizon: int | None = None  # None: constant
+
+    def at(self, step: int) -> float:
+        if self.horizon is None:
+            return self.lr
+        t = min(step, self.horizon) / self.horizon
+        return self.lr * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def schedule_study(
+    models: Models,
+    schedules: list[Schedule],
+    iterations: int,
+    *,
+    seed: int = 0,
+    loss_options: dict[str, Any] | None = None,
+    eval_every: int = 10,
+    log: Path | None = None,
+) -> dict[str, list[tuple[int, float]]]:
+    """Eval loss vs iteration for several schedules, optimised side by side as ONE batch.
+
+    Every candidate starts from the same saliency initialisation (``seed``) and sees the same random
+    views at every step (identically seeded per-candidate generators: common random numbers), so the
+    curves differ only by the schedule. A per-candidate learning rate is exact with Adam: its update is
+    ``lr * m / (sqrt(v) + eps)`` with ``m, v`` independent of ``lr``, so one Adam step at lr 1 is taken
+    and each candidate's displacement is scaled by its own lr.
+    """
+    count = len(schedules)
+    sk = Sketcher(
+        clip_model=models.rn101,
+        saliency_model=models.vit,
+        num_sketches=1,
+        device="cpu",
+        rasterizer="torch",
+        loss_options=dict(loss_options or {}),
+    )
+    target = sk.prepare(models.target[0])
+    strokes, _, _ = sk.initialize(target, sk.config.num_strokes, [seed])
+    points = strokes.points.detach().expand(count, -1, -1, -1).clone().requires_grad_(True)
+    widths = strokes.widths.detach().expand(count, -1).clone()
+    colors = strokes.colors.detach().expand(count, -1, -1).clone()
+    opt = torch.optim.Adam([points], lr=1.0)
+    gens = [torch.Generator().manual_seed(seed) for _ in range(count)]
+    image = target.image
+    curves: dict[str, list[tuple[int, float]]] = {s.name: [] for s in schedules}
+    t0 = time.perf_counter()
+    for it in range(iterations + 1):
+        sketch = composite(rasterize(points, widths, colors, size=strokes.canvas_size), 1.0)
+        if it % eval_every == 0 or it == iterations:
+            with torch.no_grad():
+                ev = sum(sk.loss(sketch, image, LossContext(iteration=it, mode="eval")).values())
+            for s, v in zip(schedules, ev.tolist()):
+                curves[s.name].append((it, v))
+            if log is not None:
+                log.write_text(
+                    json.dumps({"iteration": it, "seconds": time.perf_counter() - t0, "curves": curves})
+                )
+        if it == iterations:
+            break
+        terms = sk.loss(sketch, image, LossContext(iteration=it, mode="train", generators=gens))
+        opt.zero_grad(set_to_none=True)
+        sum(terms.values()).sum().backward()
+        before = points.detach().clone()
+        opt.step()
+        lrs = torch.tensor([s.at(it) for s in schedules]).view(count, 1, 1, 1)
+        with torch.no_grad():
+            points.copy_(before + (points - before) * lrs)
+    return curves
+
+
+# ------------------------------------------------------------------------------- the two configurations
+
+
+class ReferenceCostLoss(CLIPConvLoss):
+    """The default objective computed with the reference's cost structure (for the baseline only).
+
+    fp32, no caching, the CLIP weights trainable (``requires_grad=True``) while the features are
+    computed, and the target views go through CLIP WITH autograd: backward then computes weight
+    gradients through both the sketch and the target pass, and they accumulate in ``.grad`` from
+    step to step, as in the reference (its optimiser only holds the strokes). :meth:`compute` leaves
+    the weights trainable (backward needs them so); :func:`drop_weight_grads` freezes them again and
+    frees the gradients after the run. The terms equal :class:`CLIPConvLoss`'s.
+    """
+
+    def __init__(self, model: nn.Module, **options: Any) -> None:
+        super().__init__(
+            model, precision="fp32", channels_last=False, cache_target_base=False, target_pool=0, **options
+        )
+
+    def compute(self, sketch: Tensor, target: Tensor, context: LossContext) -> dict[str, Tensor]:
+        visual = visual_of(self.model.get(sketch.device))
+        visual.requires_grad_(True)  # the reference never freezes CLIP (undone by drop_weight_grads)
+        xs, ys = self.augment(sketch, target, context.generators, train=context.train)
+        assert ys is not None
+        fx = self._views_features(visual, xs, "fp32")
+        fy = self._views_features(visual, ys, "fp32")  # with autograd, like the reference
+        return self._terms(fx, fy, sketch.dtype)
+
+
+def drop_weight_grads(model: nn.Module) -> None:
+    """Freeze CLIP again and free the weight gradients a :class:`ReferenceCostLoss` run accumulated."""
+    visual = visual_of(model)
+    visual.requires_grad_(False)
+    for p in visual.parameters():
+        p.grad = None
+
+
+@contextmanager
+def trainable(model: nn.Module, clear: bool = True) -> Iterator[None]:
+    """CLIP weights with ``requires_grad=True`` inside (the reference's setting), frozen again after;
+    ``clear`` drops the accumulated weight gradients on exit (False: they keep accumulating across
+    uses, as in a reference run, where nothing ever zeroes them)."""
+    visual = visual_of(model)
+    visual.requires_grad_(True)
+    try:
+        yield
+    finally:
+        visual.requires_grad_(False)
+        if clear:
+            for p in visual.parameters():
+                p.grad = None
+
+
+class TimedSketcher(Sketcher):
+    """A :class:`Sketcher` that records the wall time of every step and every evaluation."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.step_times: list[float] = []
+        self.eval_times: list[float] = []
+        self.step_evals: list[float] = []  # evaluation time inside each step (0 if none)
+
+    def step(self, run: Any, target: Any) -> dict[str, Tensor]:
+        n_eval = len(self.eval_times)
+        t0 = time.perf_counter()
+        out = super().step(run, target)
+        self.step_times.append(time.perf_counter() - t0)
+        self.step_evals.append(sum(self.eval_times[n_eval:]))
+        return out
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> list[float]:
+        t0 = time.perf_counter()
+        out = super().evaluate(*args, **kwargs)
+        self.eval_times.append(time.perf_counter() - t0)
+        return out
+
+
+@dataclass
+class PhaseResult:
+    """Timings of one configuration: ``train`` = median step time without evaluation (steps >= 1),
+    ``eval`` = median evaluation time (without the first, which pays one-off set-up), ``setup`` =
+    first step minus a regular step (bf16 guard, caches, kernel selection), ``init`` = target
+    preparation + saliency initialisation."""
+
+    name: str
+    sketches: int
+    train: float
+    eval: float
+    setup: float
+    init: float
+    peak_rss: int
+    best_eval: list[float]
+    rescored: list[float] = field(default_factory=list)
+    strokes: list[Tensor] = field(default_factory=list)
+
+    def per_iteration(self, eval_every: int = 10) -> float:
+        """Seconds per optimisation step of the whole configuration, evaluation every ``eval_every``."""
+        return self.train + self.eval / eval_every
+
+
+def _median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else math.nan
+
+
+def run_sketcher(
+    models: Models,
+    loss: CLIPConvLoss | None,
+    seeds: list[int],
+    iterations: int,
+    loss_options: dict[str, Any] | None = None,
+) -> tuple[TimedSketcher, Any]:
+    seed_stride = seeds[1] - seeds[0] if len(seeds) > 1 else 1000
+    sk = TimedSketcher(
+        loss=loss,
+        clip_model=models.rn101,
+        saliency_model=models.vit,
+        device="cpu",
+        rasterizer="torch",
+        num_sketches=len(seeds),
+        seed=seeds[0],
+        seed_stride=seed_stride,
+        iterations=iterations,
+        loss_options=dict(loss_options or {}),
+    )
+    result = sk.sketch(models.target[0])
+    return sk, result
+
+
+def _phase(name: str, runs: list[tuple[TimedSketcher, Any]]) -> PhaseResult:
+    """Sum the runs of a phase (sequential seeds) into one :class:`PhaseResult`."""
+    train, evals, setup, init, best, strokes = 0.0, 0.0, 0.0, 0.0, [], []
+    for sk, result in runs:
+        regular = [s - e for s, e in zip(sk.step_times[1:], sk.step_evals[1:])]
+        t = _median(regular)
+        e = _median(sk.eval_times[1:])
+        train, evals = train + t, evals + e
+        setup += sk.step_times[0] - sk.step_evals[0] - t + (sk.eval_times[0] - e)
+        init += result.timings["prepare_and_init"]
+        for c in result.candidates:
+            best.append(c.score)
+            strokes.append(c.strokes)
+    return PhaseResult(name, len(best), train, evals, setup, init, 0, best, strokes=strokes)
+
+
+def rescore(models: Models, strokes: list[Any]) -> list[float]:
+    """The un-augmented fp32 objective of strokes, by one common evaluator (no caches, no bf16)."""
+    loss = CLIPConvLoss(models.rn101, precision="fp32", cache_target_base=False)
+    out = []
+    with torch.no_grad():
+        for s in strokes:
+            sketch = s.render(background=1.0)
+            out.append(float(sum(loss(sketch, models.target, LossContext(mode="eval")).values())))
+    return out
+
+
+def run_baseline(models: Models, iterations: int) -> PhaseResult:
+    runs = []
+    with PeakRSS() as mem:
+        for seed in SEEDS:
+            runs.append(run_sketcher(models, ReferenceCostLoss(models.rn101), [seed], iterations))
+    drop_weight_grads(models.rn101)
+    phase = _phase("baseline (reference cost, 3 seeds in sequence)", runs)
+    phase.peak_rss = mem.peak
+    return phase
+
+
+def run_default(
+    models: Models,
+    iterations: int,
+    loss_options: dict[str, Any] | None = None,
+    name: str = "default (batched best-of-3)",
+) -> PhaseResult:
+    with PeakRSS() as mem:
+        run = run_sketcher(models, None, list(SEEDS), iterations, loss_options)
+    phase = _phase(name, [run])
+    phase.peak_rss = mem.peak
+    return phase
+
+
+# ---------------------------------------------------------------------------------------- profile
+
+
+class IterationProfiler:
+    """Times the parts of one training step of ``batch`` sketches (16 strokes at 224), one repetition
+    per :meth:`run` call (so configurations can be interleaved): render, augmentation (views of sketch
+    and target), CLIP forward of the sketch views, target features, loss terms, backward through
+    CLIP, backward through the render, Adam step, and one evaluation (reported divided by 10, its
+    share at ``eval_every = 10``)."""
+
+    def __init__(self, models: Models, loss: CLIPConvLoss, batch: int, reference_cost: bool = False) -> None:
+        self.models, self.loss, self.batch, self.reference_cost = models, loss, batch, reference_cost
+        g = torch.Generator().manual_seed(0)
+        p0 = torch.rand(batch, 16, 1, 2, generator=g) * 224
+        steps = 11.2 * (torch.rand(batch, 16, 3, 2, generator=g) - 0.5)
+        self.points = torch.cat([p0, p0 + steps.cumsum(2)], 2).requires_grad_(True)
+        self.widths = torch.full((batch, 16), 1.5)
+        self.colors = torch.tensor([0.0, 0, 0, 1]).expand(batch, 16, 4)
+        self.opt = torch.optim.Adam([self.points], lr=1.0)
+        self.gens = [torch.Generator().manual_seed(s) for s in SEEDS[:batch]]
+        self.parts: dict[str, list[float]] = {}
+
+    def _tick(self, name: str, t0: float) -> float:
+        t1 = time.perf_counter()
+        self.parts.setdefault(name, []).append(t1 - t0)
+        return t1
+
+    def run(self) -> None:
+        loss, target = self.loss, self.models.target
+        visual = visual_of(loss.model.get(target.device))
+        with nullcontext():
+            t = time.perf_counter()
+            sketch = composite(rasterize(self.points, self.widths, self.colors, size=224), 1.0)
+            t = self._tick("render", t)
+            precision = loss._resolve_precision(visual, sketch.detach(), target)  # "auto": guard on 1st call
+            t = time.perf_counter()
+            leaf = sketch.detach().requires_grad_(True)
+            xs, ys = loss.augment(leaf, target, self.gens, train=True)
+            assert ys is not None
+            t = self._tick("augment", t)
+            fx = loss._views_features(visual, xs, precision)
+            t = self._tick("clip_forward_sketch", t)
+            if self.reference_cost:
+                fy = loss._views_features(visual, ys, precision)
+            else:
+                fy = loss._target_features(visual, target, ys, True, precision)
+            t = self._tick("target_features", t)
+            total = torch.stack(list(loss._terms(fx, fy, leaf.dtype).values())).sum()
+            t = self._tick("loss_terms", t)
+            total.backward()
+            t = self._tick("backward_clip", t)
+            sketch.backward(leaf.grad)
+            t = self._tick("backward_render", t)
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
+            t = self._tick("optimizer", t)
+            with torch.no_grad():
+                loss(sketch.detach(), target, LossContext(mode="eval"))
+            self.parts.setdefault("eval/10", []).append((time.perf_counter() - t) / 10)
+
+    def summary(self, skip: int = 1) -> dict[str, float]:
+        """Per part the median over the repetitions after the first ``skip`` (warm-up); ``total`` =
+        sum of the parts, ``best_total`` = the fastest whole repetition."""
+        out = {k: _median(v[skip:]) for k, v in self.parts.items()}
+        totals = [sum(v[i] for v in self.parts.values()) for i in range(skip, len(self.parts["render"]))]
+        out["total"] = sum(out.values())
+        out["best_total"] = min(totals) if totals else math.nan
+        return out
+
+
+def profile_interleaved(models: Models, rounds: int = 4) -> dict[str, dict[str, float]]:
+    """One step of the baseline (B = 1, done 3 times = one best-of-3 iteration) and of the default
+    (B = 3), alternating, ``rounds`` times each; see :class:`IterationProfiler`."""
+    base = IterationProfiler(models, ReferenceCostLoss(models.rn101), 1, reference_cost=True)
+    default_loss = Sketcher(clip_model=models.rn101).build_loss()
+    assert isinstance(default_loss, CLIPConvLoss)
+    ours = IterationProfiler(models, default_loss, 3)
+    one_loss = Sketcher(clip_model=models.rn101).build_loss()
+    assert isinstance(one_loss, CLIPConvLoss)
+    one = IterationProfiler(models, one_loss, 1)
+    fp32 = IterationProfiler(models, CLIPConvLoss(models.rn101, precision="fp32"), 3)
+    for _ in range(rounds + 1):
+        for prof in (base, ours, one, fp32):
+            prof.run()
+    drop_weight_grads(models.rn101)
+    out = {
+        "baseline B=1": base.summary(),
+        "default B=3": ours.summary(),
+        "default B=1": one.summary(),
+        "default but fp32, no channels_last B=3": fp32.summary(),
+    }
+    out["default B=3"]["bf16"] = float(default_loss.active_precision == "bf16")
+    out["default B=1"]["bf16"] = float(one_loss.active_precision == "bf16")
+    return out
+
+
+def time_loss(models: Models, loss: CLIPConvLoss, batch: int, reps: int = 3) -> float:
+    """Median seconds of one training loss forward + backward (to the sketch image) of ``batch`` sketches."""
+    sketch = random_sketches(batch, seed=7).requires_grad_(True)
+    gens = [torch.Generator().manual_seed(s) for s in SEEDS[:batch]]
+    ts = []
+    for _ in range(reps + 1):
+        t0 = time.perf_counter()
+        total = sum(loss(sketch, models.target, LossContext(generators=gens)).values())
+        total.sum().backward()
+        ts.append(time.perf_counter() - t0)
+    return _median(ts[1:])
+
+
+def option_effects(models: Models, reps: int = 2, with_compile: bool = False) -> dict[str, Any]:
+    """Training loss forward + backward times with each speed-up on/off (best-of-3 batch unless said)."""
+    rn = models.rn101
+    out: dict[str, Any] = {}
+    fp32: dict[str, Any] = dict(precision="fp32", channels_last=False, cache_target_base=False)
+    out["reference cost (weights trainable, target with autograd), B=1"] = time_loss(
+        models, ReferenceCostLoss(rn), 1, reps
+    )
+    drop_weight_grads(rn)
+    out["frozen + no-grad target, fp32, B=1"] = time_loss(models, CLIPConvLoss(rn, **fp32), 1, reps)
+    out["frozen + no-grad target, fp32, B=3 (batched)"] = time_loss(models, CLIPConvLoss(rn, **fp32), 3, reps)
+    out["+ cache_target_base, fp32, B=3"] = time_loss(
+        models, CLIPConvLoss(rn, precision="fp32", channels_last=False), 3, reps
+    )
+    out["+ channels_last, fp32, B=3"] = time_loss(
+        models, CLIPConvLoss(rn, precision="fp32", channels_last=True), 3, reps
+    )
+    out["+ bf16, channels_last, B=3"] = time_loss(
+        models, CLIPConvLoss(rn, precision="bf16", channels_last=True), 3, reps
+    )
+    out["bf16 without channels_last, B=3"] = time_loss(
+        models, CLIPConvLoss(rn, precision="bf16", channels_last=False), 3, reps
+    )
+    pooled = CLIPConvLoss(rn, precision="bf16", channels_last=True, target_pool=32)
+    t0 = time.perf_counter()
+    pooled(random_sketches(3), models.target, LossContext(generators=[torch.Generator() for _ in range(3)]))
+    out["target_pool=32 first call (fills the pool), B=3"] = time.perf_counter() - t0
+    out["+ target_pool=32 (deviation), bf16, channels_last, B=3"] = time_loss(models, pooled, 3, reps)
+    guard = CLIPConvLoss(rn, precision="auto")
+    out["bf16 guard cosines (eval-loss input gradient vs fp32), 3 random sketches"] = guard.gradient_cosines(
+        random_sketches(3, seed=11), models.target
+    )
+    if with_compile:
+        comp = CLIPConvLoss(rn, precision="bf16", channels_last=True, compile_model=True)
+        t0 = time.perf_counter()
+        time_loss(models, comp, 3, 0)
+        out["compile: first call incl. compilation, B=3"] = time.perf_counter() - t0
+        out["compile: bf16, channels_last, B=3"] = time_loss(models, comp, 3, reps)
+    return out
+
+
+# ---------------------------------------------------------------------------------------- main
+
+
+def _fmt_phase(p: PhaseResult, eval_every: int) -> str:
+    per_it = p.per_iteration(eval_every)
+    return (
+        f"{p.name}: {p.sketches} sketch(es); train step {p.train:.3f} s + eval {p.eval:.3f} s/{eval_every}"
+        f" = {per_it:.3f} s/iteration ({1 / per_it:.3f} it/s), {per_it / p.sketches:.3f} s per "
+        f"sketch-iteration; one-off setup {p.setup:.2f} s, init {p.init:.2f} s; "
+        f"peak RSS {gib(p.peak_rss):.2f} GiB"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=5, help="optimisation steps per run (>= 3)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "clipasso-bench",
+        help="where the random-weight models are written (reused when present)",
+    )
+    parser.add_argument("--only", choices=["both", "baseline", "default", "none"], default="both")
+    parser.add_argument("--profile", action="store_true", help="time the parts of one iteration")
+    parser.add_argument("--rounds", type=int, default=4, help="with --profile: interleaved repetitions")
+    parser.add_argument("--options", action="store_true", help="time each speed-up on/off")
+    parser.add_argument("--compile", action="store_true", help="with --options: also try torch.compile")
+    parser.add_argument(
+        "--schedule",
+        type=int,
+        default=0,
+        metavar="N",
+        help="eval loss vs iteration for N iterations, reference vs candidate schedules",
+    )
+    parser.add_argument("--json", type=Path, help="also write the results to this file")
+    args = parser.parse_args()
+    if args.iterations < 3:
+        parser.error("--iterations must be >= 3 (step 0 pays one-off set-up and is not counted)")
+    torch.set_num_threads(args.threads)
+    eval_every = 10
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.2f} at start"
+    )
+    t0 = time.perf_counter()
+    models = load_models(args.workdir)
+    print(
+        f"models ready in {time.perf_counter() - t0:.1f} s (RN101 + ViT-B/32 random weights via load_clip); "
+        f"RSS {gib(psutil.Process().memory_info().rss):.2f} GiB"
+    )
+    report: dict[str, Any] = {"threads": args.threads, "iterations": args.iterations}
+    phases: dict[str, PhaseResult] = {}
+    if args.only in ("both", "baseline"):
+        phases["baseline"] = run_baseline(models, args.iterations)
+        print(_fmt_phase(phases["baseline"], eval_every), flush=True)
+    if args.only in ("both", "default"):
+        phases["default"] = run_default(models, args.iterations)
+        print(_fmt_phase(phases["default"], eval_every), flush=True)
+    for key, p in phases.items():
+        p.rescored = rescore(models, p.strokes)
+        print(
+            f"{key}: best eval loss after {args.iterations} iterations per seed "
+            f"{[round(x, 5) for x in p.best_eval]}"
+            f" (own evaluator), fp32 re-score {[round(x, 5) for x in p.rescored]}; best-of-3 "
+            f"{min(p.rescored):.5f}"
+        )
+        report[key] = {
+            "train_s": p.train,
+            "eval_s": p.eval,
+            "per_iteration_s": p.per_iteration(eval_every),
+            "setup_s": p.setup,
+            "init_s": p.init,
+            "peak_rss_gib": gib(p.peak_rss),
+            "best_eval": p.best_eval,
+            "rescored_fp32": p.rescored,
+        }
+    if len(phases) == 2:
+        a, b = phases["baseline"], phases["default"]
+        ratio = b.per_iteration(eval_every) / a.per_iteration(eval_every)
+        one_a = a.per_iteration(eval_every) / 3
+        print(
+            f"ratio (b)/(a) per best-of-3 iteration: {ratio:.3f} (= {1 / ratio:.2f}x faster); "
+            f"(b) per sketch vs (a) per sketch: {1 / ratio:.2f}x; one (a) sketch-iteration {one_a:.3f} s"
+        )
+        t_a = 2000 * a.per_iteration(eval_every) + a.init
+        t_b = 2000 * b.per_iteration(eval_every) + b.init
+        print(
+            f"extrapolated best-of-3, 2000 iterations each: (a) {t_a / 3600:.2f} h, (b) {t_b / 3600:.2f} h "
+            f"({t_a / t_b:.2f}x)"
+        )
+        report["ratio_b_over_a"] = ratio
+    if args.profile:
+        prof = profile_interleaved(models, args.rounds)
+        for key, parts in prof.items():
+            print(f"profile {key}: " + ", ".join(f"{k} {v:.3f}" for k, v in parts.items()), flush=True)
+        a_it, b_it = 3 * prof["baseline B=1"]["total"], prof["default B=3"]["total"]
+        a_best, b_best = 3 * prof["baseline B=1"]["best_total"], prof["default B=3"]["best_total"]
+        print(
+            f"profile: best-of-3 iteration (a) {a_it:.3f} s vs (b) {b_it:.3f} s: {a_it / b_it:.2f}x "
+            f"(fastest repetitions: {a_best:.3f} vs {b_best:.3f} s, {a_best / b_best:.2f}x); "
+            f"one sketch: (a) {a_it / 3:.3f} s vs (b) B=1 {prof['default B=1']['total']:.3f} s: "
+            f"{a_it / 3 / prof['default B=1']['total']:.2f}x"
+        )
+        report["profile"] = prof
+    if args.options:
+        report["options"] = option_effects(models, with_compile=args.compile)
+        for k, v in report["options"].items():
+            print(f"option {k}: {v if isinstance(v, list) else round(v, 3)}")
+    if args.schedule:
+        n, half = args.schedule, max(args.schedule // 2, 1)
+        scheds = [
+            Schedule("reference (lr 1, constant)", 1.0),
+            Schedule(f"lr 2, cosine over {half}", 2.0, half),
+            Schedule(f"lr 3, cosine over {half}", 3.0, half),
+            Schedule(f"lr 2, cosine over {n}", 2.0, n),
+        ]
+        curves = schedule_study(models, scheds, args.schedule)
+        report["schedule"] = curves
+        for k, c in curves.items():
+            print(f"schedule {k}: " + ", ".join(f"{it}:{v:.4f}" for it, v in c if it % 50 == 0))
+    print(
+        f"load average {os.getloadavg()[0]:.2f} at the end; process max RSS "
+        f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (getrusage)"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

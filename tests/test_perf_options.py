@@ -1,0 +1,192 @@
+"""Speed options of the CLIP conv loss: bf16 (with its guard), channels_last, target caches, compile."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from clipasso.augment import ReferenceViews
+from clipasso.config import SketchConfig
+from clipasso.errors import InputError
+from clipasso.losses import CLIPConvLoss, LossContext
+from clipasso.losses.clip_conv import bf16_supported
+from clipasso.models import visual_of
+from clipasso.testing import recalibrate_batchnorm, tiny_clip
+
+
+def _images(batch: int, seed: int) -> Tensor:
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand(batch, 3, 28, 28, generator=g)
+    return torch.nn.functional.interpolate(base, size=224, mode="bilinear", align_corners=False)
+
+
+@pytest.fixture(scope="module")
+def resnet() -> nn.Module:
+    model = tiny_clip("resnet", seed=3)
+    return recalibrate_batchnorm(model, _images(8, 99))
+
+
+def gens(seed: int, count: int) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(seed + i) for i in range(count)]
+
+
+def _total(terms: dict[str, Tensor]) -> Tensor:
+    return torch.stack(list(terms.values())).sum(0)
+
+
+def test_bf16_loss_is_finite_and_close_to_fp32(resnet: nn.Module) -> None:
+    sketch, target = _images(2, 1), _images(1, 2)
+    ctx = LossContext(generators=gens(5, 2))
+    fp32 = _total(CLIPConvLoss(resnet, precision="fp32")(sketch, target, ctx))
+    ctx = LossContext(generators=gens(5, 2))
+    bf16 = _total(CLIPConvLoss(resnet, precision="bf16")(sketch, target, ctx))
+    assert torch.isfinite(bf16).all()
+    assert not torch.equal(bf16, fp32)  # bf16 really ran
+    torch.testing.assert_close(bf16, fp32, rtol=0.05, atol=1e-3)
+
+
+def test_bf16_input_gradient_follows_fp32(resnet: nn.Module) -> None:
+    loss = CLIPConvLoss(resnet)
+    cos = loss.gradient_cosines(_images(2, 3), _images(1, 4), ("fp32", "bf16"))
+    assert len(cos) == 2 and all(c > 0.9 for c in cos), cos
+    same = loss.gradient_cosines(_images(1, 3), _images(1, 4), ("fp32", "fp32"))
+    assert same[0] == pytest.approx(1.0, abs=1e-9)
+
+
+def test_auto_precision_resolves_and_guard_falls_back(resnet: nn.Module, monkeypatch: Any) -> None:
+    import clipasso.losses.clip_conv as mod
+
+    sketch, target = _images(1, 5), _images(1, 6)
+    monkeypatch.setattr(mod, "bf16_supported", lambda device: True)
+    ok = CLIPConvLoss(resnet, precision="auto", bf16_min_cosine=0.5)
+    assert ok.active_precision is None
+    ok(sketch, target, LossContext(mode="eval"))
+    assert ok.active_precision == "bf16" and len(ok.guard_cosines) == 1
+    strict = CLIPConvLoss(resnet, precision="auto", bf16_min_cosine=1.0)
+    with pytest.warns(RuntimeWarning, match="bf16_min_cosine"):
+        strict(sketch, target, LossContext(mode="eval"))
+    assert strict.active_precision == "fp32"
+    monkeypatch.setattr(mod, "bf16_supported", lambda device: False)
+    none = CLIPConvLoss(resnet, precision="auto")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        none(sketch, target, LossContext(mode="eval"))
+    assert none.active_precision == "fp32" and none.guard_cosines == []
+
+
+def test_bf16_supported_is_false_for_meta() -> None:
+    assert bf16_supported(torch.device("meta")) is False
+
+
+def test_channels_last_gives_the_same_loss_and_gradient(resnet: nn.Module) -> None:
+    target = _images(1, 8)
+    out = []
+    for cl in (False, True):
+        sketch = _images(2, 7).requires_grad_(True)
+        terms = CLIPConvLoss(resnet, channels_last=cl)(sketch, target, LossContext(generators=gens(1, 2)))
+        _total(terms).sum().backward()
+        assert sketch.grad is not None
+        out.append((_total(terms).detach(), sketch.grad))
+    torch.testing.assert_close(out[1][0], out[0][0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out[1][1], out[0][1], rtol=1e-3, atol=1e-7)
+
+
+def test_base_view_cache_is_exact_and_reused(resnet: nn.Module, monkeypatch: Any) -> None:
+    import clipasso.losses.clip_conv as mod
+
+    sketch, target = _images(2, 9), _images(1, 10)
+    plain = CLIPConvLoss(resnet, cache_target_base=False)
+    cached = CLIPConvLoss(resnet, cache_target_base=True)
+    for mode in ("eval", "train"):
+        a = plain(sketch, target, LossContext(mode=mode, generators=gens(2, 2)))
+        b = cached(sketch, target, LossContext(mode=mode, generators=gens(2, 2)))
+        for k in a:
+            torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-7)
+    sizes: list[int] = []
+    real = mod.resnet_features
+
+    def spy(visual: nn.Module, images: Tensor, layers: Any) -> dict[str, Tensor]:
+        sizes.append(images.shape[0])
+        return real(visual, images, layers)
+
+    monkeypatch.setattr(mod, "resnet_features", spy)
+    cached(sketch, target, LossContext(mode="eval"))
+    assert sizes == [2]  # the sketches only: the target's view 0 comes from the cache
+    cached(sketch, _images(1, 11), LossContext(mode="eval"))
+    assert sizes == [2, 1, 2]  # a new target is recomputed
+
+
+def test_target_pool_uses_cached_features_and_matches_direct_computation(
+    resnet: nn.Module, monkeypatch: Any
+) -> None:
+    import clipasso.losses.clip_conv as mod
+
+    sketch, target = _images(2, 12), _images(1, 13)
+    loss = CLIPConvLoss(resnet, target_pool=6, num_views=3)
+    out = loss(sketch, target, LossContext(generators=gens(4, 2)))
+    assert set(out) == {"conv_layer2", "conv_layer3", "fc"} and all(
+        torch.isfinite(v).all() for v in out.values()
+    )
+    # the same views by hand: each sketch draws 3 pool entries from its own generator
+    pool = ReferenceViews(3).sample_pool(224, 224, 6)
+    plain = CLIPConvLoss(resnet, cache_target_base=False)
+    for b, g in enumerate(gens(4, 2)):
+        pick = torch.randint(6, (3,), generator=g).tolist()
+        xs = plain.augment.views_from(sketch[b : b + 1], [pool[i] for i in pick])
+        ys = plain.augment.views_from(target, [pool[i] for i in pick])
+        fx = plain._views_features(visual_of(resnet), xs, "fp32")
+        fy = plain._views_features(visual_of(resnet), ys, "fp32")
+        ref = plain._terms(fx, fy, torch.float32)
+        for k in ref:
+            torch.testing.assert_close(out[k][b], ref[k][0], rtol=1e-4, atol=1e-6)
+    sizes: list[int] = []
+    real = mod.resnet_features
+
+    def spy(visual: nn.Module, images: Tensor, layers: Any) -> dict[str, Tensor]:
+        sizes.append(images.shape[0])
+        return real(visual, images, layers)
+
+    monkeypatch.setattr(mod, "resnet_features", spy)
+    loss(sketch, target, LossContext(generators=gens(7, 2)))
+    assert sizes == [8]  # 2 sketches x (view 0 + 3 pool views); no target pass at all
+
+
+def test_target_pool_gradient_flows(resnet: nn.Module) -> None:
+    sketch = _images(1, 14).requires_grad_(True)
+    loss = CLIPConvLoss(resnet, target_pool=4)
+    _total(loss(sketch, _images(1, 15), LossContext(generators=gens(0, 1)))).sum().backward()
+    assert sketch.grad is not None and sketch.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"precision": "fp16"}, {"target_pool": -1}, {"target_pool": True}, {"bf16_min_cosine": 2.0}],
+)
+def test_bad_speed_options_raise(resnet: nn.Module, kwargs: dict[str, Any]) -> None:
+    with pytest.raises(InputError):
+        CLIPConvLoss(resnet, **kwargs)
+
+
+def test_config_precision_is_validated_and_reaches_the_loss(resnet: nn.Module) -> None:
+    from clipasso import Sketcher
+
+    with pytest.raises(InputError, match="precision"):
+        SketchConfig(precision="half")
+    loss = Sketcher(clip_model=resnet, precision="fp32", channels_last=False).build_loss()
+    assert isinstance(loss, CLIPConvLoss)
+    assert loss.precision == "fp32" and loss.channels_last is False
+    loss = Sketcher(clip_model=resnet, loss_options={"precision": "bf16"}).build_loss()
+    assert isinstance(loss, CLIPConvLoss) and loss.precision == "bf16" and loss.channels_last is True
+
+
+def test_sample_pool_is_reproducible_and_independent_of_the_module_generator() -> None:
+    views = ReferenceViews(4, seed=5)
+    before = views.generator.get_state()
+    assert views.sample_pool(224, 224, 3) == ReferenceViews(4, seed=5).sample_pool(224, 224, 3)
+    assert torch.equal(views.generator.get_state(), before)
+    with pytest.raises(InputError):
+        views.sample_pool(224, 224, 0)
