@@ -153,9 +153,9 @@ def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_print_config_round_trips(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["sketch", "--print-config", "--iterations", "7", "--seed", "3"]) == 0
+    assert main(["sketch", "--print-config", "--iterations", "7", "--seed", "3", "--precision", "fp32"]) == 0
     text = capsys.readouterr().out
-    assert "iterations = 7" in text and "seed = 3" in text
+    assert "iterations = 7" in text and "seed = 3" in text and 'precision = "fp32"' in text
     cfg = tmp_path / "c.toml"
     cfg.write_text(text)
     assert main(["sketch", "--print-config", "--config", str(cfg)]) == 0

@@ -106,6 +106,21 @@ def test_checkpoint_resume_equals_uninterrupted(tiny_sketcher, tmp_path: Path) -
         assert ca.history.eval == cb.history.eval
 
 
+def test_checkpoint_keeps_the_precision_chosen_at_run_time(tiny_sketcher, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    ckpt = tmp_path / "run.ckpt"
+    first = tiny_sketcher(iterations=4, precision="auto")
+    first.sketch(_image(224), checkpoint=ckpt)
+    chosen = first.loss.active_precision
+    assert chosen in ("fp32", "bf16")
+    data = torch.load(ckpt, weights_only=True)
+    assert data["precisions"] == [chosen]
+    data["precisions"] = ["bf16" if chosen == "fp32" else "fp32"]  # as if the guard had decided otherwise
+    torch.save(data, ckpt)
+    resumed = tiny_sketcher(iterations=4, precision="auto")
+    resumed.sketch(_image(224), checkpoint=ckpt)
+    assert resumed.loss.active_precision == data["precisions"][0]
+
+
 def test_checkpoint_from_other_settings_is_refused(tiny_sketcher, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     ckpt = tmp_path / "run.ckpt"
     tiny_sketcher(iterations=4).sketch(_image(224), checkpoint=ckpt)

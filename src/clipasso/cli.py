@@ -83,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--init-svg", type=Path, help="warm start from this SVG's strokes (topped up by saliency)"
     )
     sk.add_argument("--rasterizer", help="torch (default) or diffvg")
+    sk.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        help="CLIP arithmetic: auto (bf16 where fast and accurate enough, default) or fp32 (the reference's)",
+    )
     sk.add_argument("--clip-weights", help="CLIP weights for the loss: a file or a model name")
     sk.add_argument(
         "--saliency-weights", help="CLIP ViT weights for the saliency map: a file or a model name"
@@ -157,6 +162,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "width": args.width,
         "loss": args.loss,
         "initializer": args.initializer,
+        "precision": args.precision,
         "rasterizer": args.rasterizer,
         "clip_model": args.clip_weights,
         "saliency_model": args.saliency_weights,

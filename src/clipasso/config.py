@@ -43,7 +43,7 @@ class SketchConfig:
         rasterizer: Registry name of the rasterizer (``"auto"``: torch unless configured).
         optimize_opacity: Also optimise each stroke's opacity (own Adam group, clamped to [0, 1]).
         opacity_lr: Learning rate of the opacity group.
-        lr_schedule: None (constant, the reference) or ``"cosine"`` (cosine decay to 10 %).
+        lr_schedule: None (constant, the reference) or ``"cosine"`` (cosine decay to 0 over the run).
         shared_views: Draw the augmentations once for all sketches (cheaper, but then a batched
             run no longer equals separate runs).
         precision: CLIP precision for losses that take ``precision`` (``"fp32"``, ``"bf16"``,

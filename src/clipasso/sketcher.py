@@ -679,6 +679,10 @@ class Sketcher:
         digest.update(json.dumps(seeds).encode())
         return digest.hexdigest()
 
+    def _precision_modules(self) -> list[Any]:
+        """Loss modules that pick their arithmetic at run time (``active_precision``)."""
+        return _precision_modules_of(self.loss)
+
     def _save_checkpoint(self, run: _Run, path: Path, fingerprint: str) -> None:
         payload = {
             "version": _CHECKPOINT_VERSION,
@@ -702,6 +706,8 @@ class Sketcher:
             "eval_history": [[it, rec] for it, rec in run.eval_history],
             "snapshots": [[it, pts] for it, pts in run.snapshots],
             "last_eval": run.last_eval,
+            # a precision chosen at run time (precision="auto") must stay the same after a resume
+            "precisions": [m.active_precision for m in self._precision_modules()],
         }
         with atomic_open(path, "wb") as fh:
             torch.save(payload, fh)
@@ -741,6 +747,12 @@ class Sketcher:
         run.eval_history = [(int(it), rec) for it, rec in data["eval_history"]]
         run.snapshots = [(int(it), pts) for it, pts in data["snapshots"]]
         run.last_eval = [float(x) for x in data["last_eval"]]
+        for module, precision in zip(self._precision_modules(), data.get("precisions", [])):
+            module.active_precision = precision
+
+
+def _precision_modules_of(loss: nn.Module) -> list[Any]:
+    return [m for m in loss.modules() if hasattr(m, "active_precision")]
 
 
 def _init_to_cpu(init: InitResult | None) -> InitResult | None:
