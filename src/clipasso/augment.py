@@ -47,7 +47,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from .errors import InputError
-from .models.taps import CLIP_MEAN, CLIP_STD
+from .models.taps import CLIP_MEAN, CLIP_STD, normalize
 
 __all__ = [
     "CLIP_MEAN",
@@ -79,13 +79,8 @@ class ViewParams:
     crop: tuple[int, int, int, int]
 
 
-def clip_normalize(images: Tensor) -> Tensor:
-    """CLIP mean/std normalisation of ``[..., 3, H, W]`` images in [0, 1] (dtype/device of the input)."""
-    if images.shape[-3] != 3:
-        raise InputError(f"clip_normalize expects 3 channels in dim -3, got shape {tuple(images.shape)}")
-    mean = torch.tensor(CLIP_MEAN, dtype=images.dtype, device=images.device).view(3, 1, 1)
-    std = torch.tensor(CLIP_STD, dtype=images.dtype, device=images.device).view(3, 1, 1)
-    return (images - mean) / std
+#: CLIP mean/std normalisation of ``[..., 3, H, W]`` images (the one in :mod:`clipasso.models`).
+clip_normalize = normalize
 
 
 def _randint(low: int, high: int, generator: torch.Generator) -> int:

@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 
 from ..errors import InputError
+from ..result import to_uint8
 from .base import InitResult
 
 __all__ = ["colorize", "render_saliency_figure", "save_saliency_figure"]
@@ -44,11 +45,6 @@ def colorize(values: Tensor) -> np.ndarray:
     t = (pos - i0)[..., None]
     rgb = _ANCHORS[i0] * (1 - t) + _ANCHORS[i0 + 1] * t
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
-
-
-def _to_uint8(image: Tensor) -> np.ndarray:
-    img = image.detach().to("cpu", torch.float32).clamp(0, 1)[0].permute(1, 2, 0).numpy()
-    return np.rint(img * 255.0).astype(np.uint8)
 
 
 def render_saliency_figure(
@@ -75,7 +71,7 @@ def render_saliency_figure(
     canvas = Image.new("RGB", (3 * w + 2 * pad, h + title), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
 
-    panel = Image.fromarray(_to_uint8(target))
+    panel = Image.fromarray(to_uint8(target[0]))
     pd = ImageDraw.Draw(panel)
     r = point_radius if point_radius is not None else max(2.0, h / 112.0)
     if result.pixels is not None:

@@ -9,6 +9,7 @@ Inputs are CLIP-normalised images (see :func:`normalize`).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,23 +43,31 @@ CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
 RESNET_LAYERS: tuple[str, ...] = ("stem", "layer1", "layer2", "layer3", "layer4", "attnpool")
 
 
+@functools.lru_cache(maxsize=16)
+def _mean_std(device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    # cached per device/dtype: normalising every view of every step must not copy the constants
+    # to the device each time
+    mean = torch.tensor(CLIP_MEAN, device=device, dtype=dtype).view(3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=device, dtype=dtype).view(3, 1, 1)
+    return mean, std
+
+
 def normalize(images: Tensor) -> Tensor:
     """CLIP-normalise RGB images in [0, 1].
 
     Args:
-        images: ``[B, 3, H, W]``.
+        images: ``[..., 3, H, W]`` (e.g. ``[B, 3, H, W]`` or views ``[B, V, 3, H, W]``).
 
     Returns:
-        ``[B, 3, H, W]``, ``(images - mean) / std`` per channel.
+        The same shape, ``(images - mean) / std`` per channel.
 
     Example:
         >>> normalize(torch.ones(1, 3, 2, 2)).shape
         torch.Size([1, 3, 2, 2])
     """
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise InputError(f"images must have shape [B, 3, H, W], got {list(images.shape)}")
-    mean = torch.tensor(CLIP_MEAN, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    if images.ndim < 3 or images.shape[-3] != 3:
+        raise InputError(f"images must have shape [..., 3, H, W], got {list(images.shape)}")
+    mean, std = _mean_std(images.device, images.dtype)
     return (images - mean) / std
 
 
