@@ -96,7 +96,7 @@ class _Run:
     last_eval: list[float] = field(default_factory=list)
     step_active: list[int] = field(default_factory=list)  # candidates that took part in the last step
     step_index: Tensor | None = None  # their index tensor (None: all)
-    _index: tuple[tuple[int, ...], Tensor | None] = ((), None)
+    _indices: dict[tuple[int, ...], Tensor] = field(default_factory=dict)
 
     @property
     def batch(self) -> int:
@@ -106,15 +106,18 @@ class _Run:
     def active(self) -> list[int]:
         return [b for b in range(self.batch) if not self.stopped[b]]
 
+    def index_of(self, ids: Sequence[int], device: torch.device) -> Tensor:
+        """A cached index tensor of candidates ``ids``: built once per set, so the loop makes no
+        host-to-device copy per step."""
+        key = tuple(ids)
+        if key not in self._indices:
+            self._indices[key] = torch.tensor(key, dtype=torch.long, device=device)
+        return self._indices[key]
+
     def active_index(self, device: torch.device) -> Tensor | None:
-        """Index tensor of the active candidates (None when all are active); rebuilt only when the
-        active set changes, so the loop makes no host-to-device copy per step."""
-        active = tuple(self.active)
-        if len(active) == self.batch:
-            return None
-        if self._index[0] != active:
-            self._index = (active, torch.tensor(active, dtype=torch.long, device=device))
-        return self._index[1]
+        """Index tensor of the active candidates (None when all are active)."""
+        active = self.active
+        return None if len(active) == self.batch else self.index_of(active, device)
 
 
 class Sketcher:
@@ -489,8 +492,14 @@ class Sketcher:
         seeds = [cfg.seed + b * cfg.seed_stride for b in range(cfg.num_sketches)]
         ckpt_path = Path(checkpoint) if checkpoint is not None else None
         fingerprint = self._fingerprint(target, seeds)
+        # the loop works on a copy of the target on the run's device, moved once, not every step
+        work = Target(
+            target.image.to(self.device),
+            target.mask.to(self.device) if target.mask is not None else None,
+            target.original_size,
+        )
         self.loss.to(self.device)
-        strokes, inits, generators = self.initialize(target, cfg.num_strokes, seeds)
+        strokes, inits, generators = self.initialize(work, cfg.num_strokes, seeds)
         t_init = time.perf_counter()
         optimizer = self.build_optimizer(strokes)
         run = _Run(
@@ -515,7 +524,7 @@ class Sketcher:
             cb.on_start(self, state)
         while run.iteration < cfg.iterations and run.active:
             evaluated = run.iteration % cfg.eval_every == 0
-            terms = self.step(run, target)
+            terms = self.step(run, work)
             run.train_history.append({k: self._scatter(v, run.step_index, b) for k, v in terms.items()})
             self._sync_state(state, run, terms)
             for cb in self.callbacks:
@@ -532,7 +541,7 @@ class Sketcher:
             index = run.active_index(self.device)
             with torch.no_grad():
                 sketch = self.render(run.strokes, index)
-            self.evaluate(run, target, sketch, active, index)
+            self.evaluate(run, work, sketch, active, index)
             self._sync_state(state, run, {})
             for cb in self.callbacks:
                 cb.on_eval(self, state)
@@ -585,7 +594,7 @@ class Sketcher:
         if all(not s for s in run.stopped):
             return
         assert run.frozen_points is not None and run.frozen_colors is not None
-        idx = torch.tensor([b for b, s in enumerate(run.stopped) if s], device=run.strokes.points.device)
+        idx = run.index_of([b for b, s in enumerate(run.stopped) if s], run.strokes.points.device)
         with torch.no_grad():
             run.strokes.points[idx] = run.frozen_points[idx]
             run.strokes.colors[idx] = run.frozen_colors[idx]
@@ -657,7 +666,11 @@ class Sketcher:
         return SketchResult(
             candidates=candidates,
             best_index=best,
-            target=target,
+            target=Target(
+                target.image.cpu(),
+                target.mask.cpu() if target.mask is not None else None,
+                target.original_size,
+            ),
             config=self.config,
             timings=timings,
             rasterizer=self.rasterizer,

@@ -289,8 +289,8 @@ def composite(rgba: Tensor, background: float | Sequence[float] | Tensor = 1.0) 
             if bg.shape[0] not in (1, 3):
                 raise InputError(f"background vector must have 1 or 3 entries, got {bg.shape[0]}")
             bg = bg.view(-1, 1, 1)
-    elif isinstance(background, (int, float)):
-        bg = torch.tensor(float(background), dtype=rgba.dtype, device=rgba.device)
+    elif isinstance(background, (int, float)):  # a Python scalar: no tensor to copy to the device
+        return rgb * alpha + (1.0 - alpha) * float(background)
     else:
         vals = [float(v) for v in background]
         if len(vals) not in (1, 3):
