@@ -424,3 +424,24 @@ def test_saliency_figure_png(tmp_path: Path, tiny_vit: torch.nn.Module) -> None:
     out = save_saliency_figure(tmp_path / "random.png", img, res)
     with Image.open(out) as fig:
         assert fig.convert("RGB").getpixel((2 * SIZE + 8 + 10, 40)) == (200, 200, 200)
+
+
+def test_saliency_maps_are_computed_once_per_target(tiny_vit: torch.nn.Module) -> None:
+    """Best-of-N draws N times from one target: the ViT pass runs once, and again only when the
+    target changes."""
+    calls = []
+    handle = tiny_vit.visual.conv1.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        init = SaliencyInitializer(model=tiny_vit)
+        target = _target()
+        a = init(target, 4, generator=_gen(0))
+        b = init(target, 4, generator=_gen(1))
+        assert len(calls) == 1
+        assert torch.equal(a.distribution, b.distribution) and not torch.equal(
+            a.strokes.points, b.strokes.points
+        )
+        target.mul_(0.5)  # changed in place: the maps must be recomputed
+        c = init(target, 4, generator=_gen(0))
+        assert len(calls) == 2 and not torch.equal(a.relevance, c.relevance)
+    finally:
+        handle.remove()
