@@ -94,7 +94,6 @@ class _Run:
     eval_history: list[tuple[int, dict[str, Tensor]]] = field(default_factory=list)
     snapshots: list[tuple[int, Tensor]] = field(default_factory=list)
     last_eval: list[float] = field(default_factory=list)
-    step_active: list[int] = field(default_factory=list)  # candidates that took part in the last step
     step_index: Tensor | None = None  # their index tensor (None: all)
     _indices: dict[tuple[int, ...], Tensor] = field(default_factory=dict)
 
@@ -355,7 +354,7 @@ class Sketcher:
             The training terms ``{name: [B_active]}``.
         """
         cfg = self.config
-        active = run.step_active = run.active
+        active = run.active
         index = run.step_index = run.active_index(self.device)
         sketch = self.render(run.strokes, index)
         mask = target.mask.to(self.device) if target.mask is not None else None
