@@ -94,7 +94,7 @@ class _Run:
     eval_history: list[tuple[int, dict[str, Tensor]]] = field(default_factory=list)
     snapshots: list[tuple[int, Tensor]] = field(default_factory=list)
     last_eval: list[float] = field(default_factory=list)
-    step_index: Tensor | None = None  # their index tensor (None: all)
+    step_index: Tensor | None = None  # candidates in the last step (None: all)
     _indices: dict[tuple[int, ...], Tensor] = field(default_factory=dict)
 
     @property
