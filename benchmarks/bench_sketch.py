@@ -215,20 +215,30 @@ def schedule_study(
     schedules: list[Schedule],
     iterations: int,
     *,
-    seed: int = 0,
+    seeds: tuple[int, ...] = (0,),
     loss_options: dict[str, Any] | None = None,
     eval_every: int = 10,
     log: Path | None = None,
-) -> dict[str, list[tuple[int, float]]]:
-    """Eval loss vs iteration for several schedules, optimised side by side as ONE batch.
+    state: Path | None = None,
+) -> dict[str, dict[int, list[tuple[int, float]]]]:
+    """Eval loss vs iteration for several schedules and seeds, optimised side by side as ONE batch.
 
-    Every candidate starts from the same saliency initialisation (``seed``) and sees the same random
-    views at every step (identically seeded per-candidate generators: common random numbers), so the
-    curves differ only by the schedule. A per-candidate learning rate is exact with Adam: its update is
-    ``lr * m / (sqrt(v) + eps)`` with ``m, v`` independent of ``lr``, so one Adam step at lr 1 is taken
-    and each candidate's displacement is scaled by its own lr.
+    One row per (schedule, seed). The rows of a seed start from that seed's saliency initialisation
+    and see the same random views at every step (identically seeded generators: common random
+    numbers), so within a seed the curves differ only by the schedule. A per-row learning rate is
+    exact with Adam: its update is ``lr * m / (sqrt(v) + eps)`` with ``m, v`` independent of ``lr``,
+    so one Adam step at lr 1 is taken and each row's displacement is scaled by its own lr.
+
+    A cosine row stops moving once its lr reaches 0 at its horizon; it then leaves the batch (its
+    eval loss, view 0 without augmentation, is constant from there on and is carried forward), so
+    the short candidates cost only their horizon. ``state`` is a checkpoint written every 100
+    iterations (atomically) and resumed from when present.
+
+    Returns:
+        ``{schedule name: {seed: [(iteration, eval loss), ...]}}``.
     """
-    count = len(schedules)
+    rows = [(s, seed) for s in schedules for seed in seeds]
+    count = len(rows)
     sk = Sketcher(
         clip_model=models.rn101,
         saliency_model=models.vit,
@@ -238,37 +248,120 @@ def schedule_study(
         loss_options=dict(loss_options or {}),
     )
     target = sk.prepare(models.target[0])
-    strokes, _, _ = sk.initialize(target, sk.config.num_strokes, [seed])
-    points = strokes.points.detach().expand(count, -1, -1, -1).clone().requires_grad_(True)
-    widths = strokes.widths.detach().expand(count, -1).clone()
-    colors = strokes.colors.detach().expand(count, -1, -1).clone()
+    strokes, _, _ = sk.initialize(target, sk.config.num_strokes, list(seeds))
+    by_seed = {seed: i for i, seed in enumerate(seeds)}
+    pick = torch.tensor([by_seed[seed] for _, seed in rows])
+    points = strokes.points.detach()[pick].clone().requires_grad_(True)
+    widths = strokes.widths.detach()[pick].clone()
+    colors = strokes.colors.detach()[pick].clone()
     opt = torch.optim.Adam([points], lr=1.0)
-    gens = [torch.Generator().manual_seed(seed) for _ in range(count)]
+    gens = [torch.Generator().manual_seed(seed) for _, seed in rows]
+    evals: list[list[tuple[int, float]]] = [[] for _ in rows]
+    first = 0
+    if state is not None and state.exists():
+        saved = torch.load(state, weights_only=False)
+        with torch.no_grad():
+            points.copy_(saved["points"])
+        opt.load_state_dict(saved["adam"])
+        for g, st in zip(gens, saved["generators"]):
+            g.set_state(st)
+        first = saved["iteration"]  # saved after that iteration's evaluation, before its step
+        evals = [[(i, v) for i, v in e if i < first] for e in saved["evals"]]  # re-evaluated below
+        print(f"schedule study: resumed at iteration {first} from {state}", flush=True)
     image = target.image
-    curves: dict[str, list[tuple[int, float]]] = {s.name: [] for s in schedules}
     t0 = time.perf_counter()
-    for it in range(iterations + 1):
-        sketch = composite(rasterize(points, widths, colors, size=strokes.canvas_size), 1.0)
-        if it % eval_every == 0 or it == iterations:
+
+    def moving(i: int, it: int) -> bool:
+        h = rows[i][0].horizon
+        return h is None or it < h
+
+    for it in range(first, iterations + 1):
+        # a row past its horizon is frozen: one eval at or after the horizon gives its final value
+        active = [
+            i for i in range(count)
+            if rows[i][0].horizon is None or not evals[i] or evals[i][-1][0] < int(rows[i][0].horizon or 0)
+        ]  # fmt: skip
+        if (it % eval_every == 0 or it == iterations) and active:
+            idx = torch.tensor(active)
             with torch.no_grad():
-                ev = sum(sk.loss(sketch, image, LossContext(iteration=it, mode="eval")).values())
-            for s, v in zip(schedules, ev.tolist()):
-                curves[s.name].append((it, v))
+                sketch = composite(
+                    rasterize(points[idx], widths[idx], colors[idx], size=strokes.canvas_size), 1.0
+                )
+                ev = sum(sk.loss(sketch, image, LossContext(iteration=it, mode="eval")).values()).tolist()
+            done = dict(zip(active, ev))
+            for i in range(count):
+                evals[i].append((it, done[i] if i in done else evals[i][-1][1]))
             if log is not None:
                 log.write_text(
-                    json.dumps({"iteration": it, "seconds": time.perf_counter() - t0, "curves": curves})
+                    json.dumps(
+                        {
+                            "iteration": it,
+                            "seconds": time.perf_counter() - t0,
+                            "rows": [
+                                {"schedule": s.name, "seed": seed, "evals": e}
+                                for (s, seed), e in zip(rows, evals)
+                            ],
+                        }
+                    )
                 )
         if it == iterations:
             break
-        terms = sk.loss(sketch, image, LossContext(iteration=it, mode="train", generators=gens))
+        if state is not None and it % 100 == 0 and it > first:
+            tmp = state.with_suffix(".tmp")
+            torch.save(
+                {
+                    "points": points.detach(),
+                    "adam": opt.state_dict(),
+                    "generators": [g.get_state() for g in gens],
+                    "evals": evals,
+                    "iteration": it,
+                },
+                tmp,
+            )
+            os.replace(tmp, state)
+        train = [i for i in range(count) if moving(i, it)]
+        if not train:
+            continue
+        idx = torch.tensor(train)
+        sub = points[idx]
+        sketch = composite(rasterize(sub, widths[idx], colors[idx], size=strokes.canvas_size), 1.0)
+        terms = sk.loss(
+            sketch, image, LossContext(iteration=it, mode="train", generators=[gens[i] for i in train])
+        )
         opt.zero_grad(set_to_none=True)
         sum(terms.values()).sum().backward()
         before = points.detach().clone()
         opt.step()
-        lrs = torch.tensor([s.at(it) for s in schedules]).view(count, 1, 1, 1)
+        lrs = torch.tensor([rows[i][0].at(it) if moving(i, it) else 0.0 for i in range(count)]).view(
+            count, 1, 1, 1
+        )
         with torch.no_grad():
             points.copy_(before + (points - before) * lrs)
+    curves: dict[str, dict[int, list[tuple[int, float]]]] = {}
+    for (s, seed), e in zip(rows, evals):
+        curves.setdefault(s.name, {})[seed] = e
     return curves
+
+
+def first_reaching(curve: list[tuple[int, float]], value: float) -> int | None:
+    """The first iteration whose best-so-far eval loss is at or below ``value`` (None: never)."""
+    best = math.inf
+    for it, v in curve:
+        best = min(best, v)
+        if best <= value:
+            return it
+    return None
+
+
+def best_of(curves: dict[int, list[tuple[int, float]]]) -> list[tuple[int, float]]:
+    """Best-of-seeds curve: at each iteration, the lowest best-so-far eval loss over the seeds."""
+    seeds = list(curves)
+    out, best = [], {s: math.inf for s in seeds}
+    for k, (it, _) in enumerate(curves[seeds[0]]):
+        for s in seeds:
+            best[s] = min(best[s], curves[s][k][1])
+        out.append((it, min(best.values())))
+    return out
 
 
 # ------------------------------------------------------------------------------- the two configurations
@@ -635,6 +728,12 @@ def main() -> None:
         metavar="N",
         help="eval loss vs iteration for N iterations, reference vs candidate schedules",
     )
+    parser.add_argument(
+        "--candidates",
+        default="2:400,3:400",
+        help="with --schedule: candidate schedules as LR:HORIZON (cosine to 0), comma-separated",
+    )
+    parser.add_argument("--seeds", default="0,1000,2000", help="with --schedule: seeds, comma-separated")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     args = parser.parse_args()
     if args.iterations < 3:
@@ -710,17 +809,40 @@ def main() -> None:
         for k, v in report["options"].items():
             print(f"option {k}: {v if isinstance(v, list) else round(v, 3)}")
     if args.schedule:
-        n, half = args.schedule, max(args.schedule // 2, 1)
-        scheds = [
-            Schedule("reference (lr 1, constant)", 1.0),
-            Schedule(f"lr 2, cosine over {half}", 2.0, half),
-            Schedule(f"lr 3, cosine over {half}", 3.0, half),
-            Schedule(f"lr 2, cosine over {n}", 2.0, n),
-        ]
-        curves = schedule_study(models, scheds, args.schedule)
+        scheds = [Schedule("reference (lr 1, constant)", 1.0)]
+        for spec in args.candidates.split(","):
+            lr_s, horizon_s = spec.split(":")
+            scheds.append(Schedule(f"lr {lr_s}, cosine over {horizon_s}", float(lr_s), int(horizon_s)))
+        seeds = tuple(int(x) for x in args.seeds.split(","))
+        tag = f"{args.schedule}-{args.candidates}-{args.seeds}".replace(",", "_").replace(":", "h")
+        curves = schedule_study(
+            models,
+            scheds,
+            args.schedule,
+            seeds=seeds,
+            log=args.workdir / f"schedule-{tag}.json",
+            state=args.workdir / f"schedule-{tag}.pt",
+        )
         report["schedule"] = curves
-        for k, c in curves.items():
-            print(f"schedule {k}: " + ", ".join(f"{it}:{v:.4f}" for it, v in c if it % 50 == 0))
+        ref = scheds[0].name
+        ref_best = {seed: min(v for _, v in c) for seed, c in curves[ref].items()}
+        ref_bo = min(ref_best.values())
+        print(
+            f"reference after {args.schedule} iterations: best eval per seed {ref_best}; "
+            f"best of seeds {ref_bo:.5f}"
+        )
+        for name, per_seed in curves.items():
+            for seed, c in per_seed.items():
+                print(
+                    f"schedule {name} seed {seed}: "
+                    + ", ".join(f"{it}:{v:.4f}" for it, v in c if it % 50 == 0)
+                )
+            reach = {seed: first_reaching(c, ref_best[seed]) for seed, c in per_seed.items()}
+            bo = first_reaching(best_of(per_seed), ref_bo)
+            print(
+                f"schedule {name}: first iteration at the reference's final best eval, per seed {reach}; "
+                f"best of seeds {bo}"
+            )
     print(
         f"load average {os.getloadavg()[0]:.2f} at the end; process max RSS "
         f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (getrusage)"

@@ -206,3 +206,12 @@ def test_warm_start_from_svg(tmp_path: Path) -> None:
     assert main(args) == 0
     root = ET.parse(tmp_path / "out2" / "a" / "sketch.svg").getroot()
     assert len([e for e in root.iter() if e.tag.endswith("path")]) == 6
+
+
+def test_preset_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sketch", "--print-config", "--preset", "reference", "--iterations", "9"]) == 0
+    text = capsys.readouterr().out
+    assert 'precision = "fp32"' in text and "channels_last = false" in text and "lr = 1.0" in text
+    assert "iterations = 9" in text  # flags apply on top of the preset
+    assert main(["sketch", "--print-config", "--preset", "nope"]) == 2
+    assert "unknown preset" in _one_line_error(capsys)

@@ -11,7 +11,7 @@ import torch
 
 from clipasso import Sketcher
 from clipasso.callbacks import Callback, SketchState
-from clipasso.config import SketchConfig
+from clipasso.config import PRESETS, SketchConfig
 from clipasso.errors import CheckpointError, InputError, NonFiniteLossError
 from clipasso.losses import LossContext, SketchLoss
 from clipasso.strokes import StrokeSet
@@ -300,3 +300,20 @@ def test_model_names_and_paths_are_settings(tmp_path: Path) -> None:
     )
     assert sk.config.clip_model == str(tiny_clip_file("resnet")) and sk.clip_model is None
     assert sk.sketch(_image(224)).strokes.num_strokes == 3
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets(name: str) -> None:
+    cfg = SketchConfig.preset(name, num_strokes=5)
+    assert cfg.num_strokes == 5
+    assert all(getattr(cfg, k) == v for k, v in PRESETS[name].items())
+    sk = Sketcher(name, num_sketches=1)  # a preset name in place of a config; nothing loads yet
+    assert sk.config == SketchConfig.preset(name, num_sketches=1)
+
+
+def test_reference_preset_is_the_paper_recipe() -> None:
+    cfg = SketchConfig.preset("reference")
+    assert (cfg.iterations, cfg.lr, cfg.lr_schedule, cfg.precision) == (2000, 1.0, None, "fp32")
+    assert (cfg.num_strokes, cfg.width, cfg.num_sketches, cfg.eval_every) == (16, 1.5, 3, 10)
+    with pytest.raises(InputError, match="unknown preset"):
+        SketchConfig.preset("fastest")

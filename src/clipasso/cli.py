@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     sk.add_argument(
         "--strokes", type=_strokes, default=None, help="number of strokes, or a ladder such as 4,8,16,32"
     )
+    sk.add_argument(
+        "--preset",
+        help="start from named settings: reference (the paper's exact recipe: fp32, Adam lr 1, "
+        "2000 iterations); --config and the other flags apply on top",
+    )
     sk.add_argument("--iterations", type=int, help="optimisation steps (reference: 2000)")
     sk.add_argument("--num-sketches", type=int, help="best-of-N candidates (reference: 3)")
     sk.add_argument("--seed", type=int, help="seed of the first candidate")
@@ -149,8 +154,13 @@ def to_toml(settings: dict[str, Any]) -> str:
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     from .config import SketchConfig
+    from .errors import InputError
 
-    data: dict[str, Any] = SketchConfig().to_dict()
+    try:
+        base = SketchConfig.preset(args.preset) if args.preset else SketchConfig()
+    except InputError as exc:
+        raise UsageError(str(exc)) from None
+    data: dict[str, Any] = base.to_dict()
     if args.config is not None:
         data.update(_read_toml(args.config))
     flags = {

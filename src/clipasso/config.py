@@ -9,7 +9,21 @@ from typing import Any
 
 from .errors import InputError
 
-__all__ = ["SketchConfig"]
+__all__ = ["PRESETS", "SketchConfig"]
+
+#: Named settings that :meth:`SketchConfig.preset` applies on top of the defaults.
+#:
+#: ``"reference"`` is the paper's recipe and arithmetic exactly (METHOD §5): Adam lr 1.0, constant,
+#: 2000 iterations, fp32 CLIP, contiguous (NCHW) inputs.
+PRESETS: dict[str, dict[str, Any]] = {
+    "reference": {
+        "iterations": 2000,
+        "lr": 1.0,
+        "lr_schedule": None,
+        "precision": "fp32",
+        "channels_last": False,
+    },
+}
 
 
 @dataclass
@@ -127,6 +141,27 @@ class SketchConfig:
             raise InputError(f"lr_schedule must be None or 'cosine', got {self.lr_schedule!r}")
         if self.image_size < 16:
             raise InputError(f"image_size must be at least 16, got {self.image_size}")
+
+    @classmethod
+    def preset(cls, name: str, **changes: Any) -> SketchConfig:
+        """A configuration from a named preset (see :data:`PRESETS`), with ``changes`` on top.
+
+        Args:
+            name: A key of :data:`PRESETS`, e.g. ``"reference"`` for the paper's exact recipe.
+            **changes: Further settings, applied after the preset's.
+
+        Raises:
+            InputError: For an unknown preset name or setting.
+
+        Example:
+            >>> SketchConfig.preset("reference").precision
+            'fp32'
+            >>> SketchConfig.preset("reference", num_strokes=8).num_strokes
+            8
+        """
+        if name not in PRESETS:
+            raise InputError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
+        return cls().replace(**{**PRESETS[name], **changes})
 
     def replace(self, **changes: Any) -> SketchConfig:
         """A copy with some fields changed (validated)."""

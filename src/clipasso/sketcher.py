@@ -123,7 +123,8 @@ class Sketcher:
     """Turns images into stroke sketches (CLIPasso).
 
     Args:
-        config: A :class:`SketchConfig` (reference defaults when omitted).
+        config: A :class:`SketchConfig` (the defaults when omitted), or the name of a preset
+            (:data:`~clipasso.config.PRESETS`; ``"reference"`` is the paper's exact recipe).
         loss: A :class:`~clipasso.losses.SketchLoss` object or a registry name (default
             ``config.loss``). Built lazily, once, and reused by every :meth:`sketch` call.
         initializer: An :class:`~clipasso.init.Initializer` or a registry name.
@@ -155,7 +156,7 @@ class Sketcher:
 
     def __init__(
         self,
-        config: SketchConfig | None = None,
+        config: SketchConfig | str | None = None,
         *,
         loss: SketchLoss | str | None = None,
         initializer: Initializer | str | None = None,
@@ -167,6 +168,8 @@ class Sketcher:
         saliency_model: nn.Module | str | os.PathLike[str] | None = None,
         **settings: Any,
     ) -> None:
+        if isinstance(config, str):
+            config = SketchConfig.preset(config)
         config = config if config is not None else SketchConfig()
         if not isinstance(config, SketchConfig):
             raise InputError(f"config must be a SketchConfig, got {type(config).__name__}")
