@@ -58,6 +58,7 @@ from torch import Tensor, nn
 
 from clipasso import Sketcher
 from clipasso.augment import ReferenceViews
+from clipasso.config import SketchConfig
 from clipasso.losses import CLIPConvLoss, LossContext
 from clipasso.models import load_clip, visual_of
 from clipasso.render import composite, rasterize
@@ -458,6 +459,7 @@ class PhaseResult:
     best_eval: list[float]
     rescored: list[float] = field(default_factory=list)
     strokes: list[Tensor] = field(default_factory=list)
+    wall: float = 0.0  # whole sketch() calls, summed over the phase's runs (``timings["total"]``)
 
     def per_iteration(self, eval_every: int = 10) -> float:
         """Seconds per optimisation step of the whole configuration, evaluation every ``eval_every``."""
@@ -474,9 +476,11 @@ def run_sketcher(
     seeds: list[int],
     iterations: int,
     loss_options: dict[str, Any] | None = None,
+    preset: str | None = None,
 ) -> tuple[TimedSketcher, Any]:
     seed_stride = seeds[1] - seeds[0] if len(seeds) > 1 else 1000
     sk = TimedSketcher(
+        SketchConfig.preset(preset) if preset else None,
         loss=loss,
         clip_model=models.rn101,
         saliency_model=models.vit,
@@ -505,7 +509,8 @@ def _phase(name: str, runs: list[tuple[TimedSketcher, Any]]) -> PhaseResult:
         for c in result.candidates:
             best.append(c.score)
             strokes.append(c.strokes)
-    return PhaseResult(name, len(best), train, evals, setup, init, 0, best, strokes=strokes)
+    wall = sum(result.timings["total"] for _, result in runs)
+    return PhaseResult(name, len(best), train, evals, setup, init, 0, best, strokes=strokes, wall=wall)
 
 
 def rescore(models: Models, strokes: list[Any]) -> list[float]:
@@ -535,9 +540,10 @@ def run_default(
     iterations: int,
     loss_options: dict[str, Any] | None = None,
     name: str = "default (batched best-of-3)",
+    preset: str | None = None,
 ) -> PhaseResult:
     with PeakRSS() as mem:
-        run = run_sketcher(models, None, list(SEEDS), iterations, loss_options)
+        run = run_sketcher(models, None, list(SEEDS), iterations, loss_options, preset)
     phase = _phase(name, [run])
     phase.peak_rss = mem.peak
     return phase
@@ -702,7 +708,7 @@ def _fmt_phase(p: PhaseResult, eval_every: int) -> str:
         f"{p.name}: {p.sketches} sketch(es); train step {p.train:.3f} s + eval {p.eval:.3f} s/{eval_every}"
         f" = {per_it:.3f} s/iteration ({1 / per_it:.3f} it/s), {per_it / p.sketches:.3f} s per "
         f"sketch-iteration; one-off setup {p.setup:.2f} s, init {p.init:.2f} s; "
-        f"peak RSS {gib(p.peak_rss):.2f} GiB"
+        f"peak RSS {gib(p.peak_rss):.2f} GiB; wall {p.wall:.1f} s for the whole run(s)"
     )
 
 
@@ -717,6 +723,7 @@ def main() -> None:
         help="where the random-weight models are written (reused when present)",
     )
     parser.add_argument("--only", choices=["both", "baseline", "default", "none"], default="both")
+    parser.add_argument("--preset", help="run (b) from this SketchConfig preset, e.g. fast")
     parser.add_argument("--profile", action="store_true", help="time the parts of one iteration")
     parser.add_argument("--rounds", type=int, default=4, help="with --profile: interleaved repetitions")
     parser.add_argument("--options", action="store_true", help="time each speed-up on/off")
@@ -734,6 +741,13 @@ def main() -> None:
         help="with --schedule: candidate schedules as LR:HORIZON (cosine to 0), comma-separated",
     )
     parser.add_argument("--seeds", default="0,1000,2000", help="with --schedule: seeds, comma-separated")
+    parser.add_argument(
+        "--pool-study",
+        type=int,
+        default=0,
+        metavar="N",
+        help="default best-of-3 for N iterations with and without target_pool=32: eval losses",
+    )
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     args = parser.parse_args()
     if args.iterations < 3:
@@ -756,7 +770,8 @@ def main() -> None:
         phases["baseline"] = run_baseline(models, args.iterations)
         print(_fmt_phase(phases["baseline"], eval_every), flush=True)
     if args.only in ("both", "default"):
-        phases["default"] = run_default(models, args.iterations)
+        name = f"preset {args.preset} (batched best-of-3)" if args.preset else "default (batched best-of-3)"
+        phases["default"] = run_default(models, args.iterations, name=name, preset=args.preset)
         print(_fmt_phase(phases["default"], eval_every), flush=True)
     for key, p in phases.items():
         p.rescored = rescore(models, p.strokes)
@@ -808,6 +823,24 @@ def main() -> None:
         report["options"] = option_effects(models, with_compile=args.compile)
         for k, v in report["options"].items():
             print(f"option {k}: {v if isinstance(v, list) else round(v, 3)}")
+    if args.pool_study:
+        pool: dict[str, Any] = {}
+        for key, options in (("no pool", None), ("target_pool=32", {"target_pool": 32})):
+            phase = run_default(models, args.pool_study, options, name=f"default best-of-3, {key}")
+            rescored = rescore(models, phase.strokes)
+            pool[key] = {
+                "per_iteration_s": phase.per_iteration(eval_every),
+                "best_eval": phase.best_eval,
+                "rescored_fp32": rescored,
+            }
+            print(_fmt_phase(phase, eval_every), flush=True)
+            print(
+                f"pool study, {key}: best eval per seed after {args.pool_study} iterations "
+                f"{[round(x, 5) for x in phase.best_eval]} (own evaluator), fp32 re-score "
+                f"{[round(x, 5) for x in rescored]}; best of 3 {min(rescored):.5f}",
+                flush=True,
+            )
+        report["pool_study"] = pool
     if args.schedule:
         scheds = [Schedule("reference (lr 1, constant)", 1.0)]
         for spec in args.candidates.split(","):

@@ -89,16 +89,17 @@ class _Interrupt(Callback):
             raise KeyboardInterrupt
 
 
-def test_checkpoint_resume_equals_uninterrupted(tiny_sketcher, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("schedule", [None, "cosine"])
+def test_checkpoint_resume_equals_uninterrupted(tiny_sketcher, tmp_path: Path, schedule: str | None) -> None:  # type: ignore[no-untyped-def]
     image = _image(224)
-    reference = tiny_sketcher(checkpoint_every=4).sketch(image)
+    reference = tiny_sketcher(checkpoint_every=4, lr_schedule=schedule).sketch(image)
     ckpt = tmp_path / "run.ckpt"
-    interrupted = tiny_sketcher(checkpoint_every=4)
+    interrupted = tiny_sketcher(checkpoint_every=4, lr_schedule=schedule)
     interrupted.callbacks.append(_Interrupt(at=6))
     with pytest.raises(KeyboardInterrupt):
         interrupted.sketch(image, checkpoint=ckpt)
     assert ckpt.exists() and not list(tmp_path.glob(".*tmp"))
-    resumed = tiny_sketcher(checkpoint_every=4).sketch(image, checkpoint=ckpt)
+    resumed = tiny_sketcher(checkpoint_every=4, lr_schedule=schedule).sketch(image, checkpoint=ckpt)
     for ca, cb in zip(reference.candidates, resumed.candidates):
         assert torch.equal(ca.strokes.points, cb.strokes.points)
         assert ca.score == cb.score and ca.best_iteration == cb.best_iteration
@@ -317,3 +318,24 @@ def test_reference_preset_is_the_paper_recipe() -> None:
     assert (cfg.num_strokes, cfg.width, cfg.num_sketches, cfg.eval_every) == (16, 1.5, 3, 10)
     with pytest.raises(InputError, match="unknown preset"):
         SketchConfig.preset("fastest")
+
+
+def test_cosine_schedule_decays_to_zero_over_the_run(tiny_sketcher) -> None:  # type: ignore[no-untyped-def]
+    made: list[torch.optim.Optimizer] = []
+
+    def adam(groups: Any) -> torch.optim.Optimizer:
+        made.append(torch.optim.Adam(groups))
+        return made[-1]
+
+    lrs: list[float] = []
+
+    class Record(Callback):
+        def on_step(self, sketcher: Any, state: SketchState) -> None:
+            lrs.append(made[0].param_groups[0]["lr"])  # after the step and the scheduler's step
+
+    sk = tiny_sketcher(lr=3.0, lr_schedule="cosine", iterations=8, early_stop_patience=0, optimizer=adam)
+    sk.callbacks.append(Record())
+    sk.sketch(_image(224))
+    expected = [3.0 * 0.5 * (1 + math.cos(math.pi * (t + 1) / 8)) for t in range(8)]
+    assert lrs == pytest.approx(expected, abs=1e-9)
+    assert lrs[-1] == pytest.approx(0.0, abs=1e-12)
