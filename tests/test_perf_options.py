@@ -38,6 +38,21 @@ def _total(terms: dict[str, Tensor]) -> Tensor:
     return torch.stack(list(terms.values())).sum(0)
 
 
+def _count_feature_batches(monkeypatch: Any) -> list[int]:
+    """Record the batch size of every ResNet feature pass the CLIP conv loss makes from now on."""
+    import clipasso.losses.clip_conv as mod
+
+    sizes: list[int] = []
+    real = mod.resnet_features
+
+    def spy(visual: nn.Module, images: Tensor, layers: Any) -> dict[str, Tensor]:
+        sizes.append(images.shape[0])
+        return real(visual, images, layers)
+
+    monkeypatch.setattr(mod, "resnet_features", spy)
+    return sizes
+
+
 def test_bf16_loss_is_finite_and_close_to_fp32(resnet: nn.Module) -> None:
     sketch, target = _images(2, 1), _images(1, 2)
     ctx = LossContext(generators=gens(5, 2))
@@ -96,8 +111,6 @@ def test_channels_last_gives_the_same_loss_and_gradient(resnet: nn.Module) -> No
 
 
 def test_base_view_cache_is_exact_and_reused(resnet: nn.Module, monkeypatch: Any) -> None:
-    import clipasso.losses.clip_conv as mod
-
     sketch, target = _images(2, 9), _images(1, 10)
     plain = CLIPConvLoss(resnet, cache_target_base=False)
     cached = CLIPConvLoss(resnet, cache_target_base=True)
@@ -106,14 +119,7 @@ def test_base_view_cache_is_exact_and_reused(resnet: nn.Module, monkeypatch: Any
         b = cached(sketch, target, LossContext(mode=mode, generators=gens(2, 2)))
         for k in a:
             torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-7)
-    sizes: list[int] = []
-    real = mod.resnet_features
-
-    def spy(visual: nn.Module, images: Tensor, layers: Any) -> dict[str, Tensor]:
-        sizes.append(images.shape[0])
-        return real(visual, images, layers)
-
-    monkeypatch.setattr(mod, "resnet_features", spy)
+    sizes = _count_feature_batches(monkeypatch)
     cached(sketch, target, LossContext(mode="eval"))
     assert sizes == [2]  # the sketches only: the target's view 0 comes from the cache
     cached(sketch, _images(1, 11), LossContext(mode="eval"))
@@ -123,8 +129,6 @@ def test_base_view_cache_is_exact_and_reused(resnet: nn.Module, monkeypatch: Any
 def test_target_pool_uses_cached_features_and_matches_direct_computation(
     resnet: nn.Module, monkeypatch: Any
 ) -> None:
-    import clipasso.losses.clip_conv as mod
-
     sketch, target = _images(2, 12), _images(1, 13)
     loss = CLIPConvLoss(resnet, target_pool=6, num_views=3)
     out = loss(sketch, target, LossContext(generators=gens(4, 2)))
@@ -143,14 +147,7 @@ def test_target_pool_uses_cached_features_and_matches_direct_computation(
         ref = plain._terms(fx, fy, torch.float32)
         for k in ref:
             torch.testing.assert_close(out[k][b], ref[k][0], rtol=1e-4, atol=1e-6)
-    sizes: list[int] = []
-    real = mod.resnet_features
-
-    def spy(visual: nn.Module, images: Tensor, layers: Any) -> dict[str, Tensor]:
-        sizes.append(images.shape[0])
-        return real(visual, images, layers)
-
-    monkeypatch.setattr(mod, "resnet_features", spy)
+    sizes = _count_feature_batches(monkeypatch)
     loss(sketch, target, LossContext(generators=gens(7, 2)))
     assert sizes == [8]  # 2 sketches x (view 0 + 3 pool views); no target pass at all
 
