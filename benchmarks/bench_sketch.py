@@ -29,6 +29,8 @@ Usage:
     python benchmarks/bench_sketch.py --profile                 # where one iteration's time goes
     python benchmarks/bench_sketch.py --options                 # each speed-up switched on/off
     python benchmarks/bench_sketch.py --only none --schedule 2000   # eval loss vs iteration, schedules
+    python benchmarks/bench_sketch.py --preset fast --iterations 1000 --baseline-iterations 4
+        # time to a whole best-of-3 sketch with a preset vs the reference recipe, same process
 
 Timings on a machine shared with other jobs: use ``--threads 1`` (see docs/performance.md).
 Results and the machine they came from are recorded in docs/performance.md.
@@ -196,6 +198,9 @@ def load_models(workdir: Path) -> Models:
 # ---------------------------------------------------------------------------------------- schedule
 
 
+VIEW_STRIDE = 7919
+
+
 @dataclass
 class Schedule:
     """One learning-rate schedule of the schedule study: ``lr`` constant, or cosine to 0 over ``horizon``."""
@@ -203,6 +208,31 @@ class Schedule:
     name: str
     lr: float
     horizon: int | None = None  # None: constant
+    race: int | None = None  # keep only the best seed's row after this many iterations
+    views: int = 0  # view sequence: the rows' generators are seeded with seed + VIEW_STRIDE * views
+    seeds: tuple[int, ...] | None = None  # None: the study's seeds
+
+    @classmethod
+    def parse(cls, spec: str) -> Schedule:
+        """``LR:HORIZON[:race=P][:views=K][:seeds=A+B]``; HORIZON ``-`` means constant lr."""
+        lr_s, horizon_s, *opts = spec.split(":")
+        horizon = None if horizon_s == "-" else int(horizon_s)
+        name = f"lr {lr_s}, " + ("constant" if horizon is None else f"cosine over {horizon}")
+        race, views, seeds = None, 0, None
+        for opt in opts:
+            key, _, value = opt.partition("=")
+            if key == "race":
+                race = int(value)
+                name += f", race at {race}"
+            elif key == "views":
+                views = int(value)
+                name += f", views {views}"
+            elif key == "seeds":
+                seeds = tuple(int(x) for x in value.split("+"))
+                name += f", seeds {'+'.join(value.split('+'))}"
+            else:
+                raise ValueError(f"unknown schedule option {opt!r} in {spec!r}")
+        return cls(name, float(lr_s), horizon, race, views, seeds)
 
     def at(self, step: int) -> float:
         if self.horizon is None:
@@ -238,7 +268,7 @@ def schedule_study(
     Returns:
         ``{schedule name: {seed: [(iteration, eval loss), ...]}}``.
     """
-    rows = [(s, seed) for s in schedules for seed in seeds]
+    rows = [(s, seed) for s in schedules for seed in (s.seeds or seeds)]
     count = len(rows)
     sk = Sketcher(
         clip_model=models.rn101,
@@ -256,7 +286,7 @@ def schedule_study(
     widths = strokes.widths.detach()[pick].clone()
     colors = strokes.colors.detach()[pick].clone()
     opt = torch.optim.Adam([points], lr=1.0)
-    gens = [torch.Generator().manual_seed(seed) for _, seed in rows]
+    gens = [torch.Generator().manual_seed(seed + VIEW_STRIDE * s.views) for s, seed in rows]
     evals: list[list[tuple[int, float]]] = [[] for _ in rows]
     first = 0
     if state is not None and state.exists():
@@ -272,15 +302,27 @@ def schedule_study(
     image = target.image
     t0 = time.perf_counter()
 
+    def raced_out(i: int, it: int) -> bool:
+        """Row ``i`` lost its schedule's race: after ``race`` iterations only the row with the
+        lowest best-so-far eval loss (over the evaluations up to ``race``) keeps moving."""
+        s = rows[i][0]
+        if s.race is None or it <= s.race:
+            return False
+        mates = [j for j in range(count) if rows[j][0] is s]
+        best = {j: min(v for k, v in evals[j] if k <= s.race) for j in mates}
+        return min(mates, key=lambda j: (best[j], j)) != i
+
     def moving(i: int, it: int) -> bool:
         h = rows[i][0].horizon
-        return h is None or it < h
+        return (h is None or it < h) and not raced_out(i, it)
 
     for it in range(first, iterations + 1):
         # a row past its horizon is frozen: one eval at or after the horizon gives its final value
         active = [
             i for i in range(count)
-            if rows[i][0].horizon is None or not evals[i] or evals[i][-1][0] < int(rows[i][0].horizon or 0)
+            if not raced_out(i, it) and (
+                rows[i][0].horizon is None or not evals[i] or evals[i][-1][0] < int(rows[i][0].horizon or 0)
+            )
         ]  # fmt: skip
         if (it % eval_every == 0 or it == iterations) and active:
             idx = torch.tensor(active)
@@ -715,6 +757,12 @@ def _fmt_phase(p: PhaseResult, eval_every: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=5, help="optimisation steps per run (>= 3)")
+    parser.add_argument(
+        "--baseline-iterations",
+        type=int,
+        help="steps of each baseline run (default: --iterations); its per-iteration cost is "
+        "extrapolated to the reference's 2000 x 3 seeds for the time-to-sketch ratio",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--workdir",
@@ -738,9 +786,17 @@ def main() -> None:
     parser.add_argument(
         "--candidates",
         default="2:400,3:400",
-        help="with --schedule: candidate schedules as LR:HORIZON (cosine to 0), comma-separated",
+        help="with --schedule: candidate schedules as LR:HORIZON (cosine to 0; '-': constant), "
+        "comma-separated, each optionally followed by :race=P (after P iterations only the best "
+        "seed's row goes on), :views=K (another view sequence), :seeds=A+B (a subset of --seeds)",
     )
     parser.add_argument("--seeds", default="0,1000,2000", help="with --schedule: seeds, comma-separated")
+    parser.add_argument(
+        "--reference-curves",
+        type=Path,
+        help="with --schedule: take the reference rows from this earlier study's curves (e.g. "
+        "benchmarks/results/schedule-2000.json) instead of running them again",
+    )
     parser.add_argument(
         "--pool-study",
         type=int,
@@ -767,7 +823,7 @@ def main() -> None:
     report: dict[str, Any] = {"threads": args.threads, "iterations": args.iterations}
     phases: dict[str, PhaseResult] = {}
     if args.only in ("both", "baseline"):
-        phases["baseline"] = run_baseline(models, args.iterations)
+        phases["baseline"] = run_baseline(models, args.baseline_iterations or args.iterations)
         print(_fmt_phase(phases["baseline"], eval_every), flush=True)
     if args.only in ("both", "default"):
         name = f"preset {args.preset} (batched best-of-3)" if args.preset else "default (batched best-of-3)"
@@ -806,6 +862,12 @@ def main() -> None:
             f"({t_a / t_b:.2f}x)"
         )
         report["ratio_b_over_a"] = ratio
+        print(
+            f"time to a best-of-3 sketch: (a) the reference recipe, 2000 iterations x 3 seeds "
+            f"(extrapolated from its per-iteration cost) {t_a / 3600:.2f} h; (b) measured whole "
+            f"sketch() call for its {args.iterations} iterations {b.wall:.1f} s: {t_a / b.wall:.1f}x"
+        )
+        report["time_to_sketch"] = {"a_extrapolated_s": t_a, "b_wall_s": b.wall, "ratio": t_a / b.wall}
     if args.profile:
         prof = profile_interleaved(models, args.rounds)
         for key, parts in prof.items():
@@ -842,12 +904,12 @@ def main() -> None:
             )
         report["pool_study"] = pool
     if args.schedule:
-        scheds = [Schedule("reference (lr 1, constant)", 1.0)]
-        for spec in args.candidates.split(","):
-            lr_s, horizon_s = spec.split(":")
-            scheds.append(Schedule(f"lr {lr_s}, cosine over {horizon_s}", float(lr_s), int(horizon_s)))
+        ref = "reference (lr 1, constant)"
+        scheds = [] if args.reference_curves else [Schedule(ref, 1.0)]
+        scheds += [Schedule.parse(spec) for spec in args.candidates.split(",")]
         seeds = tuple(int(x) for x in args.seeds.split(","))
         tag = f"{args.schedule}-{args.candidates}-{args.seeds}".replace(",", "_").replace(":", "h")
+        tag = tag.replace("=", "").replace("+", "p")
         curves = schedule_study(
             models,
             scheds,
@@ -856,8 +918,13 @@ def main() -> None:
             log=args.workdir / f"schedule-{tag}.json",
             state=args.workdir / f"schedule-{tag}.pt",
         )
+        if args.reference_curves:  # the reference rows of an earlier study (same seeds, same views)
+            earlier = json.loads(args.reference_curves.read_text())["rows"]
+            curves = {
+                ref: {r["seed"]: [tuple(e) for e in r["evals"]] for r in earlier if r["schedule"] == ref},
+                **curves,
+            }
         report["schedule"] = curves
-        ref = scheds[0].name
         ref_best = {seed: min(v for _, v in c) for seed, c in curves[ref].items()}
         ref_bo = min(ref_best.values())
         print(

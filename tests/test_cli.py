@@ -215,3 +215,15 @@ def test_preset_flag(capsys: pytest.CaptureFixture[str]) -> None:
     assert "iterations = 9" in text  # flags apply on top of the preset
     assert main(["sketch", "--print-config", "--preset", "nope"]) == 2
     assert "unknown preset" in _one_line_error(capsys)
+
+
+def test_prune_after_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sketch", "--print-config", "--prune-after", "50"]) == 0
+    text = capsys.readouterr().out
+    assert "prune_after = 50" in text and "prune_keep = 1" in text
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(text)
+    assert main(["sketch", "--print-config", "--config", str(cfg)]) == 0
+    assert capsys.readouterr().out == text
+    assert main(["sketch", "--print-config", "--prune-after", "-1"]) == 2
+    assert "prune_after" in _one_line_error(capsys)

@@ -89,20 +89,27 @@ class _Interrupt(Callback):
             raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("schedule", [None, "cosine"])
-def test_checkpoint_resume_equals_uninterrupted(tiny_sketcher, tmp_path: Path, schedule: str | None) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    "settings",
+    [{}, {"lr_schedule": "cosine"}, {"prune_after": 5, "num_sketches": 3}],
+    ids=["constant", "cosine", "pruned-after-resume"],
+)
+def test_checkpoint_resume_equals_uninterrupted(
+    tiny_sketcher, tmp_path: Path, settings: dict[str, Any]
+) -> None:  # type: ignore[no-untyped-def]
     image = _image(224)
-    reference = tiny_sketcher(checkpoint_every=4, lr_schedule=schedule).sketch(image)
+    reference = tiny_sketcher(checkpoint_every=4, **settings).sketch(image)
     ckpt = tmp_path / "run.ckpt"
-    interrupted = tiny_sketcher(checkpoint_every=4, lr_schedule=schedule)
+    interrupted = tiny_sketcher(checkpoint_every=4, **settings)
     interrupted.callbacks.append(_Interrupt(at=6))
     with pytest.raises(KeyboardInterrupt):
         interrupted.sketch(image, checkpoint=ckpt)
     assert ckpt.exists() and not list(tmp_path.glob(".*tmp"))
-    resumed = tiny_sketcher(checkpoint_every=4, lr_schedule=schedule).sketch(image, checkpoint=ckpt)
+    resumed = tiny_sketcher(checkpoint_every=4, **settings).sketch(image, checkpoint=ckpt)
     for ca, cb in zip(reference.candidates, resumed.candidates):
         assert torch.equal(ca.strokes.points, cb.strokes.points)
         assert ca.score == cb.score and ca.best_iteration == cb.best_iteration
+        assert ca.stop_iteration == cb.stop_iteration
         assert ca.history.train == cb.history.train
         assert ca.history.eval == cb.history.eval
 
@@ -339,3 +346,57 @@ def test_cosine_schedule_decays_to_zero_over_the_run(tiny_sketcher) -> None:  # 
     expected = [3.0 * 0.5 * (1 + math.cos(math.pi * (t + 1) / 8)) for t in range(8)]
     assert lrs == pytest.approx(expected, abs=1e-9)
     assert lrs[-1] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_pruning_races_the_candidates_then_keeps_the_best(tiny_sketcher) -> None:  # type: ignore[no-untyped-def]
+    """prune_after=5: after the evaluation at step 5 only the candidate with the lowest best loss
+    goes on; it then equals its own separate run, and the others keep what they had at step 5."""
+    image = _image(224)
+    full = tiny_sketcher(num_sketches=3, iterations=12, early_stop_patience=0, early_stop_delta=0.0).sketch(
+        image
+    )
+    raced = tiny_sketcher(
+        num_sketches=3, iterations=12, early_stop_patience=0, early_stop_delta=0.0, prune_after=5
+    ).sketch(image)
+    at5 = [min(v for it, v in zip(c.history.eval_iterations, c.history.eval["total"]) if it <= 5)
+           for c in full.candidates]  # fmt: skip
+    keep = min(range(3), key=lambda b: (at5[b], b))
+    for b, (cf, cr) in enumerate(zip(full.candidates, raced.candidates)):
+        if b == keep:
+            assert cr.stop_iteration == 12 and cr.history.eval_iterations == [0, 5, 10, 12]
+            torch.testing.assert_close(cr.strokes.points, cf.strokes.points, atol=1e-4, rtol=0)
+            assert cr.score == pytest.approx(cf.score, rel=1e-4)
+        else:
+            assert cr.stop_iteration == 5 and cr.history.eval_iterations == [0, 5]
+            assert len(cr.history.train["total"]) == 5
+            assert cr.score == pytest.approx(at5[b], rel=1e-4)
+    assert raced.best_index == keep or raced.candidates[raced.best_index].score < raced.candidates[keep].score
+
+
+@pytest.mark.parametrize(("after", "keep"), [(None, 1), (5, 2), (5, 3), (0, 3)])
+def test_pruning_off_or_keeping_all_changes_nothing(tiny_sketcher, after: int | None, keep: int) -> None:  # type: ignore[no-untyped-def]
+    image = _image(224)
+    full = tiny_sketcher(num_sketches=3, iterations=12, early_stop_patience=0, early_stop_delta=0.0).sketch(
+        image
+    )
+    raced = tiny_sketcher(
+        num_sketches=3,
+        iterations=12,
+        early_stop_patience=0,
+        early_stop_delta=0.0,
+        prune_after=after,
+        prune_keep=keep,
+    ).sketch(image)
+    stops = [c.stop_iteration for c in raced.candidates]
+    if after is None or keep >= 3:
+        assert stops == [12, 12, 12]
+        for cf, cr in zip(full.candidates, raced.candidates):
+            assert torch.equal(cf.strokes.points, cr.strokes.points)
+    else:
+        assert sorted(stops) == [5, 12, 12]
+
+
+def test_pruning_settings_are_validated() -> None:
+    for bad in ({"prune_after": -1}, {"prune_after": True}, {"prune_after": 2.5}, {"prune_keep": 0}):
+        with pytest.raises(InputError, match="prune_"):
+            SketchConfig(**bad)

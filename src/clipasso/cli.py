@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sk.add_argument("--iterations", type=int, help="optimisation steps (reference: 2000)")
     sk.add_argument("--num-sketches", type=int, help="best-of-N candidates (reference: 3)")
+    sk.add_argument(
+        "--prune-after",
+        type=int,
+        help="race the candidates: after this many steps only the best one goes on (reference: off)",
+    )
     sk.add_argument("--seed", type=int, help="seed of the first candidate")
     sk.add_argument("--device", help="auto, cpu, cuda, cuda:1, mps, ...")
     sk.add_argument("--mask", type=Path, action="append", help="object mask file (one per image, in order)")
@@ -167,6 +172,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     flags = {
         "iterations": args.iterations,
         "num_sketches": args.num_sketches,
+        "prune_after": args.prune_after,
         "seed": args.seed,
         "device": args.device,
         "fix_scale": args.fix_scale,

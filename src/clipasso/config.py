@@ -65,6 +65,12 @@ class SketchConfig:
         optimize_opacity: Also optimise each stroke's opacity (own Adam group, clamped to [0, 1]).
         opacity_lr: Learning rate of the opacity group.
         lr_schedule: None (constant, the reference) or ``"cosine"`` (cosine decay to 0 over the run).
+        prune_after: None (the reference: every candidate runs to the end) or a step count: from
+            the first evaluation at or after it, only the ``prune_keep`` running candidates with the
+            lowest best evaluation loss go on, and the others stop there with their best strokes
+            (a race, as in successive halving). A deviation from the reference's independent
+            best-of-N runs that saves most of the losers' cost; see docs/performance.md.
+        prune_keep: How many candidates go on after ``prune_after``.
         shared_views: Draw the augmentations once for all sketches (cheaper, but then a batched
             run no longer equals separate runs).
         precision: CLIP precision for losses that take ``precision`` (``"fp32"``, ``"bf16"``,
@@ -104,6 +110,8 @@ class SketchConfig:
     optimize_opacity: bool = False
     opacity_lr: float = 0.01
     lr_schedule: str | None = None
+    prune_after: int | None = None
+    prune_keep: int = 1
     shared_views: bool = False
     precision: str = "auto"
     channels_last: bool = True
@@ -122,6 +130,7 @@ class SketchConfig:
             "num_sketches",
             "image_size",
             "checkpoint_every",
+            "prune_keep",
         ]
         for name in positive_ints:
             value = getattr(self, name)
@@ -142,6 +151,12 @@ class SketchConfig:
                 raise InputError(f"{name} must be a positive finite number, got {value!r}")
         if not isinstance(self.early_stop_delta, (int, float)) or not self.early_stop_delta >= 0:
             raise InputError(f"early_stop_delta must be >= 0, got {self.early_stop_delta!r}")
+        if self.prune_after is not None and (
+            not isinstance(self.prune_after, int)
+            or isinstance(self.prune_after, bool)
+            or self.prune_after < 0
+        ):
+            raise InputError(f"prune_after must be None or a non-negative integer, got {self.prune_after!r}")
         if self.precision not in ("fp32", "bf16", "auto"):
             raise InputError(f"precision must be 'fp32', 'bf16' or 'auto', got {self.precision!r}")
         if self.lr_schedule not in (None, "cosine"):

@@ -409,8 +409,28 @@ class Sketcher:
                 self._raise_nonfinite(run, target, {k: v[j : j + 1] for k, v in terms.items()}, "eval")
             if self.update_best(run, b, values[j]):
                 self._stop(run, b)
+        for b in self.prune(run):
+            self._stop(run, b)
         run.last_eval = full
         return full
+
+    def prune(self, run: _Run) -> list[int]:
+        """The racing rule (``config.prune_after``): which running candidates stop now.
+
+        Called after every evaluation. From the first evaluation at or after ``prune_after`` on,
+        only the ``prune_keep`` running candidates with the lowest best evaluation loss go on (ties:
+        the lower index); the others stop at this step, keeping their best strokes, and stay in the
+        result as candidates. With ``prune_after=None`` (the reference) nothing is pruned.
+
+        Returns:
+            The indices of the candidates to stop.
+        """
+        cfg = self.config
+        active = run.active
+        if cfg.prune_after is None or run.iteration < cfg.prune_after or len(active) <= cfg.prune_keep:
+            return []
+        ranked = sorted(active, key=lambda b: (run.best_loss[b], b))
+        return sorted(ranked[cfg.prune_keep :])
 
     def update_best(self, run: _Run, b: int, loss: float) -> bool:
         """The reference's eval rule for candidate ``b``; returns True when it should stop.
