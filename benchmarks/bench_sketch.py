@@ -61,6 +61,8 @@ from torch import Tensor, nn
 from clipasso import Sketcher
 from clipasso.augment import ReferenceViews
 from clipasso.config import SketchConfig
+from clipasso.data import list_samples, load_sample
+from clipasso.image import prepare_target
 from clipasso.losses import CLIPConvLoss, LossContext
 from clipasso.models import load_clip, visual_of
 from clipasso.render import composite, rasterize
@@ -188,10 +190,18 @@ class Models:
     target: Tensor
 
 
-def load_models(workdir: Path) -> Models:
-    """The random-weight RN101 and ViT-B/32, written once into ``workdir``, loaded via ``load_clip``."""
-    target = synthetic_target()
-    paths = build_models(workdir, target)
+def load_models(workdir: Path, target_name: str = "synthetic") -> Models:
+    """The random-weight RN101 and ViT-B/32, written once into ``workdir``, loaded via ``load_clip``.
+
+    The models are always calibrated on the synthetic target (the same proxy models for every
+    target); ``target_name`` picks the target of the runs: ``"synthetic"`` or a
+    :func:`clipasso.data.list_samples` name (prepared as the Sketcher prepares it, 224 px, RGB).
+    """
+    paths = build_models(workdir, synthetic_target())
+    if target_name == "synthetic":
+        target = synthetic_target()
+    else:
+        target = prepare_target(load_sample(target_name).convert("RGB"), size=224).image
     return Models(rn101=load_clip(paths["RN101"]), vit=load_clip(paths["ViT-B/32"]), target=target)
 
 
@@ -763,6 +773,12 @@ def main() -> None:
         help="steps of each baseline run (default: --iterations); its per-iteration cost is "
         "extrapolated to the reference's 2000 x 3 seeds for the time-to-sketch ratio",
     )
+    parser.add_argument(
+        "--target",
+        default="synthetic",
+        choices=["synthetic", *list_samples()],
+        help="the image to sketch: the synthetic object (default) or a clipasso.data sample",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--workdir",
@@ -792,6 +808,13 @@ def main() -> None:
     )
     parser.add_argument("--seeds", default="0,1000,2000", help="with --schedule: seeds, comma-separated")
     parser.add_argument(
+        "--reference-race",
+        type=int,
+        metavar="P",
+        help="with --schedule: race the reference rows too (only the best seed's row goes on after P: "
+        "cheaper, and an upper bound on the reference's best of seeds)",
+    )
+    parser.add_argument(
         "--reference-curves",
         type=Path,
         help="with --schedule: take the reference rows from this earlier study's curves (e.g. "
@@ -815,7 +838,7 @@ def main() -> None:
         f"load average {os.getloadavg()[0]:.2f} at start"
     )
     t0 = time.perf_counter()
-    models = load_models(args.workdir)
+    models = load_models(args.workdir, args.target)
     print(
         f"models ready in {time.perf_counter() - t0:.1f} s (RN101 + ViT-B/32 random weights via load_clip); "
         f"RSS {gib(psutil.Process().memory_info().rss):.2f} GiB"
@@ -831,8 +854,9 @@ def main() -> None:
         print(_fmt_phase(phases["default"], eval_every), flush=True)
     for key, p in phases.items():
         p.rescored = rescore(models, p.strokes)
+        steps = (args.baseline_iterations or args.iterations) if key == "baseline" else args.iterations
         print(
-            f"{key}: best eval loss after {args.iterations} iterations per seed "
+            f"{key}: best eval loss after {steps} iterations per seed "
             f"{[round(x, 5) for x in p.best_eval]}"
             f" (own evaluator), fp32 re-score {[round(x, 5) for x in p.rescored]}; best-of-3 "
             f"{min(p.rescored):.5f}"
@@ -851,6 +875,8 @@ def main() -> None:
         a, b = phases["baseline"], phases["default"]
         ratio = b.per_iteration(eval_every) / a.per_iteration(eval_every)
         one_a = a.per_iteration(eval_every) / 3
+        if args.preset and SketchConfig.preset(args.preset).prune_after is not None:
+            print("(b) races its candidates: its median step is the one-candidate step after the race")
         print(
             f"ratio (b)/(a) per best-of-3 iteration: {ratio:.3f} (= {1 / ratio:.2f}x faster); "
             f"(b) per sketch vs (a) per sketch: {1 / ratio:.2f}x; one (a) sketch-iteration {one_a:.3f} s"
@@ -905,10 +931,12 @@ def main() -> None:
         report["pool_study"] = pool
     if args.schedule:
         ref = "reference (lr 1, constant)"
-        scheds = [] if args.reference_curves else [Schedule(ref, 1.0)]
+        scheds = [] if args.reference_curves else [Schedule(ref, 1.0, race=args.reference_race)]
         scheds += [Schedule.parse(spec) for spec in args.candidates.split(",")]
         seeds = tuple(int(x) for x in args.seeds.split(","))
         tag = f"{args.schedule}-{args.candidates}-{args.seeds}".replace(",", "_").replace(":", "h")
+        tag += "" if args.target == "synthetic" else f"-{args.target}"
+        tag += "" if args.reference_race is None else f"-refrace{args.reference_race}"
         tag = tag.replace("=", "").replace("+", "p")
         curves = schedule_study(
             models,

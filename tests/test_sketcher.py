@@ -323,6 +323,7 @@ def test_reference_preset_is_the_paper_recipe() -> None:
     cfg = SketchConfig.preset("reference")
     assert (cfg.iterations, cfg.lr, cfg.lr_schedule, cfg.precision) == (2000, 1.0, None, "fp32")
     assert (cfg.num_strokes, cfg.width, cfg.num_sketches, cfg.eval_every) == (16, 1.5, 3, 10)
+    assert cfg.prune_after is None  # every candidate runs to the end
     with pytest.raises(InputError, match="unknown preset"):
         SketchConfig.preset("fastest")
 
