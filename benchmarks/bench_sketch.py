@@ -829,6 +829,8 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     args = parser.parse_args()
+    if args.reference_curves and args.reference_race is not None:
+        parser.error("--reference-race applies to reference rows that run; --reference-curves reuses them")
     if args.iterations < 3:
         parser.error("--iterations must be >= 3 (step 0 pays one-off set-up and is not counted)")
     torch.set_num_threads(args.threads)

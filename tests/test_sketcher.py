@@ -25,14 +25,24 @@ def _image(size: int = 96) -> torch.Tensor:
     return (1 - 0.8 * disc).expand(3, -1, -1).contiguous()
 
 
+_BASE: dict[str, Any] = dict(num_strokes=4, iterations=12, num_sketches=2, eval_every=5, device="cpu")
+#: The race tests: 3 candidates, every evaluation counted (no early stop, no 1e-5 dead band).
+_RACE: dict[str, Any] = dict(num_sketches=3, iterations=12, early_stop_patience=0, early_stop_delta=0.0)
+
+
 @pytest.fixture()
 def tiny_sketcher(tiny_resnet: torch.nn.Module, tiny_vit: torch.nn.Module):  # type: ignore[no-untyped-def]
     def make(**settings: Any) -> Sketcher:
-        base = dict(num_strokes=4, iterations=12, num_sketches=2, eval_every=5, device="cpu")
-        base.update(settings)
-        return Sketcher(clip_model=tiny_resnet, saliency_model=tiny_vit, **base)
+        return Sketcher(clip_model=tiny_resnet, saliency_model=tiny_vit, **{**_BASE, **settings})
 
     return make
+
+
+@pytest.fixture(scope="module")
+def unraced(tiny_resnet: torch.nn.Module, tiny_vit: torch.nn.Module) -> Any:
+    """The race tests' run without pruning, computed once for the module."""
+    sk = Sketcher(clip_model=tiny_resnet, saliency_model=tiny_vit, **{**_BASE, **_RACE})
+    return sk.sketch(_image(224))
 
 
 def test_end_to_end_default_components(tiny_sketcher) -> None:  # type: ignore[no-untyped-def]
@@ -349,20 +359,15 @@ def test_cosine_schedule_decays_to_zero_over_the_run(tiny_sketcher) -> None:  # 
     assert lrs[-1] == pytest.approx(0.0, abs=1e-12)
 
 
-def test_pruning_races_the_candidates_then_keeps_the_best(tiny_sketcher) -> None:  # type: ignore[no-untyped-def]
+def test_pruning_races_the_candidates_then_keeps_the_best(tiny_sketcher, unraced) -> None:  # type: ignore[no-untyped-def]
     """prune_after=5: after the evaluation at step 5 only the candidate with the lowest best loss
-    goes on; it then equals its own separate run, and the others keep what they had at step 5."""
-    image = _image(224)
-    full = tiny_sketcher(num_sketches=3, iterations=12, early_stop_patience=0, early_stop_delta=0.0).sketch(
-        image
-    )
-    raced = tiny_sketcher(
-        num_sketches=3, iterations=12, early_stop_patience=0, early_stop_delta=0.0, prune_after=5
-    ).sketch(image)
+    goes on; it then follows its trajectory of the unpruned run, and the others keep what they had
+    at step 5."""
+    raced = tiny_sketcher(**_RACE, prune_after=5).sketch(_image(224))
     at5 = [min(v for it, v in zip(c.history.eval_iterations, c.history.eval["total"]) if it <= 5)
-           for c in full.candidates]  # fmt: skip
+           for c in unraced.candidates]  # fmt: skip
     keep = min(range(3), key=lambda b: (at5[b], b))
-    for b, (cf, cr) in enumerate(zip(full.candidates, raced.candidates)):
+    for b, (cf, cr) in enumerate(zip(unraced.candidates, raced.candidates)):
         if b == keep:
             assert cr.stop_iteration == 12 and cr.history.eval_iterations == [0, 5, 10, 12]
             torch.testing.assert_close(cr.strokes.points, cf.strokes.points, atol=1e-4, rtol=0)
@@ -375,23 +380,14 @@ def test_pruning_races_the_candidates_then_keeps_the_best(tiny_sketcher) -> None
 
 
 @pytest.mark.parametrize(("after", "keep"), [(None, 1), (5, 2), (5, 3), (0, 3)])
-def test_pruning_off_or_keeping_all_changes_nothing(tiny_sketcher, after: int | None, keep: int) -> None:  # type: ignore[no-untyped-def]
-    image = _image(224)
-    full = tiny_sketcher(num_sketches=3, iterations=12, early_stop_patience=0, early_stop_delta=0.0).sketch(
-        image
-    )
-    raced = tiny_sketcher(
-        num_sketches=3,
-        iterations=12,
-        early_stop_patience=0,
-        early_stop_delta=0.0,
-        prune_after=after,
-        prune_keep=keep,
-    ).sketch(image)
+def test_pruning_off_or_keeping_all_changes_nothing(
+    tiny_sketcher, unraced, after: int | None, keep: int
+) -> None:  # type: ignore[no-untyped-def]
+    raced = tiny_sketcher(**_RACE, prune_after=after, prune_keep=keep).sketch(_image(224))
     stops = [c.stop_iteration for c in raced.candidates]
     if after is None or keep >= 3:
         assert stops == [12, 12, 12]
-        for cf, cr in zip(full.candidates, raced.candidates):
+        for cf, cr in zip(unraced.candidates, raced.candidates):
             assert torch.equal(cf.strokes.points, cr.strokes.points)
     else:
         assert sorted(stops) == [5, 12, 12]

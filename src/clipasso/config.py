@@ -138,8 +138,10 @@ class SketchConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InputError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("iterations", "early_stop_patience", "seed", "seed_stride"):
+        for name in ("iterations", "early_stop_patience", "seed", "seed_stride", "prune_after"):
             value = getattr(self, name)
+            if name == "prune_after" and value is None:
+                continue  # optional: None means no pruning
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise InputError(f"{name} must be a non-negative integer, got {value!r}")
         for name in ("width", "lr", "opacity_lr"):
@@ -153,12 +155,6 @@ class SketchConfig:
                 raise InputError(f"{name} must be a positive finite number, got {value!r}")
         if not isinstance(self.early_stop_delta, (int, float)) or not self.early_stop_delta >= 0:
             raise InputError(f"early_stop_delta must be >= 0, got {self.early_stop_delta!r}")
-        if self.prune_after is not None and (
-            not isinstance(self.prune_after, int)
-            or isinstance(self.prune_after, bool)
-            or self.prune_after < 0
-        ):
-            raise InputError(f"prune_after must be None or a non-negative integer, got {self.prune_after!r}")
         if self.precision not in ("fp32", "bf16", "auto"):
             raise InputError(f"precision must be 'fp32', 'bf16' or 'auto', got {self.precision!r}")
         if self.lr_schedule not in (None, "cosine"):
