@@ -321,12 +321,26 @@ def test_integer_translation(seed: int, dx: int, dy: int) -> None:
 
 
 @settings(max_examples=10, deadline=None)
-@given(seed=seeds, segments=st.integers(1, 2))
-def test_reversed_stroke_is_the_same(seed: int, segments: int) -> None:
-    pts = clipasso_strokes(5, 32, seed=seed, segments=segments)
+@given(seed=seeds)
+def test_reversed_stroke_is_the_same(seed: int) -> None:
+    pts = clipasso_strokes(5, 32, seed=seed)
     a = rasterize(pts, 1.5, BLACK, size=32)
     b = rasterize(pts.flip(2), 1.5, BLACK, size=32)
     assert torch.allclose(a, b, atol=1e-4)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=seeds)
+@example(seed=4600)  # a kinked join where reversal changes one pixel by 0.032 (docs/rasterizer.md)
+def test_reversed_multi_segment_stroke_differs_only_at_ties(seed: int) -> None:
+    # With 2 segments the nearest point can tie between them at a kinked join, and the tie is broken
+    # by segment order: reversal may move a few pixels there, by a documented bounded amount.
+    pts = clipasso_strokes(5, 32, seed=seed, segments=2)
+    a = rasterize(pts, 1.5, BLACK, size=32)
+    b = rasterize(pts.flip(2), 1.5, BLACK, size=32)
+    diff = (a - b).abs()
+    assert diff.max() <= 0.1  # measured at most 0.045 over 1429 seeds
+    assert (diff > 1e-4).sum() <= 8  # measured at most 4 pixels
 
 
 @settings(max_examples=8, deadline=None)

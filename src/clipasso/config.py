@@ -17,13 +17,14 @@ __all__ = ["PRESETS", "SketchConfig"]
 #: 2000 iterations, fp32 CLIP, contiguous (NCHW) inputs.
 #:
 #: ``"fast"`` races the candidates and decays the learning rate: all ``num_sketches`` start, after 50
-#: steps only the one with the lowest evaluation loss goes on (``prune_after``), at Adam lr 3.0 with
-#: cosine decay to 0 over 1000 iterations. A best-of-3 run then costs about 1100 sketch-steps
-#: instead of the reference's 6000. Both are deviations from the reference, measured on a
-#: random-weight RN101 proxy only (docs/performance.md): the loss ended below the reference's on one
-#: target and 9.9 % above it on another; with real CLIP weights they have not been measured.
+#: steps only the one with the lowest evaluation loss goes on (``prune_after``), at the reference's
+#: Adam lr 1.0 with cosine decay to 0 over 1000 iterations. A best-of-3 run then costs about 1100
+#: sketch-steps instead of the reference's 6000. Both are deviations from the reference, measured on
+#: a random-weight RN101 proxy only (docs/performance.md): the loss ended 0.5 % below to 2.8 % above
+#: the reference's 2000-iteration best of 3, over two targets; with real CLIP weights they have not
+#: been measured.
 PRESETS: dict[str, dict[str, Any]] = {
-    "fast": {"iterations": 1000, "lr": 3.0, "lr_schedule": "cosine", "prune_after": 50},
+    "fast": {"iterations": 1000, "lr": 1.0, "lr_schedule": "cosine", "prune_after": 50},
     "reference": {
         "iterations": 2000,
         "lr": 1.0,
