@@ -321,26 +321,15 @@ def test_integer_translation(seed: int, dx: int, dy: int) -> None:
 
 
 @settings(max_examples=10, deadline=None)
-@given(seed=seeds)
-def test_reversed_stroke_is_the_same(seed: int) -> None:
-    pts = clipasso_strokes(5, 32, seed=seed)
+@given(seed=seeds, segments=st.integers(1, 3))
+@example(seed=4600, segments=2)  # a kinked join: segment order once broke the tie (changed 0.032)
+def test_reversed_stroke_is_the_same(seed: int, segments: int) -> None:
+    # Joins between segments are combined with a maximum over the segments in reach, which does not
+    # depend on their order (measured: worst 4.2e-5 over 1500 sets of five 2-segment strokes).
+    pts = clipasso_strokes(5, 32, seed=seed, segments=segments)
     a = rasterize(pts, 1.5, BLACK, size=32)
     b = rasterize(pts.flip(2), 1.5, BLACK, size=32)
     assert torch.allclose(a, b, atol=1e-4)
-
-
-@settings(max_examples=10, deadline=None)
-@given(seed=seeds)
-@example(seed=4600)  # a kinked join where reversal changes one pixel by 0.032 (docs/rasterizer.md)
-def test_reversed_multi_segment_stroke_differs_only_at_ties(seed: int) -> None:
-    # With 2 segments the nearest point can tie between them at a kinked join, and the tie is broken
-    # by segment order: reversal may move a few pixels there, by a documented bounded amount.
-    pts = clipasso_strokes(5, 32, seed=seed, segments=2)
-    a = rasterize(pts, 1.5, BLACK, size=32)
-    b = rasterize(pts.flip(2), 1.5, BLACK, size=32)
-    diff = (a - b).abs()
-    assert diff.max() <= 0.1  # measured at most 0.045 over 1429 seeds
-    assert (diff > 1e-4).sum() <= 8  # measured at most 4 pixels
 
 
 @settings(max_examples=8, deadline=None)

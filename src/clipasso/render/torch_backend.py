@@ -10,8 +10,10 @@ diffvg's supersampling estimates), computed analytically:
    chord/curve deviation keeps the test conservative), so memory and time grow with the inked
    area, not with ``strokes × segments × pixels``.
 2. **Exact nearest point (no grad).** Newton's method on ``t`` refines the chord estimate to the
-   nearest point ``q = B(t*)`` on the cubic (clamped to ``[0, 1]``; for multi-segment strokes the
-   neighbouring segment is tried at junctions).
+   nearest point ``q = B(t*)`` on the cubic (clamped to ``[0, 1]``). A multi-segment stroke gives
+   one candidate per segment within reach of the pixel; the nearest counts, and among equally near
+   ones (a kinked join) the largest coverage (step 3), so the result does not depend on the segment
+   order and a reversed stroke renders the same.
 3. **Differentiable coverage.** With ``t*`` detached, ``d = |c − B(t*)|`` already has the exact
    gradient (envelope theorem); the direction ``n = (c − q)/d`` additionally gets the implicit
    derivative ``dt*/dθ = −(∂g/∂θ)/(∂g/∂t)`` of the stationarity condition ``g = B'(t)·(B(t) − c)``.
@@ -202,7 +204,11 @@ def _search(
     sw: int,
     chords: int,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Candidate (stroke, pixel) pairs of one size class, with a chord-based initial ``t``.
+    """Candidate (stroke, pixel, segment) triples of one size class, with a chord-based initial ``t``.
+
+    Every segment whose polyline comes within reach of a pixel gives its own triple (the nearest
+    chord of that segment), so a pixel near a join between segments is tested against each of
+    them; the triples of one (stroke, pixel) come out consecutively, segments in order.
 
     Args:
         coef: ``[M, k, 8]`` detached power-basis coefficients.
@@ -211,7 +217,7 @@ def _search(
         chords: chords per segment of the search polyline.
 
     Returns:
-        ``(m [A], row [A], col [A], seg [A], t [A])`` of the pairs, ``m`` indexing the class.
+        ``(m [A], row [A], col [A], seg [A], t [A])`` of the triples, ``m`` indexing the class.
     """
     m_count, k, _ = coef.shape
     dtype, device = coef.dtype, coef.device
@@ -248,12 +254,12 @@ def _search(
             ex = wx.sub_(lam * dx[m0:m1])
             ey = wy.sub_(lam * dy[m0:m1])
             d2 = ex.square_().add_(ey.square_())
-            d2min, j = d2.min(dim=-1)  # [m, q]
-            hit = (d2min <= cut2[m0:m1]).nonzero()
+            d2min, jc = d2.view(m1 - m0, q1 - q0, k, chords).min(dim=-1)  # [m, q, k]: per segment
+            hit = (d2min <= cut2[m0:m1].unsqueeze(-1)).nonzero()
             if hit.shape[0] == 0:
                 continue
-            hm, hq = hit[:, 0], hit[:, 1]
-            jj = j[hm, hq]
+            hm, hq, hs = hit[:, 0], hit[:, 1], hit[:, 2]
+            jj = hs * chords + jc[hm, hq, hs]
             out_m.append(hm + m0)
             out_q.append(hq + q0)
             out_j.append(jj)
@@ -404,27 +410,21 @@ def rasterize_torch(
         centre = torch.stack([colm.to(dtype) + 0.5, row.to(dtype) + 0.5], dim=-1)  # [A, 2]
         coef_flat = cd.reshape(n * b * k, 8)
         seg_id = g_pair * k + seg
-        t0, d2, hess = _newton(coef_flat.index_select(0, seg_id), centre, t0, steps)
-        if k > 1:  # at an inner junction also try the neighbouring segment
-            at_start = (t0 <= 0.0) & (seg > 0)
-            at_end = (t0 >= 1.0) & (seg < k - 1)
-            jump = at_start | at_end
-            if bool(jump.any()):
-                ji = jump.nonzero().squeeze(-1)
-                nseg = torch.where(at_start[ji], seg[ji] - 1, seg[ji] + 1)
-                nt = torch.where(at_start[ji], torch.ones_like(t0[ji]), torch.zeros_like(t0[ji]))
-                nt, nd2, nh = _newton(coef_flat.index_select(0, g_pair[ji] * k + nseg), centre[ji], nt, steps)
-                better = nd2 < d2[ji]
-                seg[ji] = torch.where(better, nseg, seg[ji])
-                t0[ji] = torch.where(better, nt, t0[ji])
-                hess[ji] = torch.where(better, nh, hess[ji])
-                seg_id = g_pair * k + seg
+        t0, d2_near, hess = _newton(coef_flat.index_select(0, seg_id), centre, t0, steps)
         interior = (t0 > 0.0) & (t0 < 1.0)
         kappa = torch.where(interior & (hess > tiny), 1.0 / hess.clamp_min(tiny), torch.zeros_like(hess))
         strokes_ord = torch.div(g_pair, b, rounding_mode="floor")
+        pixel = (g_pair - strokes_ord * b) * (h * w) + row * w + colm
+        group: Tensor | None = None
+        if k > 1:  # one (stroke, pixel) pair per run of consecutive triples (one per segment in reach)
+            pair_key = g_pair * (h * w) + row * w + colm
+            _, group, run = torch.unique_consecutive(pair_key, return_inverse=True, return_counts=True)
+            first = torch.cumsum(run, 0) - run
+            pair_g, strokes_ord, pixel = g_pair[first], strokes_ord[first], pixel[first]
+        else:
+            pair_g = g_pair
         counts = torch.bincount(strokes_ord, minlength=n)
         bounds = [0, *torch.cumsum(counts, 0).tolist()]
-        pixel = (g_pair - strokes_ord * b) * (h * w) + row * w + colm
 
     # Differentiable coverage at the (detached) nearest parameter.
     cf = coef.reshape(n * b * k, 8).index_select(0, seg_id)
@@ -448,9 +448,21 @@ def rasterize_torch(
     if bool((rd < _HALF_DIAG).any()):  # thin strokes: subtract the far side of the band
         cov = cov - box_coverage(-r - dist, na, nb)
     cov = cov.clamp(0.0, 1.0)
-    alpha = cov * col[:, 3].index_select(0, g_pair)
+    if group is not None:
+        # Several segments in reach of a pixel: the nearest one counts; among segments equally near
+        # (to rounding: a kinked join, where the nearest point can be the join on both sides or a
+        # point on each) the largest coverage. Neither depends on the segment order, so a reversed
+        # stroke renders the same.
+        with torch.no_grad():
+            pairs = pair_g.shape[0]
+            near = d2_near.new_full((pairs,), math.inf).scatter_reduce(0, group, d2_near, "amin")
+            near = near.index_select(0, group)
+            tied = d2_near <= near + 1e-5 * (1.0 + near)
+        cov = torch.where(tied, cov, torch.full_like(cov, -1.0))
+        cov = cov.new_zeros(pairs).scatter_reduce(0, group, cov, "amax", include_self=False)
+    alpha = cov * col[:, 3].index_select(0, pair_g)
 
-    canvas = _OverComposite.apply(alpha, col[:, :3], g_pair, pixel, bounds, b * h * w)
+    canvas = _OverComposite.apply(alpha, col[:, :3], pair_g, pixel, bounds, b * h * w)
     canvas = canvas.view(b, h, w, 4).permute(0, 3, 1, 2)
     a_out = canvas[:, 3:]
     rgb = torch.where(a_out > 0, canvas[:, :3] / a_out.clamp_min(tiny), torch.zeros_like(canvas[:, :3]))
