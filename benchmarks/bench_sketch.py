@@ -39,6 +39,7 @@ Results and the machine they came from are recorded in docs/performance.md.
 from __future__ import annotations
 
 import argparse
+import ast
 import gc
 import json
 import math
@@ -531,6 +532,10 @@ def run_sketcher(
     preset: str | None = None,
 ) -> tuple[TimedSketcher, Any]:
     seed_stride = seeds[1] - seeds[0] if len(seeds) > 1 else 1000
+    extra: dict[str, Any] = {}
+    if loss_options:  # merged over the preset's loss options
+        config = SketchConfig.preset(preset) if preset else SketchConfig()
+        extra["loss_options"] = {**config.loss_options, **loss_options}
     sk = TimedSketcher(
         SketchConfig.preset(preset) if preset else None,
         loss=loss,
@@ -542,7 +547,7 @@ def run_sketcher(
         seed=seeds[0],
         seed_stride=seed_stride,
         iterations=iterations,
-        loss_options=dict(loss_options or {}),
+        **extra,
     )
     result = sk.sketch(models.target[0])
     return sk, result
@@ -754,6 +759,20 @@ def option_effects(models: Models, reps: int = 2, with_compile: bool = False) ->
 # ---------------------------------------------------------------------------------------- main
 
 
+def parse_options(text: str) -> dict[str, Any]:
+    """``"target_pool=64,precision='fp32'"`` -> ``{"target_pool": 64, "precision": "fp32"}``."""
+    out: dict[str, Any] = {}
+    for item in filter(None, text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            out[key.strip()] = value.strip()
+    return out
+
+
 def _fmt_phase(p: PhaseResult, eval_every: int) -> str:
     per_it = p.per_iteration(eval_every)
     return (
@@ -827,6 +846,13 @@ def main() -> None:
         metavar="N",
         help="default best-of-3 for N iterations with and without target_pool=32: eval losses",
     )
+    parser.add_argument(
+        "--loss-options",
+        type=parse_options,
+        default={},
+        metavar="K=V,...",
+        help="loss options for (b) and --schedule, e.g. target_pool=64 (values read as Python literals)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     args = parser.parse_args()
     if args.reference_curves and args.reference_race is not None:
@@ -852,7 +878,9 @@ def main() -> None:
         print(_fmt_phase(phases["baseline"], eval_every), flush=True)
     if args.only in ("both", "default"):
         name = f"preset {args.preset} (batched best-of-3)" if args.preset else "default (batched best-of-3)"
-        phases["default"] = run_default(models, args.iterations, name=name, preset=args.preset)
+        phases["default"] = run_default(
+            models, args.iterations, args.loss_options or None, name=name, preset=args.preset
+        )
         print(_fmt_phase(phases["default"], eval_every), flush=True)
     for key, p in phases.items():
         p.rescored = rescore(models, p.strokes)
@@ -939,12 +967,14 @@ def main() -> None:
         tag = f"{args.schedule}-{args.candidates}-{args.seeds}".replace(",", "_").replace(":", "h")
         tag += "" if args.target == "synthetic" else f"-{args.target}"
         tag += "" if args.reference_race is None else f"-refrace{args.reference_race}"
+        tag += "".join(f"-{k}{v}" for k, v in sorted(args.loss_options.items()))
         tag = tag.replace("=", "").replace("+", "p")
         curves = schedule_study(
             models,
             scheds,
             args.schedule,
             seeds=seeds,
+            loss_options=args.loss_options,
             log=args.workdir / f"schedule-{tag}.json",
             state=args.workdir / f"schedule-{tag}.pt",
         )

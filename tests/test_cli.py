@@ -150,12 +150,16 @@ def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     _one_line_error(capsys)
     assert main(["sketch", "x.png", "--loss", "nope", "-q"]) == 2
     assert "unknown loss" in _one_line_error(capsys)
+    assert main(["sketch", "x.png", "--target-pool", "-3", "-q"]) == 2
+    assert "target_pool" in _one_line_error(capsys)
 
 
 def test_print_config_round_trips(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["sketch", "--print-config", "--iterations", "7", "--seed", "3", "--precision", "fp32"]) == 0
+    flags = ["--iterations", "7", "--seed", "3", "--precision", "fp32", "--target-pool", "16"]
+    assert main(["sketch", "--print-config", *flags]) == 0
     text = capsys.readouterr().out
     assert "iterations = 7" in text and "seed = 3" in text and 'precision = "fp32"' in text
+    assert "target_pool = 16" in text
     cfg = tmp_path / "c.toml"
     cfg.write_text(text)
     assert main(["sketch", "--print-config", "--config", str(cfg)]) == 0

@@ -180,6 +180,26 @@ def test_config_precision_is_validated_and_reaches_the_loss(resnet: nn.Module) -
     assert isinstance(loss, CLIPConvLoss) and loss.precision == "bf16" and loss.channels_last is True
 
 
+@pytest.mark.parametrize("bad", [-1, True, 2.5, "8"])
+def test_config_target_pool_is_validated(bad: Any) -> None:
+    with pytest.raises(InputError, match="target_pool"):
+        SketchConfig(target_pool=bad)
+
+
+def test_config_target_pool_reaches_the_losses_that_take_it(resnet: nn.Module) -> None:
+    from clipasso import Sketcher
+    from clipasso.losses import EdgeLoss
+
+    assert SketchConfig().target_pool == 0  # the reference: every view's target pass recomputed
+    loss = Sketcher(clip_model=resnet, target_pool=8).build_loss()
+    assert isinstance(loss, CLIPConvLoss) and loss.target_pool == 8
+    # the loss's own option wins, as for precision
+    loss = Sketcher(clip_model=resnet, target_pool=8, loss_options={"target_pool": 0}).build_loss()
+    assert isinstance(loss, CLIPConvLoss) and loss.target_pool == 0
+    # a loss without the option is built without it
+    assert isinstance(Sketcher(loss="edges", target_pool=8).build_loss(), EdgeLoss)
+
+
 def test_sample_pool_is_reproducible_and_independent_of_the_module_generator() -> None:
     views = ReferenceViews(4, seed=5)
     before = views.generator.get_state()

@@ -100,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("auto", "fp32", "bf16"),
         help="CLIP arithmetic: auto (bf16 where fast and accurate enough, default) or fp32 (the reference's)",
     )
+    sk.add_argument(
+        "--target-pool",
+        type=int,
+        metavar="K",
+        help="draw the random views from a fixed pool of K whose target features are computed once "
+        "(about 30 %% less per step; a deviation from the reference; 0: off, the default)",
+    )
     sk.add_argument("--clip-weights", help="CLIP weights for the loss: a file or a model name")
     sk.add_argument(
         "--saliency-weights", help="CLIP ViT weights for the saliency map: a file or a model name"
@@ -181,6 +188,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "loss": args.loss,
         "initializer": args.initializer,
         "precision": args.precision,
+        "target_pool": args.target_pool,
         "rasterizer": args.rasterizer,
         "clip_model": args.clip_weights,
         "saliency_model": args.saliency_weights,

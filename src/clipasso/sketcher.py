@@ -252,7 +252,12 @@ class Sketcher:
         cfg = self.config
         factory = LOSSES.get(cfg.loss)
         options = self._with_model(factory, cfg.loss_options, self.clip_model, cfg.clip_model)
-        for key, value in (("precision", cfg.precision), ("channels_last", cfg.channels_last)):
+        speed = (
+            ("precision", cfg.precision),
+            ("channels_last", cfg.channels_last),
+            ("target_pool", cfg.target_pool),
+        )
+        for key, value in speed:
             if key not in options and _accepts(factory, key):  # speed settings (docs/performance.md)
                 options[key] = value
         return create_loss(cfg.loss, **options)
