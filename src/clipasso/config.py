@@ -21,7 +21,7 @@ __all__ = ["PRESETS", "SketchConfig"]
 #: Adam lr 1.0 with cosine decay to 0 over 1000 iterations. A best-of-3 run then costs about 1100
 #: sketch-steps instead of the reference's 6000. Both are deviations from the reference, measured on
 #: a random-weight RN101 proxy only (docs/performance.md): the loss ended 0.5 % below to 2.8 % above
-#: the reference's 2000-iteration best of 3, over two targets; with real CLIP weights they have not
+#: the reference's 2000-iteration best of 3, over four targets; with real CLIP weights they have not
 #: been measured.
 PRESETS: dict[str, dict[str, Any]] = {
     "fast": {"iterations": 1000, "lr": 1.0, "lr_schedule": "cosine", "prune_after": 50},
