@@ -324,8 +324,8 @@ def test_integer_translation(seed: int, dx: int, dy: int) -> None:
 @given(seed=seeds, segments=st.integers(1, 3))
 @example(seed=4600, segments=2)  # a kinked join: segment order once broke the tie (changed 0.032)
 def test_reversed_stroke_is_the_same(seed: int, segments: int) -> None:
-    # Joins between segments are combined with a maximum over the segments in reach, which does not
-    # depend on their order (measured: worst 4.2e-5 over 1500 sets of five 2-segment strokes).
+    # Each segment in reach of a pixel is tried: the nearest counts, ties (a kinked join) by the largest
+    # coverage; neither depends on the order (measured: worst 4.2e-5 over 1500 sets, 2 segments).
     pts = clipasso_strokes(5, 32, seed=seed, segments=segments)
     a = rasterize(pts, 1.5, BLACK, size=32)
     b = rasterize(pts.flip(2), 1.5, BLACK, size=32)
