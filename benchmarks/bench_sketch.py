@@ -532,12 +532,11 @@ def run_sketcher(
     preset: str | None = None,
 ) -> tuple[TimedSketcher, Any]:
     seed_stride = seeds[1] - seeds[0] if len(seeds) > 1 else 1000
-    extra: dict[str, Any] = {}
+    config = SketchConfig.preset(preset) if preset else SketchConfig()
     if loss_options:  # merged over the preset's loss options
-        config = SketchConfig.preset(preset) if preset else SketchConfig()
-        extra["loss_options"] = {**config.loss_options, **loss_options}
+        config = config.replace(loss_options={**config.loss_options, **loss_options})
     sk = TimedSketcher(
-        SketchConfig.preset(preset) if preset else None,
+        config,
         loss=loss,
         clip_model=models.rn101,
         saliency_model=models.vit,
@@ -547,7 +546,6 @@ def run_sketcher(
         seed=seeds[0],
         seed_stride=seed_stride,
         iterations=iterations,
-        **extra,
     )
     result = sk.sketch(models.target[0])
     return sk, result
