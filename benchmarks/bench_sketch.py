@@ -214,7 +214,11 @@ VIEW_STRIDE = 7919
 
 @dataclass
 class Schedule:
-    """One learning-rate schedule of the schedule study: ``lr`` constant, or cosine to 0 over ``horizon``."""
+    """One learning-rate schedule of the schedule study: ``lr`` constant, or cosine to 0 over ``horizon``.
+
+    With ``decay`` the lr stays constant until ``horizon - decay`` and then decays to 0 by a cosine
+    over the last ``decay`` iterations (constant, then a cosine warm-down).
+    """
 
     name: str
     lr: float
@@ -222,17 +226,23 @@ class Schedule:
     race: int | None = None  # keep only the best seed's row after this many iterations
     views: int = 0  # view sequence: the rows' generators are seeded with seed + VIEW_STRIDE * views
     seeds: tuple[int, ...] | None = None  # None: the study's seeds
+    decay: int | None = None  # cosine over the last `decay` iterations of `horizon` only
 
     @classmethod
     def parse(cls, spec: str) -> Schedule:
-        """``LR:HORIZON[:race=P][:views=K][:seeds=A+B]``; HORIZON ``-`` means constant lr."""
+        """``LR:HORIZON[:decay=D][:race=P][:views=K][:seeds=A+B]``; HORIZON ``-`` means constant lr."""
         lr_s, horizon_s, *opts = spec.split(":")
         horizon = None if horizon_s == "-" else int(horizon_s)
         name = f"lr {lr_s}, " + ("constant" if horizon is None else f"cosine over {horizon}")
-        race, views, seeds = None, 0, None
+        race, views, seeds, decay = None, 0, None, None
         for opt in opts:
             key, _, value = opt.partition("=")
-            if key == "race":
+            if key == "decay":
+                if horizon is None or not 0 < int(value) <= horizon:
+                    raise ValueError(f"decay needs a horizon and 0 < decay <= horizon in {spec!r}")
+                decay = int(value)
+                name = f"lr {lr_s}, constant to {horizon - decay}, then cosine to 0 at {horizon}"
+            elif key == "race":
                 race = int(value)
                 name += f", race at {race}"
             elif key == "views":
@@ -243,12 +253,16 @@ class Schedule:
                 name += f", seeds {'+'.join(value.split('+'))}"
             else:
                 raise ValueError(f"unknown schedule option {opt!r} in {spec!r}")
-        return cls(name, float(lr_s), horizon, race, views, seeds)
+        return cls(name, float(lr_s), horizon, race, views, seeds, decay)
 
     def at(self, step: int) -> float:
         if self.horizon is None:
             return self.lr
-        t = min(step, self.horizon) / self.horizon
+        if self.decay is not None:
+            start = self.horizon - self.decay
+            t = min(max(step - start, 0), self.decay) / self.decay
+        else:
+            t = min(step, self.horizon) / self.horizon
         return self.lr * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
@@ -820,7 +834,8 @@ def main() -> None:
         "--candidates",
         default="2:400,3:400",
         help="with --schedule: candidate schedules as LR:HORIZON (cosine to 0; '-': constant), "
-        "comma-separated, each optionally followed by :race=P (after P iterations only the best "
+        "comma-separated, each optionally followed by :decay=D (constant lr until HORIZON - D, then cosine "
+        "to 0 over the last D), :race=P (after P iterations only the best "
         "seed's row goes on), :views=K (another view sequence), :seeds=A+B (a subset of --seeds)",
     )
     parser.add_argument("--seeds", default="0,1000,2000", help="with --schedule: seeds, comma-separated")

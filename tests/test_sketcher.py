@@ -338,7 +338,10 @@ def test_reference_preset_is_the_paper_recipe() -> None:
         SketchConfig.preset("fastest")
 
 
-def test_cosine_schedule_decays_to_zero_over_the_run(tiny_sketcher) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("fraction", [1.0, 0.5, 0.3])
+def test_cosine_schedule_decays_to_zero_over_the_run(tiny_sketcher, fraction: float) -> None:  # type: ignore[no-untyped-def]
+    """lr_decay_fraction=f: constant lr 3 for the first 8 - D steps, then a cosine to 0 over the last
+    D = round(8 f) steps (f = 1: over the whole run)."""
     made: list[torch.optim.Optimizer] = []
 
     def adam(groups: Any) -> torch.optim.Optimizer:
@@ -351,10 +354,19 @@ def test_cosine_schedule_decays_to_zero_over_the_run(tiny_sketcher) -> None:  # 
         def on_step(self, sketcher: Any, state: SketchState) -> None:
             lrs.append(made[0].param_groups[0]["lr"])  # after the step and the scheduler's step
 
-    sk = tiny_sketcher(lr=3.0, lr_schedule="cosine", iterations=8, early_stop_patience=0, optimizer=adam)
+    sk = tiny_sketcher(
+        lr=3.0,
+        lr_schedule="cosine",
+        lr_decay_fraction=fraction,
+        iterations=8,
+        early_stop_patience=0,
+        optimizer=adam,
+    )
     sk.callbacks.append(Record())
     sk.sketch(_image(224))
-    expected = [3.0 * 0.5 * (1 + math.cos(math.pi * (t + 1) / 8)) for t in range(8)]
+    decay = round(8 * fraction)
+    # the lr recorded after step t is the one step t + 1 uses
+    expected = [3.0 * 0.5 * (1 + math.cos(math.pi * max(t + 1 - (8 - decay), 0) / decay)) for t in range(8)]
     assert lrs == pytest.approx(expected, abs=1e-9)
     assert lrs[-1] == pytest.approx(0.0, abs=1e-12)
 
@@ -397,3 +409,9 @@ def test_pruning_settings_are_validated() -> None:
     for bad in ({"prune_after": -1}, {"prune_after": True}, {"prune_after": 2.5}, {"prune_keep": 0}):
         with pytest.raises(InputError, match="prune_"):
             SketchConfig(**bad)
+
+
+@pytest.mark.parametrize("bad", [0, 0.0, -0.5, 1.5, float("nan"), True, "half"])
+def test_lr_decay_fraction_is_validated(bad: Any) -> None:
+    with pytest.raises(InputError, match="lr_decay_fraction"):
+        SketchConfig(lr_decay_fraction=bad)

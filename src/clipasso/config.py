@@ -67,7 +67,11 @@ class SketchConfig:
         rasterizer: Registry name of the rasterizer (``"auto"``: torch unless configured).
         optimize_opacity: Also optimise each stroke's opacity (own Adam group, clamped to [0, 1]).
         opacity_lr: Learning rate of the opacity group.
-        lr_schedule: None (constant, the reference) or ``"cosine"`` (cosine decay to 0 over the run).
+        lr_schedule: None (constant, the reference) or ``"cosine"`` (cosine decay to 0 over the run,
+            or over its last ``lr_decay_fraction`` only).
+        lr_decay_fraction: With ``lr_schedule="cosine"``: the fraction of ``iterations``, at the end,
+            over which the learning rate decays; before that it stays at ``lr``. 1.0 (default): the
+            decay spans the whole run.
         prune_after: None (the reference: every candidate runs to the end) or a step count: from
             the first evaluation at or after it, only the ``prune_keep`` running candidates with the
             lowest best evaluation loss go on, and the others stop there with their best strokes
@@ -118,6 +122,7 @@ class SketchConfig:
     optimize_opacity: bool = False
     opacity_lr: float = 0.01
     lr_schedule: str | None = None
+    lr_decay_fraction: float = 1.0
     prune_after: int | None = None
     prune_keep: int = 1
     shared_views: bool = False
@@ -173,6 +178,9 @@ class SketchConfig:
             raise InputError(f"precision must be 'fp32', 'bf16' or 'auto', got {self.precision!r}")
         if self.lr_schedule not in (None, "cosine"):
             raise InputError(f"lr_schedule must be None or 'cosine', got {self.lr_schedule!r}")
+        fraction = self.lr_decay_fraction
+        if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0 < fraction <= 1:
+            raise InputError(f"lr_decay_fraction must be in (0, 1], got {fraction!r}")
         if self.image_size < 16:
             raise InputError(f"image_size must be at least 16, got {self.image_size}")
 

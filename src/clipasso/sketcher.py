@@ -304,12 +304,20 @@ class Sketcher:
         return torch.optim.Adam(groups)
 
     def build_scheduler(self, optimizer: torch.optim.Optimizer, iterations: int) -> Any:
-        """The learning-rate schedule (None by default, as the reference)."""
-        if self.config.lr_schedule == "cosine":
-            return torch.optim.lr_scheduler.CosineAnnealingLR(
-                optimizer, T_max=max(iterations, 1), eta_min=0.0
-            )
-        return None
+        """The learning-rate schedule (None by default, as the reference).
+
+        ``lr_schedule="cosine"``: the learning rate of step ``t`` (0-based) is
+        ``lr * (1 + cos(pi * (t - s) / D)) / 2`` for ``t >= s`` and ``lr`` before, with
+        ``D = max(round(lr_decay_fraction * iterations), 1)`` and ``s = iterations - D``; it reaches 0
+        on the last step.
+        """
+        if self.config.lr_schedule != "cosine":
+            return None
+        decay = max(round(self.config.lr_decay_fraction * iterations), 1)
+        start = iterations - decay
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda t: 0.5 * (1.0 + math.cos(math.pi * min(max(t - start, 0), decay) / decay))
+        )
 
     # ------------------------------------------------------------------ stages
 
