@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 from typing import Any
@@ -336,6 +337,24 @@ def test_reference_preset_is_the_paper_recipe() -> None:
     assert cfg.prune_after is None  # every candidate runs to the end
     with pytest.raises(InputError, match="unknown preset"):
         SketchConfig.preset("fastest")
+
+
+def test_fast_preset_schedule_is_the_documented_one() -> None:
+    """docs: raced at 50 of 3 candidates, lr 1 constant to step 700, then cosine to 0 at 1000."""
+    sk = Sketcher("fast")
+    assert (sk.config.iterations, sk.config.prune_after, sk.config.num_sketches) == (1000, 50, 3)
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=sk.config.lr)
+    sched = sk.build_scheduler(opt, sk.config.iterations)
+    lrs = []
+    for _ in range(sk.config.iterations):
+        lrs.append(opt.param_groups[0]["lr"])  # the lr step t uses
+        opt.step()
+        sched.step()
+    assert lrs[:701] == [1.0] * 701
+    assert lrs[850] == pytest.approx(0.5, abs=1e-12)
+    assert all(a > b for a, b in itertools.pairwise(lrs[700:]))
+    assert lrs[999] == pytest.approx(0.5 * (1 + math.cos(math.pi * 299 / 300)), abs=1e-12)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
 @pytest.mark.parametrize("fraction", [1.0, 0.5, 0.3])

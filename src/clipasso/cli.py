@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         help="start from named settings: reference (the paper's exact recipe: fp32, Adam lr 1, "
         "2000 iterations) or fast (the candidates raced for 50 steps, then only the leader, 1000 "
-        "steps at lr 1 with cosine decay: about 5x fewer sketch-steps); --config and the other "
+        "steps at lr 1 decaying to 0 over the last 300: about 5x fewer sketch-steps); --config and the other "
         "flags apply on top",
     )
     sk.add_argument("--iterations", type=int, help="optimisation steps (reference: 2000)")
