@@ -67,6 +67,7 @@ from clipasso.image import prepare_target
 from clipasso.losses import CLIPConvLoss, LossContext
 from clipasso.models import load_clip, visual_of
 from clipasso.render import composite, rasterize
+from clipasso.sketcher import cosine_lr_factor
 from clipasso.testing import recalibrate_batchnorm
 
 #: ``clip.model.CLIP`` constructor arguments of the released models (same shapes, same cost).
@@ -258,12 +259,7 @@ class Schedule:
     def at(self, step: int) -> float:
         if self.horizon is None:
             return self.lr
-        if self.decay is not None:
-            start = self.horizon - self.decay
-            t = min(max(step - start, 0), self.decay) / self.decay
-        else:
-            t = min(step, self.horizon) / self.horizon
-        return self.lr * 0.5 * (1.0 + math.cos(math.pi * t))
+        return self.lr * cosine_lr_factor(step, self.horizon, self.decay or self.horizon)
 
 
 def schedule_study(

@@ -37,7 +37,7 @@ from .render import Rasterizer, composite, get_rasterizer
 from .result import Candidate, LossHistory, SketchResult
 from .strokes import StrokeSet
 
-__all__ = ["Sketcher", "resolve_device"]
+__all__ = ["Sketcher", "cosine_lr_factor", "resolve_device"]
 
 OptimizerFactory = Callable[[list[dict[str, Any]]], torch.optim.Optimizer]
 
@@ -59,6 +59,21 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
         return torch.device(spec)
     except RuntimeError as exc:
         raise InputError(f"invalid device {spec!r}: {exc}") from exc
+
+
+def cosine_lr_factor(step: int, iterations: int, decay: int) -> float:
+    """The factor on ``lr`` at ``step`` (0-based) of a run that is constant and then decays by a cosine.
+
+    The factor is 1 up to step ``iterations - decay`` and then ``(1 + cos(pi * k / decay)) / 2`` at
+    ``k`` steps past it, reaching 0 at ``iterations``; ``decay == iterations`` is a cosine over the
+    whole run. ``Sketcher.build_scheduler`` uses it for ``lr_schedule="cosine"``.
+
+    Example:
+        >>> cosine_lr_factor(700, 1000, 300), cosine_lr_factor(850, 1000, 300)
+        (1.0, 0.5)
+    """
+    k = min(max(step - (iterations - decay), 0), decay)
+    return 0.5 * (1.0 + math.cos(math.pi * k / decay))
 
 
 def _accepts(factory: Callable[..., Any], name: str) -> bool:
@@ -306,18 +321,14 @@ class Sketcher:
     def build_scheduler(self, optimizer: torch.optim.Optimizer, iterations: int) -> Any:
         """The learning-rate schedule (None by default, as the reference).
 
-        ``lr_schedule="cosine"``: the learning rate of step ``t`` (0-based) is
-        ``lr * (1 + cos(pi * (t - s) / D)) / 2`` for ``t >= s`` and ``lr`` before, with
-        ``D = max(round(lr_decay_fraction * iterations), 1)`` and ``s = iterations - D``; it reaches 0
-        on the last step.
+        ``lr_schedule="cosine"``: step ``t`` (0-based) uses ``lr * cosine_lr_factor(t, iterations, D)``
+        with ``D = max(round(lr_decay_fraction * iterations), 1)``: constant up to step
+        ``iterations - D``, then a cosine that reaches 0 at ``iterations``.
         """
         if self.config.lr_schedule != "cosine":
             return None
         decay = max(round(self.config.lr_decay_fraction * iterations), 1)
-        start = iterations - decay
-        return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda t: 0.5 * (1.0 + math.cos(math.pi * min(max(t - start, 0), decay) / decay))
-        )
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: cosine_lr_factor(t, iterations, decay))
 
     # ------------------------------------------------------------------ stages
 
