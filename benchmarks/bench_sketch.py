@@ -11,8 +11,8 @@ with :func:`clipasso.testing.recalibrate_batchnorm` so the loss is content-sensi
     weights left trainable (``requires_grad=True``, so backward also computes weight gradients
     through both the sketch and the target pass), 5 views, no caching. The render is OUR torch
     rasterizer (diffvg is not installed here; METHOD §7 measures diffvg's CPU forward+backward at
-    ~0.27 s for 16 strokes at 224, ours is cheaper, so the baseline here is if anything faster
-    than the real reference);
+    ~0.27 s for 16 strokes at 224, ours is cheaper, so for the same CLIP work the baseline here is
+    faster than the real reference; ``--machine-check`` compares this machine with METHOD §7's);
 (b) ``default``: ``Sketcher`` with its defaults: batched best-of-3 in one optimisation, frozen CLIP,
     target pass without autograd, plus the speed-ups ``SketchConfig`` turns on by default
     (``precision="auto"``, ``channels_last=True``; ``CLIPConvLoss(cache_target_base=True)``).
@@ -28,6 +28,7 @@ Usage:
     python benchmarks/bench_sketch.py --iterations 5 --only default   # peak memory of (b) alone
     python benchmarks/bench_sketch.py --profile                 # where one iteration's time goes
     python benchmarks/bench_sketch.py --options                 # each speed-up switched on/off
+    python benchmarks/bench_sketch.py --only none --machine-check   # METHOD §7's parts timed here
     python benchmarks/bench_sketch.py --only none --schedule 2000   # eval loss vs iteration, schedules
     python benchmarks/bench_sketch.py --preset fast --iterations 1000 --baseline-iterations 4
         # time to a whole best-of-3 sketch with a preset vs the reference recipe, same process
@@ -764,6 +765,57 @@ def option_effects(models: Models, reps: int = 2, with_compile: bool = False) ->
     return out
 
 
+#: METHOD §7's figures for the reference's parts, measured on a 2-core CPU with AMX (seconds).
+METHOD_PARTS = {
+    "RN101, 5 views, forward+backward to the input, fp32 (frozen)": 1.2,
+    "RN101, 5 target views, forward, fp32": 0.45,
+    "RN101, 5 views, forward+backward to the input, bf16 autocast + channels_last": 0.49,
+}
+
+
+def machine_check(models: Models, reps: int = 5) -> dict[str, dict[str, float]]:
+    """Time METHOD §7's parts of the reference here, to compare this machine with the one it names.
+
+    The bare visual tower on 5 random 224-px views (no augmentation, no loss): forward+backward to
+    the input in fp32 with frozen weights, the 5 target views' forward without autograd, and the
+    forward+backward under bf16 autocast with channels_last. Median of ``reps`` after one warm-up.
+    """
+    visual = visual_of(models.rn101)
+    visual.requires_grad_(False)
+    gen = torch.Generator().manual_seed(5)
+    views = torch.rand(5, 3, 224, 224, generator=gen)
+
+    def fwd_bwd(x: Tensor, bf16: bool) -> None:
+        x = x.clone().requires_grad_(True)
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
+        with ctx:
+            out = visual(x)
+        out.float().square().sum().backward()
+
+    def forward(x: Tensor) -> None:
+        with torch.no_grad():
+            visual(x)
+
+    def timed(fn: Any) -> float:
+        ts = []
+        for _ in range(reps + 1):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        return _median(ts[1:])
+
+    keys = list(METHOD_PARTS)
+    here = {keys[0]: timed(lambda: fwd_bwd(views, False)), keys[1]: timed(lambda: forward(views))}
+    visual.to(memory_format=torch.channels_last)
+    try:
+        here[keys[2]] = timed(lambda: fwd_bwd(views.contiguous(memory_format=torch.channels_last), True))
+    finally:
+        visual.to(memory_format=torch.contiguous_format)
+    return {
+        k: {"here_s": here[k], "method_s": METHOD_PARTS[k], "ratio": here[k] / METHOD_PARTS[k]} for k in keys
+    }
+
+
 # ---------------------------------------------------------------------------------------- main
 
 
@@ -801,6 +853,12 @@ def main() -> None:
         "extrapolated to the reference's 2000 x 3 seeds for the time-to-sketch ratio",
     )
     parser.add_argument(
+        "--bracket",
+        action="store_true",
+        help="time the baseline again after (b), so that a drift in the machine's speed during the run "
+        "shows in the time-to-sketch ratio (printed against each baseline measurement and their mean)",
+    )
+    parser.add_argument(
         "--target",
         default="synthetic",
         choices=["synthetic", *list_samples()],
@@ -819,6 +877,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="with --profile: interleaved repetitions")
     parser.add_argument("--options", action="store_true", help="time each speed-up on/off")
     parser.add_argument("--compile", action="store_true", help="with --options: also try torch.compile")
+    parser.add_argument(
+        "--machine-check",
+        action="store_true",
+        help="time METHOD §7's parts of the reference (bare RN101 on 5 views) to compare machines",
+    )
     parser.add_argument(
         "--schedule",
         type=int,
@@ -891,9 +954,13 @@ def main() -> None:
             models, args.iterations, args.loss_options or None, name=name, preset=args.preset
         )
         print(_fmt_phase(phases["default"], eval_every), flush=True)
+        if args.bracket and "baseline" in phases:
+            phases["baseline_after"] = run_baseline(models, args.baseline_iterations or args.iterations)
+            print("baseline again, after (b):", _fmt_phase(phases["baseline_after"], eval_every), flush=True)
     for key, p in phases.items():
         p.rescored = rescore(models, p.strokes)
-        steps = (args.baseline_iterations or args.iterations) if key == "baseline" else args.iterations
+        is_baseline = key.startswith("baseline")
+        steps = (args.baseline_iterations or args.iterations) if is_baseline else args.iterations
         print(
             f"{key}: best eval loss after {steps} iterations per seed "
             f"{[round(x, 5) for x in p.best_eval]}"
@@ -910,7 +977,7 @@ def main() -> None:
             "best_eval": p.best_eval,
             "rescored_fp32": p.rescored,
         }
-    if len(phases) == 2:
+    if "baseline" in phases and "default" in phases:
         a, b = phases["baseline"], phases["default"]
         ratio = b.per_iteration(eval_every) / a.per_iteration(eval_every)
         one_a = a.per_iteration(eval_every) / 3
@@ -933,6 +1000,18 @@ def main() -> None:
             f"sketch() call for its {args.iterations} iterations {b.wall:.1f} s: {t_a / b.wall:.1f}x"
         )
         report["time_to_sketch"] = {"a_extrapolated_s": t_a, "b_wall_s": b.wall, "ratio": t_a / b.wall}
+        if "baseline_after" in phases:
+            a2 = phases["baseline_after"]
+            t_a2 = 2000 * a2.per_iteration(eval_every) + a2.init
+            print(
+                f"bracketed: (a) measured again after (b): {a2.per_iteration(eval_every):.3f} s per "
+                f"best-of-3 "
+                f"iteration (before: {a.per_iteration(eval_every):.3f}); time to a best-of-3 sketch "
+                f"{t_a2 / b.wall:.1f}x against it, {(t_a + t_a2) / 2 / b.wall:.1f}x against the mean of both"
+            )
+            report["time_to_sketch"].update(
+                a_after_extrapolated_s=t_a2, ratio_after=t_a2 / b.wall, ratio_mean=(t_a + t_a2) / 2 / b.wall
+            )
     if args.profile:
         prof = profile_interleaved(models, args.rounds)
         for key, parts in prof.items():
@@ -950,6 +1029,13 @@ def main() -> None:
         report["options"] = option_effects(models, with_compile=args.compile)
         for k, v in report["options"].items():
             print(f"option {k}: {v if isinstance(v, list) else round(v, 3)}")
+    if args.machine_check:
+        report["machine_check"] = machine_check(models)
+        for k, v in report["machine_check"].items():
+            print(
+                f"machine check: {k}: {v['here_s']:.3f} s here, "
+                f"{v['method_s']} s in METHOD §7 ({v['ratio']:.2f}x)"
+            )
     if args.pool_study:
         pool: dict[str, Any] = {}
         for key, options in (("no pool", None), ("target_pool=32", {"target_pool": 32})):
