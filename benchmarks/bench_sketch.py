@@ -50,7 +50,7 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -529,6 +529,10 @@ class PhaseResult:
         """Seconds per optimisation step of the whole configuration, evaluation every ``eval_every``."""
         return self.train + self.eval / eval_every
 
+    def recipe_seconds(self, eval_every: int = 10, iterations: int = 2000) -> float:
+        """The reference recipe's length (``iterations`` steps) at this cost per step, plus initialisation."""
+        return iterations * self.per_iteration(eval_every) + self.init
+
 
 def _median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else math.nan
@@ -711,17 +715,26 @@ def profile_interleaved(models: Models, rounds: int = 4) -> dict[str, dict[str, 
     return out
 
 
+def timed(fn: Callable[[], object], reps: int) -> float:
+    """Median seconds of ``reps`` calls of ``fn`` after one warm-up call."""
+    ts = []
+    for _ in range(reps + 1):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return _median(ts[1:])
+
+
 def time_loss(models: Models, loss: CLIPConvLoss, batch: int, reps: int = 3) -> float:
     """Median seconds of one training loss forward + backward (to the sketch image) of ``batch`` sketches."""
     sketch = random_sketches(batch, seed=7).requires_grad_(True)
     gens = [torch.Generator().manual_seed(s) for s in SEEDS[:batch]]
-    ts = []
-    for _ in range(reps + 1):
-        t0 = time.perf_counter()
+
+    def step() -> None:
         total = sum(loss(sketch, models.target, LossContext(generators=gens)).values())
         total.sum().backward()
-        ts.append(time.perf_counter() - t0)
-    return _median(ts[1:])
+
+    return timed(step, reps)
 
 
 def option_effects(models: Models, reps: int = 2, with_compile: bool = False) -> dict[str, Any]:
@@ -796,19 +809,12 @@ def machine_check(models: Models, reps: int = 5) -> dict[str, dict[str, float]]:
         with torch.no_grad():
             visual(x)
 
-    def timed(fn: Any) -> float:
-        ts = []
-        for _ in range(reps + 1):
-            t0 = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t0)
-        return _median(ts[1:])
-
     keys = list(METHOD_PARTS)
-    here = {keys[0]: timed(lambda: fwd_bwd(views, False)), keys[1]: timed(lambda: forward(views))}
+    here = {keys[0]: timed(lambda: fwd_bwd(views, False), reps), keys[1]: timed(lambda: forward(views), reps)}
     visual.to(memory_format=torch.channels_last)
     try:
-        here[keys[2]] = timed(lambda: fwd_bwd(views.contiguous(memory_format=torch.channels_last), True))
+        views_cl = views.contiguous(memory_format=torch.channels_last)
+        here[keys[2]] = timed(lambda: fwd_bwd(views_cl, True), reps)
     finally:
         visual.to(memory_format=torch.contiguous_format)
     return {
@@ -987,8 +993,7 @@ def main() -> None:
             f"ratio (b)/(a) per best-of-3 iteration: {ratio:.3f} (= {1 / ratio:.2f}x faster); "
             f"(b) per sketch vs (a) per sketch: {1 / ratio:.2f}x; one (a) sketch-iteration {one_a:.3f} s"
         )
-        t_a = 2000 * a.per_iteration(eval_every) + a.init
-        t_b = 2000 * b.per_iteration(eval_every) + b.init
+        t_a, t_b = a.recipe_seconds(eval_every), b.recipe_seconds(eval_every)
         print(
             f"extrapolated best-of-3, 2000 iterations each: (a) {t_a / 3600:.2f} h, (b) {t_b / 3600:.2f} h "
             f"({t_a / t_b:.2f}x)"
@@ -1002,12 +1007,12 @@ def main() -> None:
         report["time_to_sketch"] = {"a_extrapolated_s": t_a, "b_wall_s": b.wall, "ratio": t_a / b.wall}
         if "baseline_after" in phases:
             a2 = phases["baseline_after"]
-            t_a2 = 2000 * a2.per_iteration(eval_every) + a2.init
+            t_a2 = a2.recipe_seconds(eval_every)
             print(
                 f"bracketed: (a) measured again after (b): {a2.per_iteration(eval_every):.3f} s per "
-                f"best-of-3 "
-                f"iteration (before: {a.per_iteration(eval_every):.3f}); time to a best-of-3 sketch "
-                f"{t_a2 / b.wall:.1f}x against it, {(t_a + t_a2) / 2 / b.wall:.1f}x against the mean of both"
+                f"best-of-3 iteration (before: {a.per_iteration(eval_every):.3f}); time to a best-of-3 "
+                f"sketch {t_a2 / b.wall:.1f}x against it, "
+                f"{(t_a + t_a2) / 2 / b.wall:.1f}x against the mean of both"
             )
             report["time_to_sketch"].update(
                 a_after_extrapolated_s=t_a2, ratio_after=t_a2 / b.wall, ratio_mean=(t_a + t_a2) / 2 / b.wall
