@@ -760,6 +760,19 @@ def option_effects(models: Models, reps: int = 2, with_compile: bool = False) ->
     out["bf16 without channels_last, B=3"] = time_loss(
         models, CLIPConvLoss(rn, precision="bf16", channels_last=False), 3, reps
     )
+    for views in (2, 1):  # fewer random views per step, weighted to keep the reference's objective
+        fewer = CLIPConvLoss(rn, precision="bf16", channels_last=True, num_views=views, identity_weight=0.2)
+        out[f"num_views={views}, identity_weight=0.2, bf16, channels_last, B=3"] = time_loss(
+            models, fewer, 3, reps
+        )
+    out["bf16, channels_last, B=1"] = time_loss(
+        models, CLIPConvLoss(rn, precision="bf16", channels_last=True), 1, reps
+    )
+    for views in (2, 1):
+        fewer = CLIPConvLoss(rn, precision="bf16", channels_last=True, num_views=views, identity_weight=0.2)
+        out[f"num_views={views}, identity_weight=0.2, bf16, channels_last, B=1"] = time_loss(
+            models, fewer, 1, reps
+        )
     pooled = CLIPConvLoss(rn, precision="bf16", channels_last=True, target_pool=32)
     t0 = time.perf_counter()
     pooled(random_sketches(3), models.target, LossContext(generators=[torch.Generator() for _ in range(3)]))
@@ -950,6 +963,8 @@ def main() -> None:
         f"RSS {gib(psutil.Process().memory_info().rss):.2f} GiB"
     )
     report: dict[str, Any] = {"threads": args.threads, "iterations": args.iterations}
+    if args.loss_options:
+        report["loss_options"] = args.loss_options
     phases: dict[str, PhaseResult] = {}
     if args.only in ("both", "baseline"):
         phases["baseline"] = run_baseline(models, args.baseline_iterations or args.iterations)

@@ -152,14 +152,17 @@ def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert "unknown loss" in _one_line_error(capsys)
     assert main(["sketch", "x.png", "--target-pool", "-3", "-q"]) == 2
     assert "target_pool" in _one_line_error(capsys)
+    assert main(["sketch", "x.png", "--identity-weight", "2", "-q"]) == 2
+    assert "identity_weight" in _one_line_error(capsys)
 
 
 def test_print_config_round_trips(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     flags = ["--iterations", "7", "--seed", "3", "--precision", "fp32", "--target-pool", "16"]
+    flags += ["--views", "2", "--identity-weight", "0.2"]
     assert main(["sketch", "--print-config", *flags]) == 0
     text = capsys.readouterr().out
     assert "iterations = 7" in text and "seed = 3" in text and 'precision = "fp32"' in text
-    assert "target_pool = 16" in text
+    assert "target_pool = 16" in text and "num_views = 2" in text and "identity_weight = 0.2" in text
     cfg = tmp_path / "c.toml"
     cfg.write_text(text)
     assert main(["sketch", "--print-config", "--config", str(cfg)]) == 0

@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import Tensor, nn
 
 from clipasso.augment import ReferenceViews
@@ -207,3 +209,77 @@ def test_sample_pool_is_reproducible_and_independent_of_the_module_generator() -
     assert torch.equal(views.generator.get_state(), before)
     with pytest.raises(InputError):
         views.sample_pool(224, 224, 0)
+
+
+# -- fewer views per step: num_views and identity_weight ------------------------------------------
+
+
+def test_identity_weight_of_the_plain_mean_changes_nothing(resnet: nn.Module) -> None:
+    sketch, target = _images(2, 3), _images(1, 4)
+    for views in (1, 2, 4):
+        plain = CLIPConvLoss(resnet, num_views=views)(sketch, target, LossContext(generators=gens(7, 2)))
+        weighted = CLIPConvLoss(resnet, num_views=views, identity_weight=1 / (1 + views))(
+            sketch, target, LossContext(generators=gens(7, 2))
+        )
+        assert plain.keys() == weighted.keys()
+        for key in plain:
+            torch.testing.assert_close(weighted[key], plain[key], rtol=1e-5, atol=0.0)
+
+
+@settings(max_examples=6, deadline=None)
+@given(weight=st.floats(0.0, 1.0), views=st.sampled_from([1, 2, 3]))
+def test_identity_weight_mixes_view_0_and_the_random_views_linearly(
+    resnet: nn.Module, weight: float, views: int
+) -> None:
+    """L(w) = w L(1) + (1 - w) L(0) on the same draws; L(1) in train mode is the eval loss."""
+    sketch, target = _images(1, 5), _images(1, 6)
+
+    def terms(w: float, mode: str = "train") -> dict[str, Tensor]:
+        loss = CLIPConvLoss(resnet, num_views=views, identity_weight=w)
+        return loss(sketch, target, LossContext(mode=mode, generators=gens(11, 1)))  # type: ignore[arg-type]
+
+    only_0, only_random, mixed, evaluated = terms(1.0), terms(0.0), terms(weight), terms(1.0, "eval")
+    # the random views do differ from view 0
+    assert not torch.allclose(only_0["conv_layer2"], only_random["conv_layer2"], rtol=1e-2)
+    for key in only_0:
+        torch.testing.assert_close(only_0[key], evaluated[key], rtol=1e-5, atol=0.0)
+        expected = weight * only_0[key] + (1 - weight) * only_random[key]
+        torch.testing.assert_close(mixed[key], expected, rtol=1e-5, atol=1e-12)
+
+
+def test_fewer_views_cost_fewer_feature_rows(resnet: nn.Module, monkeypatch: Any) -> None:
+    sizes = _count_feature_batches(monkeypatch)
+    loss = CLIPConvLoss(resnet, num_views=1, identity_weight=0.2)
+    sketch = _images(2, 7).requires_grad_(True)
+    _total(loss(sketch, _images(1, 8), LossContext(generators=gens(3, 2)))).sum().backward()
+    assert sketch.grad is not None and bool(torch.isfinite(sketch.grad).all())
+    # target view 0 once (cached), the target's 1 random view per sketch, the sketches' 2 views each
+    assert sorted(sizes) == [1, 2, 4]
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, True, "0.2", float("nan")])
+def test_bad_identity_weight_raises(resnet: nn.Module, bad: Any) -> None:
+    with pytest.raises(InputError, match="identity_weight"):
+        CLIPConvLoss(resnet, identity_weight=bad)
+    with pytest.raises(InputError, match="identity_weight"):
+        SketchConfig(identity_weight=bad)
+
+
+def test_identity_weight_needs_view_0(resnet: nn.Module) -> None:
+    with pytest.raises(InputError, match="view 0"):
+        CLIPConvLoss(resnet, augment=ReferenceViews(2, identity_view=False), identity_weight=0.2)
+
+
+def test_config_views_reach_the_losses_that_take_them(resnet: nn.Module) -> None:
+    from clipasso import Sketcher
+    from clipasso.losses import EdgeLoss
+
+    loss = Sketcher(clip_model=resnet).build_loss()
+    assert isinstance(loss, CLIPConvLoss)
+    assert loss.augment.num_views == 4 and loss.identity_weight is None  # the reference
+    loss = Sketcher(clip_model=resnet, num_views=1, identity_weight=0.2).build_loss()
+    assert isinstance(loss, CLIPConvLoss)
+    assert loss.augment.num_views == 1 and loss.identity_weight == 0.2
+    assert isinstance(Sketcher(loss="edges", num_views=1, identity_weight=0.2).build_loss(), EdgeLoss)
+    with pytest.raises(InputError, match="num_views"):
+        SketchConfig(num_views=-1)

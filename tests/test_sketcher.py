@@ -340,9 +340,11 @@ def test_reference_preset_is_the_paper_recipe() -> None:
 
 
 def test_fast_preset_schedule_is_the_documented_one() -> None:
-    """docs: raced at 50 of 3 candidates, lr 1 constant to step 700, then cosine to 0 at 1000."""
+    """docs: raced at 50 of 3 candidates, lr 1 constant to step 980, then cosine to 0 at 1400, with
+    2 random views per step and view 0 weighted 0.2 (the reference's objective in expectation)."""
     sk = Sketcher("fast")
-    assert (sk.config.iterations, sk.config.prune_after, sk.config.num_sketches) == (1000, 50, 3)
+    assert (sk.config.iterations, sk.config.prune_after, sk.config.num_sketches) == (1400, 50, 3)
+    assert (sk.config.num_views, sk.config.identity_weight) == (2, 0.2)
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=sk.config.lr)
     sched = sk.build_scheduler(opt, sk.config.iterations)
     lrs = []
@@ -350,11 +352,23 @@ def test_fast_preset_schedule_is_the_documented_one() -> None:
         lrs.append(opt.param_groups[0]["lr"])  # the lr step t uses
         opt.step()
         sched.step()
-    assert lrs[:701] == [1.0] * 701
-    assert lrs[850] == pytest.approx(0.5, abs=1e-12)
-    assert all(a > b for a, b in itertools.pairwise(lrs[700:]))
-    assert lrs[999] == pytest.approx(0.5 * (1 + math.cos(math.pi * 299 / 300)), abs=1e-12)
+    assert lrs[:981] == [1.0] * 981
+    assert lrs[1190] == pytest.approx(0.5, abs=1e-12)
+    assert all(a > b for a, b in itertools.pairwise(lrs[980:]))
+    assert lrs[1399] == pytest.approx(0.5 * (1 + math.cos(math.pi * 419 / 420)), abs=1e-12)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_fast_preset_builds_the_two_view_loss(tiny_resnet: torch.nn.Module) -> None:
+    from clipasso.losses import CLIPConvLoss
+
+    loss = Sketcher("fast", clip_model=tiny_resnet).build_loss()
+    assert isinstance(loss, CLIPConvLoss)
+    assert loss.augment.num_views == 2 and loss.identity_weight == 0.2
+    weights = loss.view_weights(3)
+    assert weights is not None and weights.tolist() == pytest.approx([0.2, 0.4, 0.4])
+    ref = Sketcher("reference", clip_model=tiny_resnet).build_loss()
+    assert isinstance(ref, CLIPConvLoss) and ref.augment.num_views == 4 and ref.view_weights(5) is None
 
 
 @pytest.mark.parametrize("fraction", [1.0, 0.5, 0.3])

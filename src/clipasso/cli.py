@@ -107,6 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="draw the random views from a fixed pool of K whose target features are computed once "
         "(about 30 %% less per step; a deviation from the reference; 0: off, the default)",
     )
+    sk.add_argument(
+        "--views",
+        type=int,
+        metavar="V",
+        help="random views per sketch and step (the reference: 4; fewer: a cheaper, noisier step)",
+    )
+    sk.add_argument(
+        "--identity-weight",
+        type=float,
+        metavar="W",
+        help="share of the un-augmented view 0 in the loss's mean over the views (default: the plain "
+        "mean; 0.2 keeps the reference's objective in expectation with fewer views)",
+    )
     sk.add_argument("--clip-weights", help="CLIP weights for the loss: a file or a model name")
     sk.add_argument(
         "--saliency-weights", help="CLIP ViT weights for the saliency map: a file or a model name"
@@ -189,6 +202,8 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "initializer": args.initializer,
         "precision": args.precision,
         "target_pool": args.target_pool,
+        "num_views": args.views,
+        "identity_weight": args.identity_weight,
         "rasterizer": args.rasterizer,
         "clip_model": args.clip_weights,
         "saliency_model": args.saliency_weights,

@@ -271,6 +271,8 @@ class Sketcher:
             ("precision", cfg.precision),
             ("channels_last", cfg.channels_last),
             ("target_pool", cfg.target_pool),
+            ("num_views", cfg.num_views),
+            ("identity_weight", cfg.identity_weight),
         )
         for key, value in speed:
             if key not in options and _accepts(factory, key):  # speed settings (docs/performance.md)

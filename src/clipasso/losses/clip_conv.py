@@ -105,7 +105,9 @@ class _TargetCache:
         )
 
 
-def feature_distance(x: Tensor, y: Tensor, distance: Distance, channel_dim: int) -> Tensor:
+def feature_distance(
+    x: Tensor, y: Tensor, distance: Distance, channel_dim: int, view_weights: Tensor | None = None
+) -> Tensor:
     """Per-sketch mean distance between feature tensors.
 
     Args:
@@ -114,9 +116,10 @@ def feature_distance(x: Tensor, y: Tensor, distance: Distance, channel_dim: int)
         distance: ``"l2"`` squared difference, ``"l1"`` absolute difference, ``"cos"`` ``1 - cos``
             along ``channel_dim``.
         channel_dim: The channel/feature dimension of ``x`` (for ``"cos"``).
+        view_weights: Optional ``[V]`` weights of the views (summing to 1) instead of the plain mean.
 
     Returns:
-        ``[B]``: the mean over views and all remaining elements.
+        ``[B]``: the mean over views (or their weighted sum) of the mean over the remaining elements.
     """
     if distance == "l2":
         d = (x - y) ** 2
@@ -126,12 +129,18 @@ def feature_distance(x: Tensor, y: Tensor, distance: Distance, channel_dim: int)
         d = (1.0 - F.cosine_similarity(x, y.expand_as(x), dim=channel_dim)).clamp_min(0.0)
     else:
         raise InputError(f"distance must be 'l2', 'l1' or 'cos', got {distance!r}")
+    if view_weights is not None:
+        return d.flatten(2).mean(dim=2) @ view_weights.to(d.dtype)
     return d.flatten(1).mean(dim=1)
 
 
-def _embedding_distance(x: Tensor, y: Tensor) -> Tensor:
-    """``mean_v (1 - cos(x[b, v], y[b, v]))`` for ``x [B, V, E]``, ``y [1 or B, V, E]`` → ``[B]``."""
-    return (1.0 - F.cosine_similarity(x, y.expand_as(x), dim=-1)).clamp_min(0.0).mean(dim=1)
+def _embedding_distance(x: Tensor, y: Tensor, view_weights: Tensor | None = None) -> Tensor:
+    """``mean_v (1 - cos(x[b, v], y[b, v]))`` for ``x [B, V, E]``, ``y [1 or B, V, E]`` → ``[B]``
+    (a weighted sum over ``v`` with ``view_weights [V]``)."""
+    d = (1.0 - F.cosine_similarity(x, y.expand_as(x), dim=-1)).clamp_min(0.0)
+    if view_weights is not None:
+        return d @ view_weights.to(d.dtype)
+    return d.mean(dim=1)
 
 
 def _guess_arch(model: nn.Module | str | os.PathLike[str]) -> Arch | None:
@@ -164,6 +173,11 @@ class CLIPConvLoss(SketchLoss):
         fc_weight: Weight of the embedding term ``1 - cos`` (0 switches it off and, on ResNets, skips
             the tower after the deepest weighted layer).
         num_views: Random views in train mode (reference: 4); view 0 is always included.
+        identity_weight: Share of view 0 in the train-mode mean over the views, the random views
+            sharing the rest equally. None (default): the plain mean, ``1 / (1 + num_views)``, which
+            is the reference's 0.2 with 4 views. With fewer views, 0.2 keeps the reference's
+            objective in expectation: an unbiased, noisier and cheaper estimate of it (see the module
+            notes). Eval mode has view 0 only and ignores it.
         augment: A custom :class:`~clipasso.augment.ReferenceViews` (overrides ``num_views``/``seed``).
         seed: Seed of the augmentation's own generator (used when the context gives none).
         arch: ``"resnet"`` or ``"vit"``, only needed for a weights *path* whose name does not start
@@ -194,6 +208,7 @@ class CLIPConvLoss(SketchLoss):
         distance: Distance = "l2",
         fc_weight: float = 0.1,
         num_views: int = 4,
+        identity_weight: float | None = None,
         augment: ReferenceViews | None = None,
         seed: int = 0,
         arch: Arch | None = None,
@@ -240,6 +255,13 @@ class CLIPConvLoss(SketchLoss):
             raise InputError("every layer weight and fc_weight are 0: the loss would be empty")
         self.model = CLIPModelRef(model, cache_dir=cache_dir)
         self.augment = augment if augment is not None else ReferenceViews(num_views, seed=seed)
+        if identity_weight is not None:
+            w = identity_weight
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0.0 <= w <= 1.0:
+                raise InputError(f"identity_weight must be None or in [0, 1], got {identity_weight!r}")
+            if not self.augment.identity_view:
+                raise InputError("identity_weight needs the augmentation's view 0 (identity_view=True)")
+        self.identity_weight = None if identity_weight is None else float(identity_weight)
 
     def _parse_weights(self, weights: Sequence[float] | Mapping[str, float] | None) -> dict[str, float]:
         if self.arch == "resnet":
@@ -286,6 +308,7 @@ class CLIPConvLoss(SketchLoss):
             f"fc_weight={self.fc_weight}, model={self.model!r}, weight={self.weight}, "
             f"precision={self.precision!r}, channels_last={self.channels_last}, "
             f"target_pool={self.target_pool}"
+            + ("" if self.identity_weight is None else f", identity_weight={self.identity_weight}")
         )
 
     # -- features ------------------------------------------------------------------------------
@@ -487,17 +510,37 @@ class CLIPConvLoss(SketchLoss):
         cos = F.cosine_similarity(grads[0], grads[1], dim=1)
         return [float(c) for c in cos]
 
-    def _terms(self, fx: Features, fy: Features, dtype: torch.dtype) -> dict[str, Tensor]:
+    def view_weights(self, views: int, device: torch.device | None = None) -> Tensor | None:
+        """The ``[views]`` weights of a train-mode batch of views (view 0 first), or None for the
+        plain mean (``identity_weight`` unset, or view 0 alone).
+
+        Example:
+            >>> from clipasso.testing import tiny_clip
+            >>> CLIPConvLoss(tiny_clip("resnet"), num_views=2, identity_weight=0.2).view_weights(3)
+            tensor([0.2000, 0.4000, 0.4000])
+        """
+        if self.identity_weight is None or views <= 1:
+            return None
+        rest = (1.0 - self.identity_weight) / (views - 1)
+        weights = torch.full((views,), rest, device=device)
+        weights[0] = self.identity_weight
+        return weights
+
+    def _terms(
+        self, fx: Features, fy: Features, dtype: torch.dtype, view_weights: Tensor | None = None
+    ) -> dict[str, Tensor]:
         """The weighted terms from sketch features ``{name: [B, V, ...]}`` and target features
-        ``{name: [1 or B, V, ...]}``."""
+        ``{name: [1 or B, V, ...]}`` (views weighted by ``view_weights [V]``, else their mean)."""
         out: dict[str, Tensor] = {}
         for key, w in self.layers.items():
             x, y = fx[key].to(dtype), fy[key].to(dtype)
             # maps [B, V, C, h, w]: channels in dim 2; tokens [B, V, L, D]: the last dim
             channel_dim = 2 if self.arch == "resnet" else x.dim() - 1
-            out[f"conv_{key}"] = w * feature_distance(x, y, self.distance, channel_dim)
+            out[f"conv_{key}"] = w * feature_distance(x, y, self.distance, channel_dim, view_weights)
         if self.fc_weight != 0.0:
-            out["fc"] = self.fc_weight * _embedding_distance(fx["fc"].to(dtype), fy["fc"].to(dtype))
+            out["fc"] = self.fc_weight * _embedding_distance(
+                fx["fc"].to(dtype), fy["fc"].to(dtype), view_weights
+            )
         return out
 
     def compute(self, sketch: Tensor, target: Tensor, context: LossContext) -> dict[str, Tensor]:
@@ -525,4 +568,5 @@ class CLIPConvLoss(SketchLoss):
             fy = self._target_features(visual, target, ys, base_first, precision)
         assert xs.shape[1] == views
         fx = self._views_features(visual, xs, precision)
-        return self._terms(fx, fy, sketch.dtype)
+        weights = self.view_weights(views, sketch.device) if context.train else None
+        return self._terms(fx, fy, sketch.dtype, weights)
