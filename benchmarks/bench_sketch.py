@@ -68,7 +68,7 @@ from clipasso.image import prepare_target
 from clipasso.losses import CLIPConvLoss, LossContext
 from clipasso.models import load_clip, visual_of
 from clipasso.render import composite, rasterize
-from clipasso.sketcher import cosine_lr_factor
+from clipasso.sketcher import cosine_lr_factor, race_survivors
 from clipasso.testing import recalibrate_batchnorm
 
 #: ``clip.model.CLIP`` constructor arguments of the released models (same shapes, same cost).
@@ -229,14 +229,17 @@ class Schedule:
     views: int = 0  # view sequence: the rows' generators are seeded with seed + VIEW_STRIDE * views
     seeds: tuple[int, ...] | None = None  # None: the study's seeds
     decay: int | None = None  # cosine over the last `decay` iterations of `horizon` only
+    tolerance: float = 0.0  # race: rows within this (relative) of the leader go on too ...
+    until: int | None = None  # ... until this iteration (SketchConfig.prune_tolerance / prune_until)
 
     @classmethod
     def parse(cls, spec: str) -> Schedule:
-        """``LR:HORIZON[:decay=D][:race=P][:views=K][:seeds=A+B]``; HORIZON ``-`` means constant lr."""
+        """``LR:HORIZON[:decay=D][:race=P[:tol=T:until=U]][:views=K][:seeds=A+B]``; HORIZON ``-``
+        means constant lr."""
         lr_s, horizon_s, *opts = spec.split(":")
         horizon = None if horizon_s == "-" else int(horizon_s)
         name = f"lr {lr_s}, " + ("constant" if horizon is None else f"cosine over {horizon}")
-        race, views, seeds, decay = None, 0, None, None
+        race, views, seeds, decay, tolerance, until = None, 0, None, None, 0.0, None
         for opt in opts:
             key, _, value = opt.partition("=")
             if key == "decay":
@@ -247,6 +250,12 @@ class Schedule:
             elif key == "race":
                 race = int(value)
                 name += f", race at {race}"
+            elif key == "tol":
+                tolerance = float(value)
+                name += f" (tolerance {value}"
+            elif key == "until":
+                until = int(value)
+                name += f" until {until})"
             elif key == "views":
                 views = int(value)
                 name += f", views {views}"
@@ -255,7 +264,9 @@ class Schedule:
                 name += f", seeds {'+'.join(value.split('+'))}"
             else:
                 raise ValueError(f"unknown schedule option {opt!r} in {spec!r}")
-        return cls(name, float(lr_s), horizon, race, views, seeds, decay)
+        if (tolerance or until is not None) and (race is None or until is None or until < race):
+            raise ValueError(f"tol=T needs race=P and until=U >= P, in that order, in {spec!r}")
+        return cls(name, float(lr_s), horizon, race, views, seeds, decay, tolerance, until)
 
     def at(self, step: int) -> float:
         if self.horizon is None:
@@ -324,15 +335,34 @@ def schedule_study(
     image = target.image
     t0 = time.perf_counter()
 
+    out_from: dict[int, int] = {}  # row -> the first iteration it no longer moves (lost its race)
+
+    def settle_races(it: int, before: int) -> None:
+        """After the evaluation at ``it`` (the previous one: ``before``): the Sketcher's racing rule
+        (``Sketcher.prune``: a round at the first evaluation at or after ``race``, with the tolerance,
+        and a final one at the first at or after ``until``), on the rows' best-so-far eval losses; a
+        row that loses stops from ``it + 1``."""
+        for s in {id(r[0]): r[0] for r in rows}.values():
+            if s.race is None:
+                continue
+            if s.until is not None and before < s.until <= it:
+                tolerance = 0.0
+            elif before < s.race <= it:
+                tolerance = s.tolerance
+            else:
+                continue
+            mates = [j for j in range(count) if rows[j][0] is s and j not in out_from]
+            best = {j: min(v for k, v in evals[j] if k <= it) for j in mates}
+            for j in set(mates) - set(race_survivors(best, 1, tolerance)):
+                out_from[j] = it + 1
+
+    done_evals = sorted({k for e in evals for k, _ in e})
+    for before, k in zip([-1, *done_evals], done_evals):  # a resumed study replays its races
+        settle_races(k, before)
+
     def raced_out(i: int, it: int) -> bool:
-        """Row ``i`` lost its schedule's race: after ``race`` iterations only the row with the
-        lowest best-so-far eval loss (over the evaluations up to ``race``) keeps moving."""
-        s = rows[i][0]
-        if s.race is None or it <= s.race:
-            return False
-        mates = [j for j in range(count) if rows[j][0] is s]
-        best = {j: min(v for k, v in evals[j] if k <= s.race) for j in mates}
-        return min(mates, key=lambda j: (best[j], j)) != i
+        """Row ``i`` lost its schedule's race before iteration ``it``."""
+        return i in out_from and it >= out_from[i]
 
     def moving(i: int, it: int) -> bool:
         h = rows[i][0].horizon
@@ -354,8 +384,10 @@ def schedule_study(
                 )
                 ev = sum(sk.loss(sketch, image, LossContext(iteration=it, mode="eval")).values()).tolist()
             done = dict(zip(active, ev))
+            before = evals[0][-1][0] if evals[0] else -1
             for i in range(count):
                 evals[i].append((it, done[i] if i in done else evals[i][-1][1]))
+            settle_races(it, before)
             if log is not None:
                 log.write_text(
                     json.dumps(
@@ -913,7 +945,9 @@ def main() -> None:
         help="with --schedule: candidate schedules as LR:HORIZON (cosine to 0; '-': constant), "
         "comma-separated, each optionally followed by :decay=D (constant lr until HORIZON - D, then cosine "
         "to 0 over the last D), :race=P (after P iterations only the best "
-        "seed's row goes on), :views=K (another view sequence), :seeds=A+B (a subset of --seeds)",
+        "seed's row goes on; :tol=T:until=U after it: rows within T (relative) of the best go on "
+        "too, and only the best of them after U), :views=K (another view sequence), "
+        ":seeds=A+B (a subset of --seeds)",
     )
     parser.add_argument("--seeds", default="0,1000,2000", help="with --schedule: seeds, comma-separated")
     parser.add_argument(

@@ -234,3 +234,27 @@ def test_prune_after_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert capsys.readouterr().out == text
     assert main(["sketch", "--print-config", "--prune-after", "-1"]) == 2
     assert "prune_after" in _one_line_error(capsys)
+
+
+def test_race_tolerance_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [
+        "sketch",
+        "--print-config",
+        "--prune-after",
+        "50",
+        "--prune-tolerance",
+        "0.005",
+        "--prune-until",
+        "200",
+    ]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "prune_tolerance = 0.005" in text and "prune_until = 200" in text
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(text)
+    assert main(["sketch", "--print-config", "--config", str(cfg)]) == 0
+    assert capsys.readouterr().out == text
+    assert main(["sketch", "--print-config", "--prune-tolerance", "0.005"]) == 2  # no race to refine
+    assert "prune_tolerance" in _one_line_error(capsys)
+    assert main(["sketch", "--print-config", "--prune-after", "50", "--prune-until", "10"]) == 2
+    assert "prune_until (10) must be at or after prune_after (50)" in _one_line_error(capsys)

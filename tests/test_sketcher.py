@@ -9,12 +9,15 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from clipasso import Sketcher
 from clipasso.callbacks import Callback, SketchState
 from clipasso.config import PRESETS, SketchConfig
 from clipasso.errors import CheckpointError, InputError, NonFiniteLossError
 from clipasso.losses import LossContext, SketchLoss
+from clipasso.sketcher import race_survivors
 from clipasso.strokes import StrokeSet
 
 
@@ -100,19 +103,29 @@ class _Interrupt(Callback):
             raise KeyboardInterrupt
 
 
+_TWO_ROUNDS: dict[str, Any] = {**_RACE, "prune_after": 5, "prune_tolerance": 10.0, "prune_until": 10}
+
+
 @pytest.mark.parametrize(
-    "settings",
-    [{}, {"lr_schedule": "cosine"}, {"prune_after": 5, "num_sketches": 3}],
-    ids=["constant", "cosine", "pruned-after-resume"],
+    ("settings", "at"),
+    [
+        ({}, 6),
+        ({"lr_schedule": "cosine"}, 6),
+        ({"prune_after": 5, "num_sketches": 3}, 6),
+        (_TWO_ROUNDS, 10),  # resumed from step 8: between the race's two rounds
+    ],
+    ids=["constant", "cosine", "pruned-after-resume", "race-rounds-around-resume"],
 )
 def test_checkpoint_resume_equals_uninterrupted(
-    tiny_sketcher, tmp_path: Path, settings: dict[str, Any]
+    tiny_sketcher, tmp_path: Path, settings: dict[str, Any], at: int
 ) -> None:  # type: ignore[no-untyped-def]
     image = _image(224)
     reference = tiny_sketcher(checkpoint_every=4, **settings).sketch(image)
+    if "prune_until" in settings:
+        assert sorted(c.stop_iteration for c in reference.candidates) == [10, 10, 12]
     ckpt = tmp_path / "run.ckpt"
     interrupted = tiny_sketcher(checkpoint_every=4, **settings)
-    interrupted.callbacks.append(_Interrupt(at=6))
+    interrupted.callbacks.append(_Interrupt(at=at))
     with pytest.raises(KeyboardInterrupt):
         interrupted.sketch(image, checkpoint=ckpt)
     assert ckpt.exists() and not list(tmp_path.glob(".*tmp"))
@@ -438,8 +451,103 @@ def test_pruning_off_or_keeping_all_changes_nothing(
         assert sorted(stops) == [5, 12, 12]
 
 
+def test_race_survivors_fixed_cases() -> None:
+    best = {0: 2.33, 1: 2.311, 2: 2.309}  # chelsea at step 50: 1.06 %, 0.09 % and the leader
+    assert race_survivors(best, keep=1) == [2]
+    assert race_survivors(best, keep=1, tolerance=0.005) == [1, 2]
+    assert race_survivors(best, keep=1, tolerance=0.02) == [0, 1, 2]
+    assert race_survivors(best, keep=2) == [1, 2]
+    assert race_survivors({4: 1.0, 7: 1.0}, keep=1) == [4]  # a tie: the lower index
+    assert race_survivors({}, keep=1) == []
+    assert race_survivors({0: -1.0, 1: -0.995}, keep=1, tolerance=0.01) == [0, 1]  # relative to |leader|
+
+
+@given(
+    losses=st.lists(st.floats(0.01, 10.0), min_size=1, max_size=6),
+    keep=st.integers(1, 4),
+    tolerance=st.floats(0.0, 0.5),
+    more=st.floats(0.0, 0.5),
+)
+def test_race_survivors_properties(losses: list[float], keep: int, tolerance: float, more: float) -> None:
+    best = {10 + i: v for i, v in enumerate(losses)}
+    kept = race_survivors(best, keep, tolerance)
+    ranked = sorted(best, key=lambda b: (best[b], b))
+    assert set(ranked[:keep]) <= set(kept) <= set(best) and kept == sorted(kept)
+    bound = best[ranked[0]] * (1 + tolerance)
+    assert all(best[b] < bound for b in kept if b not in ranked[:keep])
+    assert all(best[b] >= bound for b in best if b not in kept)
+    assert set(kept) <= set(race_survivors(best, keep, tolerance + more))  # wider keeps more
+    assert race_survivors(best, keep) == sorted(ranked[:keep])  # no tolerance: exactly keep
+
+
+def _best_up_to(cand: Any, step: int) -> float:
+    return min(v for it, v in zip(cand.history.eval_iterations, cand.history.eval["total"]) if it <= step)
+
+
+@pytest.mark.parametrize("until", [10, 12])
+def test_race_tolerance_keeps_close_candidates_until_the_final_round(
+    tiny_sketcher, unraced, until: int
+) -> None:  # type: ignore[no-untyped-def]
+    """prune_tolerance between the runner-up's and the third's gap to the leader at step 5: the third
+    stops at 5; the runner-up runs beside the leader, whatever the gaps in between, to the evaluation
+    at prune_until, where only the leader (by then) goes on. Every candidate follows its unraced
+    trajectory while it runs."""
+    at5 = [_best_up_to(c, 5) for c in unraced.candidates]
+    order = sorted(range(3), key=lambda b: (at5[b], b))
+    lead = at5[order[0]]
+    gaps = [(at5[b] - lead) / abs(lead) for b in order]
+    assert gaps[1] < gaps[2], "the tiny run's candidates should not tie"
+    tolerance = (gaps[1] + gaps[2]) / 2
+    raced = tiny_sketcher(**_RACE, prune_after=5, prune_tolerance=tolerance, prune_until=until).sketch(
+        _image(224)
+    )
+    last = {b: _best_up_to(unraced.candidates[b], until) for b in order[:2]}
+    winner = min(last, key=lambda b: (last[b], b))
+    stops = {b: c.stop_iteration for b, c in enumerate(raced.candidates)}
+    assert stops == {order[2]: 5, winner: 12, ({order[0], order[1]} - {winner}).pop(): until}
+    for b, (cf, cr) in enumerate(zip(unraced.candidates, raced.candidates)):
+        assert cr.history.eval_iterations == [0, 5, 10, 12][: 2 + (stops[b] > 5) + (stops[b] > 10)]
+        assert cr.score == pytest.approx(_best_up_to(cf, stops[b]), rel=1e-4)
+    torch.testing.assert_close(
+        raced.candidates[winner].strokes.points, unraced.candidates[winner].strokes.points, atol=1e-4, rtol=0
+    )
+
+
+@pytest.mark.parametrize("until", [None, 10])
+def test_race_with_a_wide_tolerance_runs_everyone_until_the_deadline(
+    tiny_sketcher, unraced, until: int | None
+) -> None:  # type: ignore[no-untyped-def]
+    """A tolerance wider than every gap keeps all candidates running: to the end without a deadline
+    (the unraced run, bit for bit), or to prune_until, where only the leader goes on."""
+    raced = tiny_sketcher(**_RACE, prune_after=5, prune_tolerance=10.0, prune_until=until).sketch(_image(224))
+    stops = [c.stop_iteration for c in raced.candidates]
+    if until is None:
+        assert stops == [12, 12, 12]
+        for cf, cr in zip(unraced.candidates, raced.candidates):
+            assert torch.equal(cf.strokes.points, cr.strokes.points)
+    else:
+        at10 = [_best_up_to(c, 10) for c in unraced.candidates]
+        winner = min(range(3), key=lambda b: (at10[b], b))
+        assert stops == [12 if b == winner else 10 for b in range(3)]
+
+
 def test_pruning_settings_are_validated() -> None:
-    for bad in ({"prune_after": -1}, {"prune_after": True}, {"prune_after": 2.5}, {"prune_keep": 0}):
+    bads: list[dict[str, Any]] = [
+        {"prune_after": -1},
+        {"prune_after": True},
+        {"prune_after": 2.5},
+        {"prune_keep": 0},
+        {"prune_after": 50, "prune_tolerance": -0.1},
+        {"prune_after": 50, "prune_tolerance": float("nan")},
+        {"prune_after": 50, "prune_tolerance": float("inf")},
+        {"prune_after": 50, "prune_tolerance": True},
+        {"prune_after": 50, "prune_tolerance": "0.5%"},
+        {"prune_after": 50, "prune_until": -1},
+        {"prune_after": 50, "prune_until": 40},  # the deadline before the race
+        {"prune_tolerance": 0.005},  # refines a race that is off
+        {"prune_until": 200},
+    ]
+    for bad in bads:
         with pytest.raises(InputError, match="prune_"):
             SketchConfig(**bad)
 

@@ -90,6 +90,14 @@ class SketchConfig:
             (a race, as in successive halving). A deviation from the reference's independent
             best-of-N runs that saves most of the losers' cost; see docs/performance.md.
         prune_keep: How many candidates go on after ``prune_after``.
+        prune_tolerance: With ``prune_after``: at that round, a candidate whose best evaluation loss
+            is less than this (relative) above the leader's also goes on. 0 (default): exactly
+            ``prune_keep`` go on. Early evaluation losses of one seed differ by a few tenths of a
+            percent between runs (rounding), so a smaller gap is weak evidence; see
+            docs/performance.md.
+        prune_until: None, or the step of a second, final round: the survivors of the first run
+            side by side until the first evaluation at or after it, where only ``prune_keep`` go
+            on. None with a tolerance: the close candidates run to the end.
         shared_views: Draw the augmentations once for all sketches (cheaper, but then a batched
             run no longer equals separate runs).
         precision: CLIP precision for losses that take ``precision`` (``"fp32"``, ``"bf16"``,
@@ -144,6 +152,8 @@ class SketchConfig:
     lr_decay_fraction: float = 1.0
     prune_after: int | None = None
     prune_keep: int = 1
+    prune_tolerance: float = 0.0
+    prune_until: int | None = None
     shared_views: bool = False
     precision: str = "auto"
     channels_last: bool = True
@@ -177,12 +187,13 @@ class SketchConfig:
             "seed",
             "seed_stride",
             "prune_after",
+            "prune_until",
             "target_pool",
             "num_views",
         ):
             value = getattr(self, name)
-            if name == "prune_after" and value is None:
-                continue  # optional: None means no pruning
+            if name in ("prune_after", "prune_until") and value is None:
+                continue  # optional: None means no pruning / no deadline
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise InputError(f"{name} must be a non-negative integer, got {value!r}")
         for name in ("width", "lr", "opacity_lr"):
@@ -203,6 +214,26 @@ class SketchConfig:
         fraction = self.lr_decay_fraction
         if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0 < fraction <= 1:
             raise InputError(f"lr_decay_fraction must be in (0, 1], got {fraction!r}")
+        tolerance = self.prune_tolerance
+        if (
+            isinstance(tolerance, bool)
+            or not isinstance(tolerance, (int, float))
+            or not 0 <= tolerance < float("inf")
+        ):
+            raise InputError(f"prune_tolerance must be a finite number >= 0, got {tolerance!r}")
+        if self.prune_after is None and (tolerance > 0 or self.prune_until is not None):
+            raise InputError(
+                "prune_tolerance and prune_until refine a race: set prune_after too "
+                f"(got prune_tolerance={tolerance!r}, prune_until={self.prune_until!r})"
+            )
+        if (
+            self.prune_after is not None
+            and self.prune_until is not None
+            and self.prune_until < self.prune_after
+        ):
+            raise InputError(
+                f"prune_until ({self.prune_until}) must be at or after prune_after ({self.prune_after})"
+            )
         weight = self.identity_weight
         if weight is not None and (
             isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1

@@ -18,7 +18,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from .render import Rasterizer, composite, get_rasterizer
 from .result import Candidate, LossHistory, SketchResult
 from .strokes import StrokeSet
 
-__all__ = ["Sketcher", "cosine_lr_factor", "resolve_device"]
+__all__ = ["Sketcher", "cosine_lr_factor", "race_survivors", "resolve_device"]
 
 OptimizerFactory = Callable[[list[dict[str, Any]]], torch.optim.Optimizer]
 
@@ -74,6 +74,37 @@ def cosine_lr_factor(step: int, iterations: int, decay: int) -> float:
     """
     k = min(max(step - (iterations - decay), 0), decay)
     return 0.5 * (1.0 + math.cos(math.pi * k / decay))
+
+
+def race_survivors(best: Mapping[int, float], keep: int, tolerance: float = 0.0) -> list[int]:
+    """The racing rule: which of the running candidates go on, given their best evaluation losses.
+
+    The ``keep`` candidates with the lowest loss go on (ties: the lower index), and so does any other
+    candidate whose loss is less than ``tolerance`` (relative) above the leader's, i.e. below
+    ``leader + tolerance * |leader|``: a gap that small is not taken as evidence. ``tolerance=0``
+    keeps exactly ``keep``. :meth:`Sketcher.prune` applies it (``SketchConfig.prune_after``,
+    ``prune_keep``, ``prune_tolerance``, ``prune_until``).
+
+    Args:
+        best: ``{candidate index: best evaluation loss so far}`` of the running candidates.
+        keep: How many go on whatever the gaps (at least 1).
+        tolerance: The relative gap to the leader under which a candidate also goes on (>= 0).
+
+    Returns:
+        The indices that go on, sorted.
+
+    Example:
+        >>> race_survivors({0: 2.33, 1: 2.311, 2: 2.309}, keep=1)
+        [2]
+        >>> race_survivors({0: 2.33, 1: 2.311, 2: 2.309}, keep=1, tolerance=0.005)
+        [1, 2]
+    """
+    ranked = sorted(best, key=lambda b: (best[b], b))
+    if not ranked:
+        return []
+    lead = best[ranked[0]]
+    bound = lead + tolerance * abs(lead)
+    return sorted(b for i, b in enumerate(ranked) if i < keep or best[b] < bound)
 
 
 def _accepts(factory: Callable[..., Any], name: str) -> bool:
@@ -443,20 +474,36 @@ class Sketcher:
     def prune(self, run: _Run) -> list[int]:
         """The racing rule (``config.prune_after``): which running candidates stop now.
 
-        Called after every evaluation. From the first evaluation at or after ``prune_after`` on,
-        only the ``prune_keep`` running candidates with the lowest best evaluation loss go on (ties:
-        the lower index); the others stop at this step, keeping their best strokes, and stay in the
-        result as candidates. With ``prune_after=None`` (the reference) nothing is pruned.
+        Called after every evaluation; the race has at most two rounds. At the first evaluation at
+        or after ``prune_after``, the ``prune_keep`` running candidates with the lowest best
+        evaluation loss go on (ties: the lower index), and so does any other whose best loss is
+        less than ``prune_tolerance`` (relative) above the leader's (see :func:`race_survivors`).
+        If ``prune_until`` is set, the survivors then run side by side until the first evaluation
+        at or after it, where only ``prune_keep`` go on. The others stop at the round, keeping their
+        best strokes, and stay in the result as candidates. With ``prune_after=None`` (the
+        reference) nothing is pruned.
 
         Returns:
             The indices of the candidates to stop.
         """
         cfg = self.config
         active = run.active
-        if cfg.prune_after is None or run.iteration < cfg.prune_after or len(active) <= cfg.prune_keep:
+        if cfg.prune_after is None or len(active) <= cfg.prune_keep:
             return []
-        ranked = sorted(active, key=lambda b: (run.best_loss[b], b))
-        return sorted(ranked[cfg.prune_keep :])
+        now = run.iteration
+        before = run.eval_history[-2][0] if len(run.eval_history) >= 2 else -1  # the previous evaluation
+
+        def reached(step: int) -> bool:
+            return before < step <= now
+
+        if cfg.prune_until is not None and reached(cfg.prune_until):
+            tolerance = 0.0  # the final round
+        elif reached(cfg.prune_after):
+            tolerance = cfg.prune_tolerance
+        else:
+            return []
+        going_on = race_survivors({b: run.best_loss[b] for b in active}, cfg.prune_keep, tolerance)
+        return sorted(set(active) - set(going_on))
 
     def update_best(self, run: _Run, b: int, loss: float) -> bool:
         """The reference's eval rule for candidate ``b``; returns True when it should stop.
