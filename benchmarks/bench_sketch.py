@@ -556,6 +556,7 @@ class PhaseResult:
     rescored: list[float] = field(default_factory=list)
     strokes: list[Tensor] = field(default_factory=list)
     wall: float = 0.0  # whole sketch() calls, summed over the phase's runs (``timings["total"]``)
+    stops: list[int] = field(default_factory=list)  # each candidate's last step (a race stops losers)
 
     def per_iteration(self, eval_every: int = 10) -> float:
         """Seconds per optimisation step of the whole configuration, evaluation every ``eval_every``."""
@@ -577,9 +578,10 @@ def run_sketcher(
     iterations: int,
     loss_options: dict[str, Any] | None = None,
     preset: str | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> tuple[TimedSketcher, Any]:
     seed_stride = seeds[1] - seeds[0] if len(seeds) > 1 else 1000
-    config = SketchConfig.preset(preset) if preset else SketchConfig()
+    config = SketchConfig.preset(preset, **(settings or {})) if preset else SketchConfig(**(settings or {}))
     if loss_options:  # merged over the preset's loss options
         config = config.replace(loss_options={**config.loss_options, **loss_options})
     sk = TimedSketcher(
@@ -600,7 +602,7 @@ def run_sketcher(
 
 def _phase(name: str, runs: list[tuple[TimedSketcher, Any]]) -> PhaseResult:
     """Sum the runs of a phase (sequential seeds) into one :class:`PhaseResult`."""
-    train, evals, setup, init, best, strokes = 0.0, 0.0, 0.0, 0.0, [], []
+    train, evals, setup, init, best, strokes, stops = 0.0, 0.0, 0.0, 0.0, [], [], []
     for sk, result in runs:
         regular = [s - e for s, e in zip(sk.step_times[1:], sk.step_evals[1:])]
         t = _median(regular)
@@ -611,8 +613,11 @@ def _phase(name: str, runs: list[tuple[TimedSketcher, Any]]) -> PhaseResult:
         for c in result.candidates:
             best.append(c.score)
             strokes.append(c.strokes)
+            stops.append(c.stop_iteration)
     wall = sum(result.timings["total"] for _, result in runs)
-    return PhaseResult(name, len(best), train, evals, setup, init, 0, best, strokes=strokes, wall=wall)
+    return PhaseResult(
+        name, len(best), train, evals, setup, init, 0, best, strokes=strokes, wall=wall, stops=stops
+    )
 
 
 def rescore(models: Models, strokes: list[Any]) -> list[float]:
@@ -643,9 +648,10 @@ def run_default(
     loss_options: dict[str, Any] | None = None,
     name: str = "default (batched best-of-3)",
     preset: str | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> PhaseResult:
     with PeakRSS() as mem:
-        run = run_sketcher(models, None, list(SEEDS), iterations, loss_options, preset)
+        run = run_sketcher(models, None, list(SEEDS), iterations, loss_options, preset, settings)
     phase = _phase(name, [run])
     phase.peak_rss = mem.peak
     return phase
@@ -977,6 +983,13 @@ def main() -> None:
         metavar="K=V,...",
         help="loss options for (b) and --schedule, e.g. target_pool=64 (values read as Python literals)",
     )
+    parser.add_argument(
+        "--settings",
+        type=parse_options,
+        default={},
+        metavar="K=V,...",
+        help="SketchConfig settings for (b), over --preset's, e.g. prune_tolerance=1.0 (Python literals)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     args = parser.parse_args()
     if args.reference_curves and args.reference_race is not None:
@@ -998,6 +1011,8 @@ def main() -> None:
     report: dict[str, Any] = {"threads": args.threads, "iterations": args.iterations}
     if args.loss_options:
         report["loss_options"] = args.loss_options
+    if args.settings:
+        report["settings"] = args.settings
     phases: dict[str, PhaseResult] = {}
     if args.only in ("both", "baseline"):
         phases["baseline"] = run_baseline(models, args.baseline_iterations or args.iterations)
@@ -1005,7 +1020,12 @@ def main() -> None:
     if args.only in ("both", "default"):
         name = f"preset {args.preset} (batched best-of-3)" if args.preset else "default (batched best-of-3)"
         phases["default"] = run_default(
-            models, args.iterations, args.loss_options or None, name=name, preset=args.preset
+            models,
+            args.iterations,
+            args.loss_options or None,
+            name=name,
+            preset=args.preset,
+            settings=args.settings,
         )
         print(_fmt_phase(phases["default"], eval_every), flush=True)
         if args.bracket and "baseline" in phases:
@@ -1019,7 +1039,7 @@ def main() -> None:
             f"{key}: best eval loss after {steps} iterations per seed "
             f"{[round(x, 5) for x in p.best_eval]}"
             f" (own evaluator), fp32 re-score {[round(x, 5) for x in p.rescored]}; best-of-3 "
-            f"{min(p.rescored):.5f}"
+            f"{min(p.rescored):.5f}; last steps {p.stops}"
         )
         report[key] = {
             "train_s": p.train,
@@ -1030,6 +1050,7 @@ def main() -> None:
             "peak_rss_gib": gib(p.peak_rss),
             "best_eval": p.best_eval,
             "rescored_fp32": p.rescored,
+            "stop_iterations": p.stops,
         }
     if "baseline" in phases and "default" in phases:
         a, b = phases["baseline"], phases["default"]
