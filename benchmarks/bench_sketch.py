@@ -68,7 +68,7 @@ from clipasso.image import prepare_target
 from clipasso.losses import CLIPConvLoss, LossContext
 from clipasso.models import load_clip, visual_of
 from clipasso.render import composite, rasterize
-from clipasso.sketcher import cosine_lr_factor, race_survivors
+from clipasso.sketcher import cosine_lr_factor, race_round, race_survivors
 from clipasso.testing import recalibrate_batchnorm
 
 #: ``clip.model.CLIP`` constructor arguments of the released models (same shapes, same cost).
@@ -252,10 +252,8 @@ class Schedule:
                 name += f", race at {race}"
             elif key == "tol":
                 tolerance = float(value)
-                name += f" (tolerance {value}"
             elif key == "until":
                 until = int(value)
-                name += f" until {until})"
             elif key == "views":
                 views = int(value)
                 name += f", views {views}"
@@ -264,8 +262,12 @@ class Schedule:
                 name += f", seeds {'+'.join(value.split('+'))}"
             else:
                 raise ValueError(f"unknown schedule option {opt!r} in {spec!r}")
-        if (tolerance or until is not None) and (race is None or until is None or until < race):
-            raise ValueError(f"tol=T needs race=P and until=U >= P, in that order, in {spec!r}")
+        if tolerance or until is not None:
+            if race is None or until is None or until < race:
+                raise ValueError(f"tol=T needs race=P and until=U >= P in {spec!r}")
+            name = name.replace(
+                f", race at {race}", f", race at {race} (tolerance {tolerance} until {until})"
+            )
         return cls(name, float(lr_s), horizon, race, views, seeds, decay, tolerance, until)
 
     def at(self, step: int) -> float:
@@ -342,14 +344,9 @@ def schedule_study(
         (``Sketcher.prune``: a round at the first evaluation at or after ``race``, with the tolerance,
         and a final one at the first at or after ``until``), on the rows' best-so-far eval losses; a
         row that loses stops from ``it + 1``."""
-        for s in {id(r[0]): r[0] for r in rows}.values():
-            if s.race is None:
-                continue
-            if s.until is not None and before < s.until <= it:
-                tolerance = 0.0
-            elif before < s.race <= it:
-                tolerance = s.tolerance
-            else:
+        for s in schedules:
+            tolerance = race_round(before, it, s.race, s.until, s.tolerance)
+            if tolerance is None:
                 continue
             mates = [j for j in range(count) if rows[j][0] is s and j not in out_from]
             best = {j: min(v for k, v in evals[j] if k <= it) for j in mates}

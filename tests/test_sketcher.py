@@ -17,7 +17,7 @@ from clipasso.callbacks import Callback, SketchState
 from clipasso.config import PRESETS, SketchConfig
 from clipasso.errors import CheckpointError, InputError, NonFiniteLossError
 from clipasso.losses import LossContext, SketchLoss
-from clipasso.sketcher import race_survivors
+from clipasso.sketcher import race_round, race_survivors
 from clipasso.strokes import StrokeSet
 
 
@@ -451,6 +451,19 @@ def test_pruning_off_or_keeping_all_changes_nothing(
             assert torch.equal(cf.strokes.points, cr.strokes.points)
     else:
         assert sorted(stops) == [5, 12, 12]
+
+
+def test_race_round_fixed_cases() -> None:
+    """Rounds at the first evaluation at or after prune_after (with the tolerance) and prune_until
+    (none); every other evaluation, and a run without a race, is not a round."""
+    assert race_round(-1, 0, 0, None, 0.1) == 0.1  # prune_after=0: the first evaluation
+    assert race_round(40, 50, 50, 300, 0.005) == 0.005
+    assert race_round(45, 55, 50, 300, 0.005) == 0.005  # evaluations off the race's step
+    assert race_round(50, 60, 50, 300, 0.005) is None
+    assert race_round(290, 300, 50, 300, 0.005) == 0.0
+    assert race_round(300, 310, 50, 300, 0.005) is None
+    assert race_round(40, 50, 50, 50, 0.005) == 0.0  # both rounds at once: the final one
+    assert race_round(40, 50, None, None, 0.0) is None
 
 
 def test_race_survivors_fixed_cases() -> None:

@@ -37,7 +37,7 @@ from .render import Rasterizer, composite, get_rasterizer
 from .result import Candidate, LossHistory, SketchResult
 from .strokes import StrokeSet
 
-__all__ = ["Sketcher", "cosine_lr_factor", "race_survivors", "resolve_device"]
+__all__ = ["Sketcher", "cosine_lr_factor", "race_round", "race_survivors", "resolve_device"]
 
 OptimizerFactory = Callable[[list[dict[str, Any]]], torch.optim.Optimizer]
 
@@ -74,6 +74,35 @@ def cosine_lr_factor(step: int, iterations: int, decay: int) -> float:
     """
     k = min(max(step - (iterations - decay), 0), decay)
     return 0.5 * (1.0 + math.cos(math.pi * k / decay))
+
+
+def race_round(
+    before: int, now: int, prune_after: int | None, prune_until: int | None, tolerance: float
+) -> float | None:
+    """Whether the evaluation at step ``now`` is a round of the race, and the round's tolerance.
+
+    The race has at most two rounds: the first evaluation at or after ``prune_after``, with
+    ``tolerance``, and the first at or after ``prune_until``, with none (the final round). ``before``
+    is the step of the previous evaluation (-1 if none), so the rounds follow from the evaluation
+    history alone (a resumed run needs no extra state). :meth:`Sketcher.prune` applies
+    :func:`race_survivors` with the tolerance returned.
+
+    Returns:
+        The tolerance of the round, or None when ``now`` is not a round (or there is no race).
+
+    Example:
+        >>> race_round(40, 50, 50, 300, 0.005), race_round(50, 60, 50, 300, 0.005)
+        (0.005, None)
+        >>> race_round(290, 300, 50, 300, 0.005)
+        0.0
+    """
+    if prune_after is None:
+        return None
+    if prune_until is not None and before < prune_until <= now:
+        return 0.0
+    if before < prune_after <= now:
+        return tolerance
+    return None
 
 
 def race_survivors(best: Mapping[int, float], keep: int, tolerance: float = 0.0) -> list[int]:
@@ -488,19 +517,9 @@ class Sketcher:
         """
         cfg = self.config
         active = run.active
-        if cfg.prune_after is None or len(active) <= cfg.prune_keep:
-            return []
-        now = run.iteration
         before = run.eval_history[-2][0] if len(run.eval_history) >= 2 else -1  # the previous evaluation
-
-        def reached(step: int) -> bool:
-            return before < step <= now
-
-        if cfg.prune_until is not None and reached(cfg.prune_until):
-            tolerance = 0.0  # the final round
-        elif reached(cfg.prune_after):
-            tolerance = cfg.prune_tolerance
-        else:
+        tolerance = race_round(before, run.iteration, cfg.prune_after, cfg.prune_until, cfg.prune_tolerance)
+        if tolerance is None or len(active) <= cfg.prune_keep:
             return []
         going_on = race_survivors({b: run.best_loss[b] for b in active}, cfg.prune_keep, tolerance)
         return sorted(set(active) - set(going_on))
