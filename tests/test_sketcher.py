@@ -29,15 +29,60 @@ def _image(size: int = 96) -> torch.Tensor:
     return (1 - 0.8 * disc).expand(3, -1, -1).contiguous()
 
 
+class _BatchInvariantLoss(SketchLoss):
+    """A pixel objective whose value for a sketch does not depend on the rest of the batch, bit for bit,
+    on any CPU: each sketch's squared error is reduced on its own (a batched reduction, like oneDNN's
+    convolutions in the CLIP tower, may split its work by the batch's shape, and so round differently
+    for B = 2 and B = 1). In train mode it is scaled by a number drawn from that sketch's own
+    generator, as the CLIP views are, so a candidate that gets another's randomness shows.
+
+    The rasterizer is batch-invariant too (test_render), so with this objective a candidate of a
+    batched run must equal its separate run EXACTLY: tests of the Sketcher's bookkeeping (batches,
+    stopped candidates, races) use it and compare with ``==``. With the CLIP objective on the tiny
+    models that is not a sound test: the loss is ~1e-6, a difference of nearly equal features, and
+    Adam's normalised steps amplify rounding (a 1e-4 px shift of the initial strokes changes the
+    training losses by 2-3 % within 12 steps), so a kernel that rounds differently for another batch
+    shape (seen: 2.2 % on an AMX Xeon, passing on an AMD EPYC) decides the outcome."""
+
+    name = "batch_invariant_l2"
+
+    def compute(self, sketch: torch.Tensor, target: torch.Tensor, context: LossContext) -> torch.Tensor:
+        per = torch.stack([((s - target[0]) ** 2).mean() for s in sketch])
+        gens = context.generators
+        if context.mode == "train" and isinstance(gens, list):
+            per = per * torch.stack([1 + torch.rand((), generator=g) for g in gens]).to(per)
+        return per
+
+
 _BASE: dict[str, Any] = dict(num_strokes=4, iterations=12, num_sketches=2, eval_every=5, device="cpu")
-#: The race tests: 3 candidates, every evaluation counted (no early stop, no 1e-5 dead band).
-_RACE: dict[str, Any] = dict(num_sketches=3, iterations=12, early_stop_patience=0, early_stop_delta=0.0)
+#: The race tests: 3 candidates, every evaluation counted (no early stop, no 1e-5 dead band), on the
+#: batch-invariant objective so a raced candidate equals its unraced trajectory exactly.
+_RACE: dict[str, Any] = dict(
+    num_sketches=3, iterations=12, early_stop_patience=0, early_stop_delta=0.0, loss=_BatchInvariantLoss()
+)
 
 
 @pytest.fixture()
 def tiny_sketcher(tiny_resnet: torch.nn.Module, tiny_vit: torch.nn.Module):  # type: ignore[no-untyped-def]
     def make(**settings: Any) -> Sketcher:
         return Sketcher(clip_model=tiny_resnet, saliency_model=tiny_vit, **{**_BASE, **settings})
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def calibrated_resnet() -> torch.nn.Module:
+    """The tiny ResNet with its BatchNorm recalibrated: content-sensitive, loss ~16 instead of ~1e-6."""
+    from clipasso.testing import recalibrate_batchnorm, tiny_clip
+
+    images = torch.rand(4, 3, 224, 224, generator=torch.Generator().manual_seed(5))
+    return recalibrate_batchnorm(tiny_clip("resnet", seed=0), images)
+
+
+@pytest.fixture()
+def calibrated_sketcher(calibrated_resnet: torch.nn.Module, tiny_vit: torch.nn.Module):  # type: ignore[no-untyped-def]
+    def make(**settings: Any) -> Sketcher:
+        return Sketcher(clip_model=calibrated_resnet, saliency_model=tiny_vit, **{**_BASE, **settings})
 
     return make
 
@@ -74,16 +119,36 @@ def test_best_strokes_are_the_evaluated_ones(tiny_sketcher) -> None:  # type: ig
     assert torch.equal(snap, cand.strokes.points[0])
 
 
-def test_batched_best_of_n_equals_separate_runs(tiny_sketcher) -> None:  # type: ignore[no-untyped-def]
+def test_batched_best_of_n_equals_separate_runs_exactly(tiny_sketcher) -> None:  # type: ignore[no-untyped-def]
+    """On a batch-invariant objective the batch is bit for bit the separate runs (any CPU)."""
     image = _image(224)
-    batched = tiny_sketcher(num_sketches=2, seed=0, seed_stride=1000).sketch(image)
+    exact = dict(loss=_BatchInvariantLoss(), early_stop_patience=0)
+    batched = tiny_sketcher(num_sketches=2, seed=0, seed_stride=1000, **exact).sketch(image)
     for b, seed in enumerate((0, 1000)):
-        single = tiny_sketcher(num_sketches=1, seed=seed).sketch(image)
+        single = tiny_sketcher(num_sketches=1, seed=seed, **exact).sketch(image)
         cand = batched.candidates[b]
         assert cand.seed == seed
-        torch.testing.assert_close(cand.strokes.points, single.strokes.points, atol=1e-4, rtol=0)
-        assert math.isclose(cand.score, single.best_loss, rel_tol=1e-4, abs_tol=1e-7)
-        assert cand.best_iteration == single.best_iteration
+        assert torch.equal(cand.strokes.points, single.strokes.points)
+        assert cand.score == single.best_loss and cand.best_iteration == single.best_iteration
+        assert cand.history.train == single.history.train and cand.history.eval == single.history.eval
+
+
+def test_batched_best_of_n_equals_separate_runs_on_clip(calibrated_sketcher) -> None:  # type: ignore[no-untyped-def]
+    """The same on the CLIP objective, to the rounding of its kernels: the oneDNN convolutions may
+    round differently for 8 views and 4 (machine-dependent; bit-identical on the AMX Xeon this was
+    written on), and 12 Adam steps amplify that, so values are compared to 1e-3 (a 1e-4 px shift of
+    the initial strokes moves them by up to 5e-3 on this content-sensitive tiny model)."""
+    image = _image(224)
+    batched = calibrated_sketcher(num_sketches=2, seed=0, seed_stride=1000).sketch(image)
+    for b, seed in enumerate((0, 1000)):
+        single = calibrated_sketcher(num_sketches=1, seed=seed).sketch(image)
+        cand = batched.candidates[b]
+        assert cand.seed == seed and cand.best_iteration == single.best_iteration
+        assert cand.history.eval_iterations == single.history.eval_iterations
+        # step 0 renders the same strokes with the same views: only the batch shape differs
+        assert cand.history.train["total"][0] == pytest.approx(single.history.train["total"][0], rel=1e-5)
+        assert cand.history.train["total"] == pytest.approx(single.history.train["total"], rel=1e-3)
+        torch.testing.assert_close(cand.strokes.points, single.strokes.points, atol=1e-2, rtol=0)
 
 
 def test_deterministic(tiny_sketcher) -> None:  # type: ignore[no-untyped-def]
@@ -285,26 +350,52 @@ def test_edge_loss_moves_ink_onto_the_outline() -> None:
     assert after < 0.6 * before, (before, after)
 
 
-def test_a_stopped_candidate_freezes_while_the_others_go_on(tiny_sketcher) -> None:  # type: ignore[no-untyped-def]
-    """Candidate 0 stops at iteration 5 (forced); candidate 1 still equals its separate run."""
+@pytest.mark.parametrize("objective", ["batch-invariant", "clip"])
+def test_a_stopped_candidate_freezes_while_the_others_go_on(
+    tiny_sketcher, calibrated_sketcher, objective: str
+) -> None:  # type: ignore[no-untyped-def]
+    """Candidate 0 stops at iteration 5 (forced); it keeps its strokes, and candidate 1 still equals
+    its separate run: exactly on the batch-invariant objective (any CPU), to the CLIP kernels'
+    rounding as amplified by Adam on the CLIP objective (see the two best-of-N tests above)."""
 
     class StopFirst(Sketcher):
         def update_best(self, run, b, loss):  # type: ignore[no-untyped-def]
             stop = super().update_best(run, b, loss)
             return stop or (b == 0 and run.iteration == 5)
 
-    base = tiny_sketcher(num_sketches=2, iterations=12, early_stop_patience=0)
-    batched = StopFirst(base.config, clip_model=base.clip_model, saliency_model=base.saliency_model)
+    exact = objective == "batch-invariant"
+    make = tiny_sketcher if exact else calibrated_sketcher
+    settings: dict[str, Any] = dict(iterations=12, early_stop_patience=0)
+    if exact:
+        settings["loss"] = _BatchInvariantLoss()
+
+    class Watch(Callback):
+        def __init__(self) -> None:
+            self.points: list[torch.Tensor] = []
+
+        def on_step(self, sketcher: Sketcher, state: SketchState) -> None:
+            self.points.append(state.strokes.points.detach()[0].clone())
+
+    base = make(num_sketches=2, **settings)
+    batched = StopFirst(
+        base.config, loss=base.loss, clip_model=base.clip_model, saliency_model=base.saliency_model
+    )
+    batched.callbacks.append(watch := Watch())
     result = batched.sketch(_image(224))
     first, second = result.candidates
     assert first.stop_iteration == 5 and len(first.history.train["total"]) == 5
     assert first.history.eval_iterations == [0, 5]
     assert second.stop_iteration == 12 and second.history.eval_iterations == [0, 5, 10, 12]
-    single = tiny_sketcher(num_sketches=1, seed=1000, iterations=12, early_stop_patience=0).sketch(
-        _image(224)
-    )
-    torch.testing.assert_close(second.strokes.points, single.strokes.points, atol=1e-4, rtol=0)
-    assert second.history.train["total"] == pytest.approx(single.history.train["total"], rel=1e-4)
+    # the stopped candidate keeps, to the end, the strokes it was evaluated with at its stop
+    assert not torch.equal(watch.points[0], watch.points[4])  # it moved before
+    assert all(torch.equal(p, dict(first.snapshots)[5]) for p in watch.points[5:])
+    single = make(num_sketches=1, seed=1000, **settings).sketch(_image(224))
+    if exact:
+        assert torch.equal(second.strokes.points, single.strokes.points)
+        assert second.history.train == single.history.train and second.history.eval == single.history.eval
+    else:
+        torch.testing.assert_close(second.strokes.points, single.strokes.points, atol=1e-2, rtol=0)
+        assert second.history.train["total"] == pytest.approx(single.history.train["total"], rel=1e-3)
 
 
 def test_warm_start_from_svg_shares_the_saliency_model(tiny_sketcher) -> None:  # type: ignore[no-untyped-def]
@@ -430,12 +521,12 @@ def test_pruning_races_the_candidates_then_keeps_the_best(tiny_sketcher, unraced
     for b, (cf, cr) in enumerate(zip(unraced.candidates, raced.candidates)):
         if b == keep:
             assert cr.stop_iteration == 12 and cr.history.eval_iterations == [0, 5, 10, 12]
-            torch.testing.assert_close(cr.strokes.points, cf.strokes.points, atol=1e-4, rtol=0)
-            assert cr.score == pytest.approx(cf.score, rel=1e-4)
+            assert torch.equal(cr.strokes.points, cf.strokes.points) and cr.score == cf.score
+            assert cr.history.train == cf.history.train
         else:
             assert cr.stop_iteration == 5 and cr.history.eval_iterations == [0, 5]
             assert len(cr.history.train["total"]) == 5
-            assert cr.score == pytest.approx(at5[b], rel=1e-4)
+            assert cr.score == at5[b]
     assert raced.best_index == keep or raced.candidates[raced.best_index].score < raced.candidates[keep].score
 
 
@@ -522,10 +613,8 @@ def test_race_tolerance_keeps_close_candidates_until_the_final_round(
     assert stops == {order[2]: 5, winner: 12, ({order[0], order[1]} - {winner}).pop(): until}
     for b, (cf, cr) in enumerate(zip(unraced.candidates, raced.candidates)):
         assert cr.history.eval_iterations == [0, 5, 10, 12][: 2 + (stops[b] > 5) + (stops[b] > 10)]
-        assert cr.score == pytest.approx(_best_up_to(cf, stops[b]), rel=1e-4)
-    torch.testing.assert_close(
-        raced.candidates[winner].strokes.points, unraced.candidates[winner].strokes.points, atol=1e-4, rtol=0
-    )
+        assert cr.score == _best_up_to(cf, stops[b])
+    assert torch.equal(raced.candidates[winner].strokes.points, unraced.candidates[winner].strokes.points)
 
 
 @pytest.mark.parametrize("until", [None, 10])

@@ -51,6 +51,7 @@ __all__ = ["TorchRasterizer", "box_coverage", "rasterize_torch"]
 _HALF_DIAG = math.sqrt(0.5)  # largest distance from a pixel centre to its square's boundary
 _SEARCH_BUDGET = 1 << 20  # elements of the largest no-grad search tensor
 _SMALL_CLASS = 64  # patches up to this side share one vectorised class
+_CHORD_STEPS = (4, 8, 16, 32, 64)
 
 
 def box_coverage(t: Tensor, a: Tensor, b: Tensor) -> Tensor:
@@ -188,6 +189,14 @@ def _newton(coef: Tensor, centre: Tensor, t: Tensor, steps: int) -> tuple[Tensor
     return t, d2, h
 
 
+def _chords(leg: float) -> int:
+    """Chords per segment of the search polyline for a stroke whose longest segment's control
+    polygon is ``leg`` pixels long: about one per 3 px, from 4 to 64, rounded up to one of a few
+    steps (powers of 2) so that similar strokes share a vectorised class."""
+    need = min(64, max(4, math.ceil(leg / 3.0)))
+    return next(c for c in _CHORD_STEPS if c >= need)
+
+
 def _patch_origin(lo: Tensor, size: int, extent: int) -> Tensor:
     """Clamp patch origins so the patch lies inside the canvas (it still covers the visible box)."""
     return lo.clamp(0, max(extent - size, 0))
@@ -222,9 +231,10 @@ def _search(
     m_count, k, _ = coef.shape
     dtype, device = coef.dtype, coef.device
     s = torch.linspace(0.0, 1.0, chords + 1, dtype=dtype, device=device)
-    basis = torch.stack([s**3, s**2, s, torch.ones_like(s)], dim=-1)  # [c+1, 4]
-    cx = coef[..., 0::2] @ basis.T  # [M, k, c+1]
-    cy = coef[..., 1::2] @ basis.T
+    # Horner's rule, elementwise (a matmul's blocking would depend on M, i.e. on the batch)
+    c3, c2, c1, c0 = (coef[..., i : i + 2].unsqueeze(-1) for i in (0, 2, 4, 6))  # [M, k, 2, 1]
+    cxy = ((c3 * s + c2) * s + c1) * s + c0  # [M, k, 2, c+1]
+    cx, cy = cxy[:, :, 0], cxy[:, :, 1]  # [M, k, c+1]
     ax, ay = cx[..., :-1].reshape(m_count, 1, -1), cy[..., :-1].reshape(m_count, 1, -1)  # [M, 1, C]
     dx = (cx[..., 1:] - cx[..., :-1]).reshape(m_count, 1, -1)
     dy = (cy[..., 1:] - cy[..., :-1]).reshape(m_count, 1, -1)
@@ -382,18 +392,21 @@ def rasterize_torch(
         ext_list = extent.tolist()
         leg_list = legs.amax(dim=-1).tolist()
 
-    classes: dict[int, list[int]] = {}
-    for g_idx, (ex, ey) in enumerate(ext_list):
+    # A class is (patch size class, chords per segment), both functions of the stroke alone: the
+    # chords set the search's initial t (and so Newton's result to rounding), so a stroke renders
+    # bit for bit the same whatever else is in the batch. The common patch only adds pixels that
+    # the distance test rejects.
+    classes: dict[tuple[int, int], list[int]] = {}
+    for g_idx, ((ex, ey), leg) in enumerate(zip(ext_list, leg_list)):
         side = max(ex, ey)
         key = 0 if side <= _SMALL_CLASS else 1 << math.ceil(math.log2(side))
-        classes.setdefault(key, []).append(g_idx)
+        classes.setdefault((key, _chords(leg)), []).append(g_idx)
 
     parts = []
-    for members in classes.values():
+    for (_key, chords), members in classes.items():
         sel = torch.tensor(members, dtype=torch.long, device=device)
         sw = min(w, max(ext_list[i][0] for i in members))
         sh = min(h, max(ext_list[i][1] for i in members))
-        chords = int(min(64, max(4, math.ceil(max(leg_list[i] for i in members) / 3.0))))
         margin = 0.75 * d2max[sel] / chords**2
         ox = _patch_origin(lo[sel, 0], sw, w)
         oy = _patch_origin(lo[sel, 1], sh, h)
