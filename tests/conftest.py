@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import os
 
-import pytest
-import torch
-from hypothesis import settings
+from clipasso.threads import limit_spinning
 
-from clipasso.testing import tiny_clip
+limit_spinning()  # before torch loads the OpenMP runtime: idle threads spin briefly, then sleep
 
-# CLIPASSO_TEST_THREADS=1 avoids thread oversubscription when other jobs share the CPU.
-torch.set_num_threads(int(os.environ.get("CLIPASSO_TEST_THREADS", min(2, os.cpu_count() or 1))))
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+from clipasso.testing import tiny_clip  # noqa: E402
+
+# One intra-op thread unless asked (CLIPASSO_TEST_THREADS=2): the tiny models' ops are small and
+# dispatch-bound, and with two threads a 2-core machine running anything else stalls them (the suite
+# took 20 minutes instead of 2.5 beside another job; docs/performance.md, "Threads").
+torch.set_num_threads(int(os.environ.get("CLIPASSO_TEST_THREADS", "1")))
 
 settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True)
 settings.register_profile("dev", max_examples=25, deadline=None)

@@ -244,3 +244,101 @@ def test_race_tolerance_flags_are_validated(capsys: pytest.CaptureFixture[str]) 
     assert "prune_tolerance" in _one_line_error(capsys)
     assert main(["sketch", "--print-config", "--prune-after", "50", "--prune-until", "10"]) == 2
     assert "prune_until (10) must be at or after prune_after (50)" in _one_line_error(capsys)
+
+
+_EDGES = ["--loss", "edges", "--initializer", "random", *FAST]
+
+
+@pytest.mark.parametrize("where", ["output", "image folder", "ancestor"])
+def test_unusable_output_location_fails_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """-o naming a file (or a file where a folder must go) exits 2 with one line, before the run."""
+    img = _photo(tmp_path / "a.png")
+    blocker = tmp_path / "taken"
+    blocker.write_text("precious")
+    out = {"output": blocker, "image folder": tmp_path / "out", "ancestor": blocker / "deeper"}[where]
+    if where == "image folder":
+        out.mkdir()
+        (out / "a").write_text("precious")
+
+    def no_work(*a: object, **k: object) -> None:
+        raise AssertionError("the optimisation must not start")
+
+    from clipasso.sketcher import Sketcher
+
+    monkeypatch.setattr(Sketcher, "sketch", no_work)
+    assert main(["sketch", str(img), "-o", str(out), *_EDGES]) == 2
+    assert "is a file, not a folder" in _one_line_error(capsys)
+    assert blocker.read_text() == "precious"
+
+
+def test_a_failing_save_keeps_the_result_elsewhere(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The output folder becomes unwritable during the run: the finished sketch is saved under the
+    temporary directory and the message says where (exit 1)."""
+    img = _photo(tmp_path / "a.png")
+    out = tmp_path / "out"
+    real = outputs.save_outputs_atomic
+
+    def disk_full(write: object, folder: Path) -> Path:
+        if Path(folder).parent == out:
+            raise OSError(28, "No space left on device")
+        return real(write, folder)
+
+    monkeypatch.setattr(outputs, "save_outputs_atomic", disk_full)
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    assert main(["sketch", str(img), "-o", str(out), *_EDGES]) == 1
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "they were saved in" in err
+    rescued = list((tmp_path / "tmp").glob("clipasso-rescue-a-*/a/sketch.svg"))
+    assert len(rescued) == 1 and str(rescued[0].parent) in err
+
+
+def test_outputs_get_the_umask_modes(tmp_path: Path) -> None:
+    """Files 0o666 and folders 0o777 less the umask, as `open`/`mkdir` give (not the 0o600/0o700 of
+    temporary files)."""
+    import os
+    import stat
+
+    img = _photo(tmp_path / "a.png")
+    old = os.umask(0o027)
+    try:
+        assert main(["sketch", str(img), "-o", str(tmp_path / "out"), *_EDGES]) == 0
+    finally:
+        os.umask(old)
+    folder = tmp_path / "out" / "a"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o750
+    assert stat.S_IMODE((folder / "candidates").stat().st_mode) == 0o750
+    for name in ("sketch.svg", "sketch.png", "config.json", "candidates/scores.json"):
+        assert stat.S_IMODE((folder / name).stat().st_mode) == 0o640, name
+
+
+def test_missing_weights_fail_before_the_progress_bar(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    img = _photo(tmp_path / "a.png")
+    missing = tmp_path / "nowhere" / "ViT-B-32.pt"
+    weights = ["--clip-weights", str(tiny_clip_file("resnet")), "--saliency-weights", str(missing)]
+    code = main(["sketch", str(img), "-o", str(tmp_path / "out"), "--iterations", "3", *weights])
+    captured = capsys.readouterr()
+    assert code == 2 and str(missing) in captured.err
+    assert "0/3" not in captured.err and len(captured.err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_help_and_version_do_not_import_torch() -> None:
+    """`clipasso --help` / `--version` answer without importing torch (well under a second)."""
+    script = (
+        "import sys\nfrom clipasso.cli import main\n"
+        "for argv in (['--version'], ['--help'], ['sketch', '--help']):\n"
+        "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+        "print('torch' in sys.modules, 'numpy' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False False"

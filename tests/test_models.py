@@ -126,7 +126,25 @@ def test_offline_error_names_model_url_and_fix(tmp_path: Path, monkeypatch: pyte
     assert "'RN101'" in message
     assert CLIP_MODELS["RN101"][0] in message
     assert "CLIPASSO_WEIGHTS_RN101" in message and "--clip-weights" in message
+    assert "--loss edges" in message  # the weights-free mode, for those who have no weights at all
     assert not list((tmp_path / "cache").glob("*")), "a failed download must leave nothing behind"
+
+
+@pytest.mark.parametrize(
+    ("role", "flag", "other"),
+    [("saliency", "--saliency-weights", "--clip-weights"), ("loss", "--clip-weights", "--saliency-weights")],
+)
+def test_offline_error_names_the_flag_of_the_models_role(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, role: str, flag: str, other: str
+) -> None:
+    monkeypatch.setattr(loading, "_urlopen", _fail)
+    monkeypatch.setattr(loading.Path, "home", lambda: tmp_path / "home")
+    monkeypatch.delenv(weights_env_var("ViT-B/32"), raising=False)
+    with pytest.raises(WeightsError) as info:
+        load_clip("ViT-B/32", cache_dir=tmp_path / "cache", role=role)
+    message = str(info.value)
+    assert flag in message and other not in message
+    assert "CLIPASSO_WEIGHTS_VIT_B_32" in message and "--loss edges --initializer random" in message
 
 
 def _fake_network(payload: bytes, calls: list[str]):  # type: ignore[no-untyped-def]

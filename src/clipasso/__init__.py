@@ -16,61 +16,155 @@ Example:
     True
 """
 
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
-from .augment import ReferenceViews
-from .callbacks import Callback, SketchState
-from .config import SketchConfig
-from .errors import (
-    BackendUnavailableError,
-    CheckpointError,
-    ClipassoError,
-    InputError,
-    NonFiniteLossError,
-    SVGError,
-    WeightsError,
-)
-from .image import Matting, Target, prepare_target
-from .init import (
-    INITIALIZERS,
-    Initializer,
-    InitResult,
-    RandomInitializer,
-    SaliencyInitializer,
-    SVGInitializer,
-    create_initializer,
-    list_initializers,
-    register_initializer,
-    save_saliency_figure,
-)
-from .losses import (
-    LOSSES,
-    CLIPConvLoss,
-    CLIPSemanticLoss,
-    ComposedLoss,
-    EdgeLoss,
-    LossContext,
-    OpacitySparsityLoss,
-    PixelL2Loss,
-    SketchLoss,
-    create_loss,
-    list_losses,
-    register_loss,
-)
-from .models import available_models, load_clip
-from .registry import Registry
-from .render import (
-    RASTERIZERS,
-    Rasterizer,
-    available_backends,
-    composite,
-    get_rasterizer,
-    rasterize,
-    register_rasterizer,
-)
-from .result import Candidate, LossHistory, SketchResult
-from .sketcher import Sketcher
-from .strokes import StrokeSet
-from .xdog import otsu_threshold, xdog
+
+# The public names, each imported from its module on first use (PEP 562): ``import clipasso`` and
+# the command line's ``--help`` do not pay for importing torch until something needs it.
+_EXPORTS: dict[str, str] = {
+    "available_backends": ".render",
+    "available_models": ".models",
+    "BackendUnavailableError": ".errors",
+    "Callback": ".callbacks",
+    "Candidate": ".result",
+    "CheckpointError": ".errors",
+    "ClipassoError": ".errors",
+    "CLIPConvLoss": ".losses",
+    "CLIPSemanticLoss": ".losses",
+    "ComposedLoss": ".losses",
+    "composite": ".render",
+    "create_initializer": ".init",
+    "create_loss": ".losses",
+    "EdgeLoss": ".losses",
+    "get_rasterizer": ".render",
+    "Initializer": ".init",
+    "INITIALIZERS": ".init",
+    "InitResult": ".init",
+    "InputError": ".errors",
+    "list_initializers": ".init",
+    "list_losses": ".losses",
+    "load_clip": ".models",
+    "LossContext": ".losses",
+    "LOSSES": ".losses",
+    "LossHistory": ".result",
+    "Matting": ".image",
+    "NonFiniteLossError": ".errors",
+    "OpacitySparsityLoss": ".losses",
+    "otsu_threshold": ".xdog",
+    "PixelL2Loss": ".losses",
+    "prepare_target": ".image",
+    "RandomInitializer": ".init",
+    "rasterize": ".render",
+    "Rasterizer": ".render",
+    "RASTERIZERS": ".render",
+    "ReferenceViews": ".augment",
+    "register_initializer": ".init",
+    "register_loss": ".losses",
+    "register_rasterizer": ".render",
+    "Registry": ".registry",
+    "SaliencyInitializer": ".init",
+    "save_saliency_figure": ".init",
+    "SketchConfig": ".config",
+    "Sketcher": ".sketcher",
+    "SketchLoss": ".losses",
+    "SketchResult": ".result",
+    "SketchState": ".callbacks",
+    "StrokeSet": ".strokes",
+    "SVGError": ".errors",
+    "SVGInitializer": ".init",
+    "Target": ".image",
+    "WeightsError": ".errors",
+    "xdog": ".xdog",
+}
+
+if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
+    from .augment import ReferenceViews
+    from .callbacks import Callback, SketchState
+    from .config import SketchConfig
+    from .errors import (
+        BackendUnavailableError,
+        CheckpointError,
+        ClipassoError,
+        InputError,
+        NonFiniteLossError,
+        SVGError,
+        WeightsError,
+    )
+    from .image import Matting, Target, prepare_target
+    from .init import (
+        INITIALIZERS,
+        Initializer,
+        InitResult,
+        RandomInitializer,
+        SaliencyInitializer,
+        SVGInitializer,
+        create_initializer,
+        list_initializers,
+        register_initializer,
+        save_saliency_figure,
+    )
+    from .losses import (
+        LOSSES,
+        CLIPConvLoss,
+        CLIPSemanticLoss,
+        ComposedLoss,
+        EdgeLoss,
+        LossContext,
+        OpacitySparsityLoss,
+        PixelL2Loss,
+        SketchLoss,
+        create_loss,
+        list_losses,
+        register_loss,
+    )
+    from .models import available_models, load_clip
+    from .registry import Registry
+    from .render import (
+        RASTERIZERS,
+        Rasterizer,
+        available_backends,
+        composite,
+        get_rasterizer,
+        rasterize,
+        register_rasterizer,
+    )
+    from .result import Candidate, LossHistory, SketchResult
+    from .sketcher import Sketcher
+    from .strokes import StrokeSet
+    from .xdog import otsu_threshold, xdog
+
+
+class _Package(types.ModuleType):
+    """The package's module type: the submodule ``clipasso.xdog`` must not replace the public
+    function :func:`xdog` of the same name when some module imports it (the import system sets a
+    submodule as an attribute of its package)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == f".{name}":
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'clipasso' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later lookups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "INITIALIZERS",

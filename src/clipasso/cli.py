@@ -95,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sk.add_argument("--seed", type=int, help="seed of the first candidate")
     sk.add_argument("--device", help="auto, cpu, cuda, cuda:1, mps, ...")
+    sk.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="CPU threads (default: one per core; idle threads spin only briefly, so a busy machine "
+        "does not stall them: see docs/performance.md)",
+    )
     sk.add_argument("--mask", type=Path, action="append", help="object mask file (one per image, in order)")
     sk.add_argument("--fix-scale", action="store_true", default=None, help="pad to a white square first")
     sk.add_argument("--width", type=float, help="stroke half-width r in pixels (reference: 1.5)")
@@ -211,6 +218,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "prune_until": args.prune_until,
         "seed": args.seed,
         "device": args.device,
+        "threads": args.threads,
         "fix_scale": args.fix_scale,
         "width": args.width,
         "loss": args.loss,
@@ -279,7 +287,7 @@ def _sketch(args: argparse.Namespace) -> int:
     from .config import SketchConfig
     from .errors import ClipassoError, InputError
     from .image import prepare_target
-    from .outputs import save_ladder, save_outputs, save_outputs_atomic
+    from .outputs import check_output_folder, save_ladder, save_outputs
     from .sketcher import Sketcher
 
     settings = _settings(args)
@@ -296,10 +304,23 @@ def _sketch(args: argparse.Namespace) -> int:
     if masks and len(masks) != len(args.images):
         raise UsageError(f"got {len(masks)} --mask for {len(args.images)} images; give one mask per image")
     counts = args.strokes or [config.num_strokes]
-    sketcher = Sketcher(config)  # one Sketcher: models load once and serve every image
-    status = EXIT_OK
     out_root: Path = args.output
-    for idx, (image, name) in enumerate(zip(args.images, _unique_names(args.images))):
+    names = _unique_names(args.images)
+    try:  # every output location is checked before any work: a finished run must not be lost
+        check_output_folder(out_root)
+        for name in names:
+            check_output_folder(out_root / name)
+    except InputError as exc:
+        raise UsageError(str(exc)) from None
+    sketcher = Sketcher(config)  # one Sketcher: models load once and serve every image
+    try:
+        sketcher.load()  # weights errors surface now, before any progress bar or output
+    except ClipassoError as exc:
+        if not (isinstance(exc, InputError) or _is_user_error(exc)):
+            raise
+        raise UsageError(str(exc)) from None
+    status = EXIT_OK
+    for idx, (image, name) in enumerate(zip(args.images, names)):
         mask = masks[idx] if masks else None
         t0 = time.perf_counter()
         try:
@@ -324,7 +345,11 @@ def _sketch(args: argparse.Namespace) -> int:
                         save_outputs(res, folder / f"strokes-{n}", extra_config=extra)
                     save_ladder(results, folder / "ladder.png")
 
-            target_dir = save_outputs_atomic(write, out_root / name)
+            target_dir = _save_or_rescue(write, out_root / name)
+        except OutputRescued as exc:
+            print(f"clipasso: error: {image}: {exc}", file=sys.stderr)
+            status = max(status, EXIT_INTERNAL)
+            continue
         except ClipassoError as exc:
             print(f"clipasso: error: {image}: {exc}", file=sys.stderr)
             if args.debug:
@@ -340,6 +365,29 @@ def _sketch(args: argparse.Namespace) -> int:
             f"{time.perf_counter() - t0:.1f} s -> {target_dir}/"
         )
     return status
+
+
+def _save_or_rescue(write: Any, folder: Path) -> Path:
+    """Write the outputs into ``folder``; if that fails (disk full, permissions changed during the
+    run, ...), write them into a new folder under the system's temporary directory and say where,
+    so that a finished optimisation is never lost to a failing save."""
+    import tempfile
+
+    from .errors import InputError
+    from .outputs import save_outputs_atomic
+
+    try:
+        return save_outputs_atomic(write, folder)
+    except (OSError, InputError) as exc:
+        rescue = Path(tempfile.mkdtemp(prefix=f"clipasso-rescue-{folder.name}-"))
+        saved = save_outputs_atomic(write, rescue / folder.name)
+        raise OutputRescued(
+            f"could not write the outputs to {folder} ({exc}); they were saved in {saved} instead"
+        ) from exc
+
+
+class OutputRescued(Exception):
+    """The outputs could not be written where asked and were saved elsewhere (exit 1)."""
 
 
 def _is_user_error(exc: BaseException) -> bool:
@@ -373,7 +421,14 @@ def _info(args: argparse.Namespace) -> int:
     print(f"torch        {torch.__version__} (cuda available: {torch.cuda.is_available()})")
     print(f"torchvision  {torchvision.__version__}")
     print(f"clip         {clip_version}")
+    from .machine import cpu_info
+
+    cpu = cpu_info()
+    features = ", ".join(cpu["features"]) or "none of AMX / AVX-512 BF16"
     print(f"device       {resolve_device('auto')} (auto)")
+    print(f"cpu          {cpu['model']} ({cpu['cores']} cores; {features})")
+    spin = os.environ.get("GOMP_SPINCOUNT", "libgomp's default")
+    print(f"threads      {torch.get_num_threads()} (idle spin: {spin})")
     print(f"rasterizers  {', '.join(available_backends())}")
     print(f"weights      {cache}" + (f" (cached: {', '.join(cached)})" if cached else " (nothing cached)"))
     print(f"models       {', '.join(CLIP_MODELS)}")
@@ -385,6 +440,9 @@ def _info(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``clipasso`` console script; returns the exit code."""
+    from .threads import limit_spinning
+
+    limit_spinning()  # before anything imports torch (and with it the OpenMP runtime)
     parser = build_parser()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:

@@ -124,6 +124,8 @@ class SketchConfig:
             random views keeps the reference's objective in expectation (view 0 at 1/5, the random
             views sharing 4/5), so the step estimates the reference's gradient, unbiased but noisier.
         device: ``"auto"`` (CUDA, then MPS, then CPU), or any torch device string.
+        threads: CPU intra-op threads during a run (``torch.set_num_threads`` for the run, restored
+            after it); None leaves torch's setting (one per core). See :mod:`clipasso.threads`.
         checkpoint_every: Steps between checkpoint writes (when a checkpoint path is given).
 
     Example:
@@ -167,6 +169,7 @@ class SketchConfig:
     num_views: int = 4
     identity_weight: float | None = None
     device: str = "auto"
+    threads: int | None = None
     checkpoint_every: int = 50
 
     def __post_init__(self) -> None:
@@ -187,6 +190,9 @@ class SketchConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InputError(f"{name} must be a positive integer, got {value!r}")
+        threads = self.threads
+        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+            raise InputError(f"threads must be None or a positive integer, got {threads!r}")
         for name in (
             "iterations",
             "early_stop_patience",

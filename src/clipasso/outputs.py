@@ -22,11 +22,19 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ._io import atomic_write_bytes, atomic_write_text
+from ._io import atomic_write_bytes, atomic_write_text, publish_mode
 from ._version import __version__
+from .errors import InputError
 from .result import SketchResult, save_png, to_uint8
 
-__all__ = ["save_ladder", "save_loss_plot", "save_outputs", "save_outputs_atomic", "save_progress_gif"]
+__all__ = [
+    "check_output_folder",
+    "save_ladder",
+    "save_loss_plot",
+    "save_outputs",
+    "save_outputs_atomic",
+    "save_progress_gif",
+]
 
 
 def save_progress_gif(result: SketchResult, path: str | os.PathLike[str], *, frame_ms: int = 100) -> Path:
@@ -141,17 +149,57 @@ def save_outputs(
     return written
 
 
+def check_output_folder(folder: str | os.PathLike[str]) -> Path:
+    """Check, before any work, that ``folder`` can become an output folder; return it as a Path.
+
+    It may exist (as a folder: it is replaced when the new outputs are complete) or not; then its
+    nearest existing ancestor must be a writable folder.
+
+    Raises:
+        InputError: ``folder`` or an ancestor is a file, or the place is not writable.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> base = pathlib.Path(tempfile.mkdtemp())
+        >>> check_output_folder(base / "new" / "run") == base / "new" / "run"
+        True
+        >>> (base / "file").write_text("x") and None
+        >>> check_output_folder(base / "file" / "run")
+        Traceback (most recent call last):
+        ...
+        clipasso.errors.InputError: cannot write outputs to .../file/run: .../file is a file, not a folder
+    """
+    target = Path(folder)
+    if target.exists() and not target.is_dir():
+        raise InputError(f"cannot write outputs to {target}: it is a file, not a folder")
+    ancestor = target
+    while not ancestor.exists():
+        if ancestor.parent == ancestor:
+            break
+        ancestor = ancestor.parent
+    if ancestor.exists() and not ancestor.is_dir():
+        raise InputError(f"cannot write outputs to {target}: {ancestor} is a file, not a folder")
+    writable = ancestor if ancestor != target else target.parent if target.parent.exists() else target
+    if writable.exists() and not os.access(writable, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write outputs to {target}: {writable} is not writable")
+    return target
+
+
 def save_outputs_atomic(write: Any, folder: str | os.PathLike[str]) -> Path:
     """Build an output folder aside with ``write(tmp_folder)`` and move it into place at the end.
 
     An existing folder is replaced only once the new one is complete; on any error the temporary
     folder is removed and the old one left as it was.
     """
-    target = Path(folder)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    target = check_output_folder(folder)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    except OSError as exc:
+        raise InputError(f"cannot create the output folder {target}: {exc.strerror or exc}") from exc
     try:
         write(tmp)
+        publish_mode(tmp, directory=True, like=target)
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
             os.replace(target, old / "x")

@@ -36,6 +36,7 @@ from .losses.base import LossContext, SketchLoss, create_loss
 from .render import Rasterizer, composite, get_rasterizer
 from .result import Candidate, LossHistory, SketchResult
 from .strokes import StrokeSet
+from .threads import intra_op_threads
 
 __all__ = ["Sketcher", "cosine_lr_factor", "race_round", "race_survivors", "resolve_device"]
 
@@ -320,6 +321,19 @@ class Sketcher:
             self._rasterizer = self.build_rasterizer()
         return self._rasterizer
 
+    def load(self) -> None:
+        """Build the loss, initializer and rasterizer and load every model they read lazily, now.
+
+        Without it, weights load on the first :meth:`sketch` call; the command line calls it first
+        so that a missing weights file is reported before any work or output.
+
+        Raises:
+            WeightsError: A weights file is missing, corrupt or cannot be downloaded.
+        """
+        _ = self.rasterizer
+        self.loss.load(self.device)
+        self.initializer.load(self.device)
+
     def build_loss(self) -> SketchLoss:
         """Create the objective from ``config.loss`` / ``config.loss_options`` (override to customise)."""
         from .losses.base import LOSSES
@@ -595,7 +609,8 @@ class Sketcher:
         cfg = self.config.replace(**overrides) if overrides else self.config
         saved, self.config = self.config, cfg
         try:
-            return self._sketch(image, mask, checkpoint)
+            with intra_op_threads(cfg.threads):
+                return self._sketch(image, mask, checkpoint)
         finally:
             self.config = saved
 
@@ -794,7 +809,7 @@ class Sketcher:
 
     def _fingerprint(self, target: Target, seeds: list[int]) -> str:
         settings = self.config.to_dict()
-        for volatile in ("iterations", "device", "checkpoint_every"):
+        for volatile in ("iterations", "device", "threads", "checkpoint_every"):
             settings.pop(volatile, None)
         digest = hashlib.sha256()
         digest.update(json.dumps(settings, sort_keys=True, default=str).encode())

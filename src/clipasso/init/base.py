@@ -91,6 +91,11 @@ class Initializer(abc.ABC):
             An :class:`InitResult`.
         """
 
+    def load(self, device: torch.device) -> None:  # noqa: B027 - optional hook, nothing by default
+        """Load any model this initializer reads lazily, now, on ``device`` (default: nothing to
+        load). :meth:`clipasso.Sketcher.load` calls it so a missing weights file fails before any
+        work."""
+
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({opts})"

@@ -203,12 +203,16 @@ class SaliencyInitializer(Initializer):
         # and XDoG need to run once, not N times (holding the tensors keeps the identity check sound)
         self._last: tuple[Tensor, int, Tensor | None, int, tuple[Tensor, Tensor | None, Tensor]] | None = None
 
+    def load(self, device: torch.device) -> None:
+        """Load the ViT now (see :meth:`Initializer.load`)."""
+        self._get_model(device)
+
     def _get_model(self, device: torch.device) -> nn.Module:
         if self._model is None:
             from ..models import load_clip
 
             assert isinstance(self.model, (str, Path))
-            self._model = load_clip(str(self.model), device=device, cache_dir=self.cache_dir)
+            self._model = load_clip(str(self.model), device=device, cache_dir=self.cache_dir, role="saliency")
         elif self._owns_model:
             self._model = self._model.to(device)
         return self._model

@@ -234,6 +234,15 @@ class SketchLoss(nn.Module):
             out[key] = value * self.weight if self.weight != 1.0 else value
         return out
 
+    def load(self, device: torch.device) -> None:
+        """Load every CLIP model this loss (and any loss it is composed of) references by name, now,
+        on ``device``; a missing or corrupt weights file raises here. :meth:`clipasso.Sketcher.load`
+        calls it; without it models load on the first step."""
+        for module in self.modules():
+            for value in vars(module).values():
+                if isinstance(value, CLIPModelRef):
+                    value.get(device)
+
     def total(self, sketch: Tensor, target: Tensor, context: LossContext | None = None) -> Tensor:
         """The objective per sketch ``[B]`` (sum of :meth:`forward`'s terms)."""
         return total_loss(self(sketch, target, context))
@@ -358,7 +367,8 @@ class CLIPModelRef:
             from ..models import load_clip
 
             assert self.source is not None
-            self._module = self._freeze(load_clip(self.source, device=device, cache_dir=self.cache_dir))
+            module = load_clip(self.source, device=device, cache_dir=self.cache_dir, role="loss")
+            self._module = self._freeze(module)
         param = next(self._module.parameters(), None)
         if param is not None and param.device != device:
             raise InputError(

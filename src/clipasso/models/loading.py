@@ -121,16 +121,32 @@ def _urlopen(url: str, timeout: float) -> IO[bytes]:
     return cast(IO[bytes], urllib.request.urlopen(url, timeout=timeout))
 
 
-def _offline_help(name: str, cache: Path) -> str:
+#: What each model is for, as :func:`load_clip`'s ``role`` names it: the setting and the command-line
+#: flag that pass a local weights file for it.
+ROLES: dict[str, tuple[str, str]] = {
+    "loss": ("clip_model", "--clip-weights"),
+    "saliency": ("saliency_model", "--saliency-weights"),
+}
+
+
+def _offline_help(name: str, cache: Path, role: str | None = None) -> str:
+    if role in ROLES:
+        setting, flag = ROLES[role]
+        where = f"{flag} FILE on the command line, SketchConfig.{setting}"
+    else:
+        where = (
+            "--clip-weights FILE (the loss's model) or --saliency-weights FILE (the saliency "
+            "map's) on the command line"
+        )
     return (
-        f"To use a local copy instead, pass its path (load_clip('/path/to/{_file_name(name)}'), or "
-        f"--clip-weights FILE on the command line), or set {weights_env_var(name)}=/path/to/"
-        f"{_file_name(name)}, or put the file in the cache directory {cache} (set CLIPASSO_CACHE to "
-        "move it)."
+        f"To use a local copy instead, pass its path ({where}, or load_clip('/path/to/"
+        f"{_file_name(name)}')), or set {weights_env_var(name)}=/path/to/{_file_name(name)}, or put "
+        f"the file in the cache directory {cache} (set CLIPASSO_CACHE to move it). No CLIP weights at "
+        "all? `clipasso sketch IMAGE --loss edges --initializer random` needs none."
     )
 
 
-def _download(name: str, cache: Path) -> Path:
+def _download(name: str, cache: Path, role: str | None = None) -> Path:
     url, sha = CLIP_MODELS[name]
     target = cache / _file_name(name)
     try:
@@ -150,12 +166,12 @@ def _download(name: str, cache: Path) -> Path:
             reason = getattr(exc, "reason", exc)
             raise WeightsError(
                 f"could not download CLIP model {name!r} from {url} ({reason}); the machine may be "
-                f"offline. {_offline_help(name, cache)}"
+                f"offline. {_offline_help(name, cache, role)}"
             ) from exc
         if digest.hexdigest() != sha:
             raise WeightsError(
                 f"downloaded CLIP model {name!r} from {url} but its SHA-256 {digest.hexdigest()} does not "
-                f"match the published {sha}; nothing was saved. {_offline_help(name, cache)}"
+                f"match the published {sha}; nothing was saved. {_offline_help(name, cache, role)}"
             )
         os.replace(tmp, target)
         return target
@@ -168,6 +184,7 @@ def resolve_weights(
     *,
     cache_dir: str | os.PathLike[str] | None = None,
     download: bool = True,
+    role: str | None = None,
 ) -> Path:
     """Find (and if needed download) the weights file for a model name or path.
 
@@ -175,6 +192,8 @@ def resolve_weights(
         name_or_path: A name from :func:`available_models` or the path of a weights file.
         cache_dir: Cache directory; defaults to :func:`default_cache_dir`.
         download: If False, never touch the network (raise instead).
+        role: What the model is for, ``"loss"`` or ``"saliency"`` (:data:`ROLES`): the error
+            messages then name the matching setting and command-line flag.
 
     Returns:
         The path of a readable weights file.
@@ -204,9 +223,9 @@ def resolve_weights(
         if not download:
             raise WeightsError(
                 f"CLIP model {text!r} is not in the cache and downloads are disabled. "
-                f"{_offline_help(text, cache)}"
+                f"{_offline_help(text, cache, role)}"
             )
-        return _download(text, cache)
+        return _download(text, cache, role)
     path = Path(text).expanduser()
     if path.is_dir():
         raise WeightsError(f"CLIP weights path {path} is a directory, not a file")
@@ -340,6 +359,7 @@ def load_clip(
     dtype: torch.dtype = torch.float32,
     cache_dir: str | os.PathLike[str] | None = None,
     download: bool = True,
+    role: str | None = None,
 ) -> nn.Module:
     """Load a frozen CLIP model by name (downloaded and verified) or from a local weights file.
 
@@ -350,6 +370,7 @@ def load_clip(
         dtype: Parameter dtype (default float32).
         cache_dir: Download cache (default :func:`default_cache_dir`).
         download: Allow network access for names that are not cached.
+        role: ``"loss"`` or ``"saliency"``: which setting and flag the error messages name.
 
     Returns:
         A :class:`clip.model.CLIP` in eval mode with ``requires_grad`` off for every parameter.
@@ -363,7 +384,7 @@ def load_clip(
         >>> model.training, next(model.parameters()).requires_grad
         (False, False)
     """
-    path = resolve_weights(name_or_path, cache_dir=cache_dir, download=download)
+    path = resolve_weights(name_or_path, cache_dir=cache_dir, download=download, role=role)
     model = build_clip(read_state_dict(path))
     model.requires_grad_(False)
     model.eval()
