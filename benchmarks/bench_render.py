@@ -19,6 +19,7 @@ import time
 
 import torch
 
+from clipasso.machine import cpu_info
 from clipasso.render import available_backends, composite, rasterize
 
 GRID = [(16, 224, 1), (32, 224, 1), (64, 224, 1), (128, 224, 1), (16, 512, 1), (32, 512, 1), (64, 512, 1),
@@ -82,7 +83,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     backends = [b for b in args.backends.split(",") if b in available_backends()]
+    cpu = cpu_info()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, backends {backends}")
+    print(f"cpu: {cpu['model']} ({', '.join(cpu['features']) or 'no AMX / AVX-512 BF16'})")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in __import__('os').getloadavg())}")
     results = []
     header = f"{'N':>4} {'size':>5} {'B':>2} {'backend':>8} {'fwd ms':>9} {'fwd+bwd ms':>11} {'peak MB':>8}"
@@ -100,7 +103,7 @@ def main() -> None:
                             "fwd_bwd_ms": both, "peak_mb": mem})  # fmt: skip
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=1)
+            json.dump({"cpu": cpu, "torch": torch.__version__, "results": results}, fh, indent=1)
 
 
 if __name__ == "__main__":

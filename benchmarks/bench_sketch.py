@@ -66,6 +66,7 @@ from clipasso.config import SketchConfig
 from clipasso.data import list_samples, load_sample
 from clipasso.image import prepare_target
 from clipasso.losses import CLIPConvLoss, LossContext
+from clipasso.machine import cpu_info
 from clipasso.models import load_clip, visual_of
 from clipasso.render import composite, rasterize
 from clipasso.sketcher import cosine_lr_factor, race_round, race_survivors
@@ -995,17 +996,19 @@ def main() -> None:
         parser.error("--iterations must be >= 3 (step 0 pays one-off set-up and is not counted)")
     torch.set_num_threads(args.threads)
     eval_every = 10
+    cpu = cpu_info()
     print(
         f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.2f} at start"
     )
+    print(f"cpu: {cpu['model']} ({', '.join(cpu['features']) or 'no AMX / AVX-512 BF16'})")
     t0 = time.perf_counter()
     models = load_models(args.workdir, args.target)
     print(
         f"models ready in {time.perf_counter() - t0:.1f} s (RN101 + ViT-B/32 random weights via load_clip); "
         f"RSS {gib(psutil.Process().memory_info().rss):.2f} GiB"
     )
-    report: dict[str, Any] = {"threads": args.threads, "iterations": args.iterations}
+    report: dict[str, Any] = {"threads": args.threads, "iterations": args.iterations, "cpu": cpu}
     if args.loss_options:
         report["loss_options"] = args.loss_options
     if args.settings:

@@ -307,7 +307,6 @@ def _sketch(args: argparse.Namespace) -> int:
     out_root: Path = args.output
     names = _unique_names(args.images)
     try:  # every output location is checked before any work: a finished run must not be lost
-        check_output_folder(out_root)
         for name in names:
             check_output_folder(out_root / name)
     except InputError as exc:

@@ -152,8 +152,8 @@ def save_outputs(
 def check_output_folder(folder: str | os.PathLike[str]) -> Path:
     """Check, before any work, that ``folder`` can become an output folder; return it as a Path.
 
-    It may exist (as a folder: it is replaced when the new outputs are complete) or not; then its
-    nearest existing ancestor must be a writable folder.
+    It may exist (as a folder: it is replaced when the new outputs are complete, so its parent
+    must be writable) or not (then its nearest existing ancestor must be a writable folder).
 
     Raises:
         InputError: ``folder`` or an ancestor is a file, or the place is not writable.
