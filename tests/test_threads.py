@@ -96,3 +96,8 @@ def test_cpu_info_reads_the_flags(tmp_path: object) -> None:
     assert info["model"] == "Test CPU 9000" and info["features"] == ["amx_tile", "avx512_bf16", "avx2"]
     assert cpu_info(Path(str(tmp_path)) / "missing")["features"] == []
     assert set(cpu_info()["features"]) <= set(CPU_FEATURES)
+
+
+def test_importing_clipasso_first_limits_spinning_too() -> None:
+    code = "import os, sys\nimport clipasso\nprint(os.environ['GOMP_SPINCOUNT'], 'torch' in sys.modules)"
+    assert _probe(code) == [str(SPIN_COUNT), "False"]

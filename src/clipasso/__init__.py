@@ -21,6 +21,12 @@ import types
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
+from .threads import limit_spinning
+
+# Idle OpenMP threads spin only briefly (GOMP_SPINCOUNT, unless set), so a busy machine does not
+# stall torch's threads: it takes effect when clipasso is imported before torch (docs/performance.md,
+# "Threads on an idle and a busy machine"; clipasso.threads).
+limit_spinning()
 
 # The public names, each imported from its module on first use (PEP 562): ``import clipasso`` and
 # the command line's ``--help`` do not pay for importing torch until something needs it.

@@ -9,9 +9,11 @@ step went from 0.11 s to 1.8 s and a CLIP step from 0.79 s to 5.9 s with one bus
 it, where one thread took 0.25 s and 2.4 s. Spinning only 10 000 rounds keeps the idle speed
 (0.13 s, 0.79 s) and stays in line with one thread on the busy machine (0.26 s, 2.0 s).
 
-The spin count is read when the OpenMP runtime loads, i.e. on ``import torch``: the command line
-calls :func:`limit_spinning` before it imports torch; scripts can do the same, or set
-``GOMP_SPINCOUNT`` themselves. :func:`intra_op_threads` scopes ``torch.set_num_threads`` to a block
+The spin count is read when the OpenMP runtime loads, i.e. on ``import torch``. ``import clipasso``
+calls :func:`limit_spinning` (it imports no torch itself), so a script that imports clipasso before
+torch gets the brief spin; one that imports torch first can set ``GOMP_SPINCOUNT=10000`` in the
+environment, or use one thread (``SketchConfig(threads=1)``). A value the user set is never
+changed. :func:`intra_op_threads` scopes ``torch.set_num_threads`` to a block
 (``SketchConfig.threads``, ``clipasso sketch --threads``).
 
 Example:
