@@ -407,3 +407,30 @@ def test_empty_scene_and_float32_vs_float64() -> None:
     b = rasterize(pts.double(), 1.5, BLACK, size=64)
     assert a.dtype == torch.float32 and b.dtype == torch.float64
     assert float((a.double() - b).abs().max()) < 1e-3
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=seeds, background=st.sampled_from([1.0, 0.0, 0.3, (0.2, 0.5, 0.9)]))
+@pytest.mark.parametrize("backend", available_backends())
+def test_render_over_equals_composite_of_render(backend: str, seed: int, background: object) -> None:
+    """`rasterize(..., background=g)` (the torch backend straight from its premultiplied canvas) is
+    `composite(rasterize(...), g)`: values and gradients to points, widths and colours."""
+    g = torch.Generator().manual_seed(seed)
+    pts = clipasso_strokes(6, 32, seed=seed, batch=2)
+    widths = 0.4 + 2 * torch.rand(2, 6, generator=g)
+    colors = torch.rand(2, 6, 4, generator=g)
+    weight = torch.rand(2, 3, 32, 32, generator=g)
+    outs, grads = [], []
+    for fused in (False, True):
+        leaves = [x.clone().requires_grad_() for x in (pts, widths, colors)]
+        if fused:
+            out = rasterize(*leaves, size=32, backend=backend, background=background)
+        else:
+            out = composite(rasterize(*leaves, size=32, backend=backend), background)
+        (out * weight).sum().backward()
+        outs.append(out.detach())
+        grads.append([leaf.grad for leaf in leaves])
+    assert outs[1].shape == (2, 3, 32, 32)
+    torch.testing.assert_close(outs[1], outs[0], atol=1e-6, rtol=0)
+    for a, b in zip(grads[1], grads[0]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

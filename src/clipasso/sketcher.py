@@ -33,7 +33,7 @@ from .errors import CheckpointError, InputError, NonFiniteLossError
 from .image import ImageLike, Matting, Target, prepare_target
 from .init.base import Initializer, InitResult, create_initializer
 from .losses.base import LossContext, SketchLoss, create_loss
-from .render import Rasterizer, composite, get_rasterizer
+from .render import Rasterizer, get_rasterizer
 from .result import Candidate, LossHistory, SketchResult
 from .strokes import StrokeSet
 from .threads import intra_op_threads
@@ -442,8 +442,7 @@ class Sketcher:
             colors = torch.cat([colors[..., :3], colors[..., 3:].clamp(0, 1)], dim=-1)
         if index is not None:
             points, widths, colors = points[index], widths[index], colors[index]
-        rgba = self.rasterizer(points, widths, colors, strokes.canvas_size)
-        return composite(rgba, 1.0)
+        return self.rasterizer.render_over(points, widths, colors, strokes.canvas_size, 1.0)
 
     def compute_loss(self, sketch: Tensor, target: Target, context: LossContext) -> dict[str, Tensor]:
         """The loss terms ``{name: [B]}`` of rendered sketches."""

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import InputError
-from .render import composite, rasterize, validate_strokes
+from .render import rasterize, validate_strokes
 from .svg import parse_svg, read_svg, strokes_to_svg
 
 __all__ = ["TRAINABLE_FIELDS", "StrokeSet"]
@@ -118,13 +118,20 @@ class StrokeSet(nn.Module):
         )
 
     # ------------------------------------------------------------------ rendering
-    def rasterize(self, size: int | tuple[int, int] | None = None, backend: Any = "auto") -> Tensor:
-        """Straight-alpha RGBA ``[B, 4, H, W]`` of the strokes (differentiable).
+    def rasterize(
+        self,
+        size: int | tuple[int, int] | None = None,
+        backend: Any = "auto",
+        background: float | Sequence[float] | Tensor | None = None,
+    ) -> Tensor:
+        """Straight-alpha RGBA ``[B, 4, H, W]`` of the strokes (differentiable), or ``[B, 3, H, W]``
+        on a ``background``.
 
         Args:
             size: Output ``(H, W)``; when it differs from the canvas, points are scaled per axis
                 and widths by the geometric mean of the two factors.
             backend: Rasterizer name or instance (see :func:`clipasso.render.rasterize`).
+            background: None for RGBA, else what :func:`clipasso.render.composite` takes.
         """
         points, widths, hw = self.points, self.widths, self._canvas
         if size is not None:
@@ -134,7 +141,7 @@ class StrokeSet(nn.Module):
                 points = points * points.new_tensor([sx, sy])
                 widths = widths * (sx * sy) ** 0.5
                 hw = (int(new[0]), int(new[1]))
-        return rasterize(points, widths, self.colors, size=hw, backend=backend)
+        return rasterize(points, widths, self.colors, size=hw, backend=backend, background=background)
 
     def render(
         self,
@@ -149,7 +156,7 @@ class StrokeSet(nn.Module):
             >>> StrokeSet(torch.full((1, 4, 2), 8.0), canvas_size=16).render(size=32).shape
             torch.Size([1, 3, 32, 32])
         """
-        return composite(self.rasterize(size=size, backend=backend), background)
+        return self.rasterize(size=size, backend=backend, background=background)
 
     forward = render
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -347,6 +348,7 @@ def rasterize_torch(
     size: tuple[int, int],
     *,
     newton_steps: int | None = None,
+    background: float | None = None,
 ) -> Tensor:
     """Rasterize validated batched strokes with the pure-PyTorch algorithm.
 
@@ -357,9 +359,12 @@ def rasterize_torch(
         size: ``(H, W)``.
         newton_steps: Newton iterations for the nearest point (default 3 in float32, 7 in
             float64).
+        background: None for straight-alpha RGBA; a grey level for the strokes drawn onto it,
+            taken from the premultiplied canvas directly.
 
     Returns:
-        ``[B, 4, H, W]`` straight-alpha RGBA in the dtype of ``points``.
+        ``[B, 4, H, W]`` straight-alpha RGBA, or ``[B, 3, H, W]`` over ``background``, in the dtype
+        of ``points``.
     """
     out_dtype = points.dtype
     if points.dtype in (torch.float16, torch.bfloat16):
@@ -372,6 +377,8 @@ def rasterize_torch(
     tiny = torch.finfo(dtype).tiny
     if n * b == 0:
         zero = points.sum() * 0 + widths.sum() * 0 + colors.sum() * 0  # keeps the graph connected
+        if background is not None:
+            return (points.new_full((b, 3, h, w), float(background)) + zero).to(out_dtype)
         return (points.new_zeros(b, 4, h, w) + zero).to(out_dtype)
 
     # Strokes enumerated stroke-major (g = i·B + b) so pairs come out grouped by drawing order.
@@ -476,6 +483,9 @@ def rasterize_torch(
     alpha = cov * col[:, 3].index_select(0, pair_g)
 
     canvas = _OverComposite.apply(alpha, col[:, :3], pair_g, pixel, bounds, b * h * w)
+    if background is not None:  # premultiplied over a grey: no round trip through straight alpha
+        over = torch.addcmul(canvas[:, :3], 1.0 - canvas[:, 3:], canvas.new_tensor(float(background)))
+        return over.view(b, h, w, 3).permute(0, 3, 1, 2).to(out_dtype)
     canvas = canvas.view(b, h, w, 4).permute(0, 3, 1, 2)
     a_out = canvas[:, 3:]
     rgb = torch.where(a_out > 0, canvas[:, :3] / a_out.clamp_min(tiny), torch.zeros_like(canvas[:, :3]))
@@ -507,3 +517,19 @@ class TorchRasterizer(Rasterizer):
     def render(self, points: Tensor, widths: Tensor, colors: Tensor, size: tuple[int, int]) -> Tensor:
         """See :meth:`Rasterizer.render`."""
         return rasterize_torch(points, widths, colors, size, newton_steps=self.newton_steps)
+
+    def render_over(
+        self,
+        points: Tensor,
+        widths: Tensor,
+        colors: Tensor,
+        size: tuple[int, int],
+        background: float | Sequence[float] | Tensor = 1.0,
+    ) -> Tensor:
+        """See :meth:`Rasterizer.render_over`: over a grey level straight from the premultiplied
+        canvas (``rgb_premultiplied + (1 − α)·grey``); other backgrounds by :func:`composite`."""
+        if isinstance(background, (int, float)) and not isinstance(background, bool):
+            return rasterize_torch(
+                points, widths, colors, size, newton_steps=self.newton_steps, background=float(background)
+            )
+        return super().render_over(points, widths, colors, size, background)
