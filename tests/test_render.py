@@ -77,17 +77,19 @@ def backend(request: pytest.FixtureRequest) -> Rasterizer:
     """A registered backend: as registered (diffvg: the reference's 2 × 2 samples), and a sampled one
     again with 16 × 16 samples, where its geometry shows through its noise."""
     name, samples = request.param
-    if name not in available_backends():
-        pytest.skip(f"rasterizer {name!r} is not available here")
-    return get_rasterizer(name) if samples is None else RASTERIZERS.create(name, num_samples=samples)
+    try:
+        return RASTERIZERS.create(name) if samples is None else RASTERIZERS.create(name, num_samples=samples)
+    except BackendUnavailableError as exc:
+        pytest.skip(f"rasterizer {name!r} is not available here: {exc}")
 
 
 @pytest.fixture(params=RASTERIZERS.names(), scope="module")
 def any_backend(request: pytest.FixtureRequest) -> Rasterizer:
     """Each registered backend as registered (for properties that hold whatever the sampling)."""
-    if request.param not in available_backends():
-        pytest.skip(f"rasterizer {request.param!r} is not available here")
-    return get_rasterizer(request.param)
+    try:
+        return RASTERIZERS.create(request.param)
+    except BackendUnavailableError as exc:
+        pytest.skip(f"rasterizer {request.param!r} is not available here: {exc}")
 
 
 def clipasso_strokes(n: int, size: int, *, batch: int = 1, seed: int = 0, segments: int = 1) -> torch.Tensor:
