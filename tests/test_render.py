@@ -30,7 +30,7 @@ BLACK = (0.0, 0.0, 0.0, 1.0)
 
 @dataclass(frozen=True)
 class Bars:
-    """Accuracy bars of one backend configuration (measured figures in docs/rasterizer.md, "Accuracy")."""
+    """Accuracy bars of one backend configuration (measured: docs/rasterizer.md, "The diffvg backend")."""
 
     ink_column: float  # |ink of one column − 2r| along a long horizontal stroke
     ink_mean: float  # |mean ink per column − 2r|
@@ -379,6 +379,7 @@ def test_values_in_unit_interval(any_backend: Rasterizer, seed: int) -> None:
 @settings(max_examples=10, deadline=None)
 @given(seed=seeds, dx=st.integers(-5, 5), dy=st.integers(-5, 5))
 def test_integer_translation(seed: int, dx: int, dy: int) -> None:
+    # the torch backend only: a sampled backend's jitter follows the pixel index, not the stroke
     pts = clipasso_strokes(5, 24, seed=seed) * 0.5 + 14  # well inside a 48 canvas
     a = rasterize(pts, 1.5, BLACK, size=48)
     b = rasterize(pts + torch.tensor([float(dx), float(dy)]), 1.5, BLACK, size=48)
