@@ -9,10 +9,11 @@ with :func:`clipasso.testing.recalibrate_batchnorm` so the loss is content-sensi
 (a) ``baseline``: the reference's cost structure: fp32, the 3 seeds (0, 1000, 2000) one after
     another (B = 1 each), target views recomputed every iteration WITH autograd and the CLIP
     weights left trainable (``requires_grad=True``, so backward also computes weight gradients
-    through both the sketch and the target pass), 5 views, no caching. The render is OUR torch
-    rasterizer (diffvg is not installed here; METHOD §7 measures diffvg's CPU forward+backward at
-    ~0.27 s for 16 strokes at 224, ours is cheaper, so for the same CLIP work the baseline here is
-    faster than the real reference; ``--machine-check`` compares this machine with METHOD §7's);
+    through both the sketch and the target pass), 5 views, no caching. The render is diffvg's,
+    as in the reference, where the real diffvg is installed (``--baseline-rasterizer``; without
+    diffvg our torch rasterizer, which is cheaper, so the baseline is then faster than the real
+    reference; ``--baseline-rasterizer diffvg,torch`` runs both in the same process and gives the
+    ratios against each; ``--machine-check`` compares this machine with METHOD §7's);
 (b) ``default``: ``Sketcher`` with its defaults: batched best-of-3 in one optimisation, frozen CLIP,
     target pass without autograd, plus the speed-ups ``SketchConfig`` turns on by default
     (``precision="auto"``, ``channels_last=True``; ``CLIPConvLoss(cache_target_base=True)``).
@@ -33,8 +34,10 @@ Usage:
     python benchmarks/bench_sketch.py --preset fast --iterations 1000 --baseline-iterations 4
         # time to a whole best-of-3 sketch with a preset vs the reference recipe, same process
 
-Timings on a machine shared with other jobs: use ``--threads 1`` (see docs/performance.md).
-Results and the machine they came from are recorded in docs/performance.md.
+Timings on a machine shared with other jobs: use ``--threads 1`` (see docs/performance.md); it also
+pins the process to one core (``--cores``), since diffvg starts a worker per system core on every
+render whatever torch's thread count. The first line of the output (and ``machine`` in the JSON)
+names the CPU and whether it has AMX. Results are recorded in docs/performance.md.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ from typing import Any
 
 import psutil
 import torch
+from _machine import machine_info, machine_line, pin_cores
 from torch import Tensor, nn
 
 from clipasso import Sketcher
@@ -66,9 +70,8 @@ from clipasso.config import SketchConfig
 from clipasso.data import list_samples, load_sample
 from clipasso.image import prepare_target
 from clipasso.losses import CLIPConvLoss, LossContext
-from clipasso.machine import cpu_info
 from clipasso.models import load_clip, visual_of
-from clipasso.render import composite, rasterize
+from clipasso.render import available_backends, composite, rasterize
 from clipasso.sketcher import cosine_lr_factor, race_round, race_survivors
 from clipasso.testing import recalibrate_batchnorm
 
@@ -577,6 +580,7 @@ def run_sketcher(
     loss_options: dict[str, Any] | None = None,
     preset: str | None = None,
     settings: dict[str, Any] | None = None,
+    rasterizer: str = "torch",
 ) -> tuple[TimedSketcher, Any]:
     seed_stride = seeds[1] - seeds[0] if len(seeds) > 1 else 1000
     config = SketchConfig.preset(preset, **(settings or {})) if preset else SketchConfig(**(settings or {}))
@@ -588,7 +592,7 @@ def run_sketcher(
         clip_model=models.rn101,
         saliency_model=models.vit,
         device="cpu",
-        rasterizer="torch",
+        rasterizer=rasterizer,
         num_sketches=len(seeds),
         seed=seeds[0],
         seed_stride=seed_stride,
@@ -629,13 +633,14 @@ def rescore(models: Models, strokes: list[Any]) -> list[float]:
     return out
 
 
-def run_baseline(models: Models, iterations: int) -> PhaseResult:
+def run_baseline(models: Models, iterations: int, rasterizer: str = "torch") -> PhaseResult:
     runs = []
     with PeakRSS() as mem:
         for seed in SEEDS:
-            runs.append(run_sketcher(models, ReferenceCostLoss(models.rn101), [seed], iterations))
+            loss = ReferenceCostLoss(models.rn101)
+            runs.append(run_sketcher(models, loss, [seed], iterations, rasterizer=rasterizer))
     drop_weight_grads(models.rn101)
-    phase = _phase("baseline (reference cost, 3 seeds in sequence)", runs)
+    phase = _phase(f"baseline (reference cost, 3 seeds in sequence, {rasterizer} render)", runs)
     phase.peak_rss = mem.peak
     return phase
 
@@ -919,6 +924,13 @@ def main() -> None:
         help="the image to sketch: the synthetic object (default) or a clipasso.data sample",
     )
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cores", type=int, help="pin the process to this many cores (default: --threads)")
+    parser.add_argument(
+        "--baseline-rasterizer",
+        default="diffvg" if "diffvg" in available_backends() else "torch",
+        help="the baseline's renderer: diffvg (the reference's; the default where it is installed) or "
+        "torch; comma-separated for several baselines in the same run (the first is (a) for the ratios)",
+    )
     parser.add_argument(
         "--workdir",
         type=Path,
@@ -994,29 +1006,37 @@ def main() -> None:
         parser.error("--reference-race applies to reference rows that run; --reference-curves reuses them")
     if args.iterations < 3:
         parser.error("--iterations must be >= 3 (step 0 pays one-off set-up and is not counted)")
+    baseline_rasterizers = [r.strip() for r in args.baseline_rasterizer.split(",") if r.strip()]
+    for r in baseline_rasterizers:
+        if r not in available_backends():
+            parser.error(f"--baseline-rasterizer {r}: not available here (available: {available_backends()})")
+    pin_cores(args.cores or args.threads)
     torch.set_num_threads(args.threads)
     eval_every = 10
-    cpu = cpu_info()
-    print(
-        f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs, "
-        f"load average {os.getloadavg()[0]:.2f} at start"
-    )
-    print(f"cpu: {cpu['model']} ({', '.join(cpu['features']) or 'no AMX / AVX-512 BF16'})")
+    machine = machine_info()
+    print(machine_line(machine))
     t0 = time.perf_counter()
     models = load_models(args.workdir, args.target)
     print(
         f"models ready in {time.perf_counter() - t0:.1f} s (RN101 + ViT-B/32 random weights via load_clip); "
         f"RSS {gib(psutil.Process().memory_info().rss):.2f} GiB"
     )
-    report: dict[str, Any] = {"threads": args.threads, "iterations": args.iterations, "cpu": cpu}
+    report: dict[str, Any] = {
+        "machine": machine,
+        "threads": args.threads,
+        "iterations": args.iterations,
+        "baseline_rasterizers": baseline_rasterizers,
+    }
     if args.loss_options:
         report["loss_options"] = args.loss_options
     if args.settings:
         report["settings"] = args.settings
     phases: dict[str, PhaseResult] = {}
     if args.only in ("both", "baseline"):
-        phases["baseline"] = run_baseline(models, args.baseline_iterations or args.iterations)
-        print(_fmt_phase(phases["baseline"], eval_every), flush=True)
+        for i, r in enumerate(baseline_rasterizers):
+            key = "baseline" if i == 0 else f"baseline[{r}]"
+            phases[key] = run_baseline(models, args.baseline_iterations or args.iterations, r)
+            print(_fmt_phase(phases[key], eval_every), flush=True)
     if args.only in ("both", "default"):
         name = f"preset {args.preset} (batched best-of-3)" if args.preset else "default (batched best-of-3)"
         phases["default"] = run_default(
@@ -1029,7 +1049,9 @@ def main() -> None:
         )
         print(_fmt_phase(phases["default"], eval_every), flush=True)
         if args.bracket and "baseline" in phases:
-            phases["baseline_after"] = run_baseline(models, args.baseline_iterations or args.iterations)
+            phases["baseline_after"] = run_baseline(
+                models, args.baseline_iterations or args.iterations, baseline_rasterizers[0]
+            )
             print("baseline again, after (b):", _fmt_phase(phases["baseline_after"], eval_every), flush=True)
     for key, p in phases.items():
         p.rescored = rescore(models, p.strokes)
@@ -1068,6 +1090,15 @@ def main() -> None:
             f"({t_a / t_b:.2f}x)"
         )
         report["ratio_b_over_a"] = ratio
+        for key, other in phases.items():
+            if key.startswith("baseline["):  # the same (b) against another baseline render, same run
+                r_other = b.per_iteration(eval_every) / other.per_iteration(eval_every)
+                print(
+                    f"ratio (b)/{key} per best-of-3 iteration: {r_other:.3f} (= {1 / r_other:.2f}x faster); "
+                    f"{key} costs {other.per_iteration(eval_every) / a.per_iteration(eval_every):.3f}x "
+                    f"baseline ({baseline_rasterizers[0]} render)"
+                )
+                report[f"ratio_b_over_{key}"] = r_other
         print(
             f"time to a best-of-3 sketch: (a) the reference recipe, 2000 iterations x 3 seeds "
             f"(extrapolated from its per-iteration cost) {t_a / 3600:.2f} h; (b) measured whole "
