@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import struct
 import threading
+import zlib
+from pathlib import Path
 
 import pytest
+import torch
 
 from clipasso import Limits, SketchConfig, limits
 from clipasso.errors import InputError, LimitError
+from clipasso.image import prepare_target, read_image, read_mask
+from clipasso.render import rasterize
 
 
 def test_defaults_are_far_above_real_use() -> None:
@@ -60,6 +66,49 @@ def test_limit_errors_say_what_and_how() -> None:
     assert (exc.name, exc.value, exc.limit) == ("max_strokes", 5000, 1024)
     assert "num_strokes is 5000, above the limit max_strokes = 1024" in str(exc)
     assert "CLIPASSO_MAX_STROKES" in str(exc) and isinstance(exc, InputError)
+
+
+def _png_header(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header claims width x height but that holds almost no data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    data = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + data)
+    return path
+
+
+def test_image_pixels_are_checked_before_decoding(tmp_path: Path) -> None:
+    bomb = _png_header(tmp_path / "bomb.png", 100_000, 100_000)  # 10^10 pixels in 60 bytes
+    with pytest.raises(LimitError, match=r"bomb\.png \(100000x100000 px\) is 10000000000") as info:
+        read_image(bomb)
+    assert info.value.limit == Limits().max_image_pixels
+    with pytest.raises(LimitError, match="mask"):
+        read_mask(bomb, (16, 16))
+    with limits.override(max_image_pixels=100), pytest.raises(LimitError, match="max_image_pixels"):
+        read_image(_png_header(tmp_path / "small.png", 20, 20))
+
+
+def test_clipasso_limit_replaces_pillows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    path = tmp_path / "photo.png"
+    Image.new("RGB", (40, 40), (10, 20, 30)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # Pillow alone would refuse 1600 pixels
+    rgb, _, _ = read_image(path)
+    assert rgb.shape == (3, 40, 40) and Image.MAX_IMAGE_PIXELS == 100  # and its setting is restored
+    with limits.override(max_image_pixels=1599), pytest.raises(LimitError, match="1600"):
+        read_image(path)
+
+
+def test_canvas_and_raster_sizes() -> None:
+    with pytest.raises(LimitError, match="max_canvas_side"):
+        prepare_target(torch.rand(3, 32, 32), size=10**6)
+    pts = torch.full((1, 4, 2), 8.0)
+    with pytest.raises(LimitError, match=r"100000x100000 raster"):
+        rasterize(pts, 1.0, (0, 0, 0, 1), size=(100_000, 100_000))
 
 
 def test_every_field_has_an_environment_variable() -> None:

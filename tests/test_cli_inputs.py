@@ -1,0 +1,56 @@
+"""The command line on hostile and awkward inputs: one line on stderr, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clipasso.cli import main
+
+FAST = ["--iterations", "2", "--num-sketches", "1", "--strokes", "3", "-q", "--device", "cpu"]
+EDGES = ["--loss", "edges", "--initializer", "random"]
+
+
+def _photo(path: Path, size: int = 48) -> Path:
+    arr = np.full((size, size, 3), 255, np.uint8)
+    arr[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = (40, 60, 90)
+    Image.fromarray(arr).save(path)
+    return path
+
+
+def _bomb(path: Path) -> Path:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = chunk(b"IHDR", struct.pack(">IIBBBBB", 60_000, 60_000, 8, 2, 0, 0, 0))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + ihdr + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b""))
+    return path
+
+
+def _run(args: list[str], capsys: pytest.CaptureFixture[str], out: Path) -> str:
+    """Run the CLI; check exit 2, one line on stderr and no output; return the line."""
+    code = main([*args, "-o", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, err
+    assert len(err) == 1 and err[0].startswith("clipasso: error:"), err
+    assert not out.exists() or not any(out.iterdir())
+    return err[0]
+
+
+def test_image_above_the_pixel_limit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    line = _run(["sketch", str(_bomb(tmp_path / "bomb.png")), *EDGES, *FAST], capsys, tmp_path / "out")
+    assert "bomb.png" in line and "60000x60000" in line and "max_image_pixels = 178956970" in line
+    assert "CLIPASSO_MAX_IMAGE_PIXELS" in line
+
+
+def test_pixel_limit_from_the_environment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLIPASSO_MAX_IMAGE_PIXELS", "1000")
+    line = _run(["sketch", str(_photo(tmp_path / "a.png")), *EDGES, *FAST], capsys, tmp_path / "out")
+    assert "max_image_pixels = 1000" in line and "48x48" in line
