@@ -42,6 +42,36 @@ def _run(args: list[str], capsys: pytest.CaptureFixture[str], out: Path) -> str:
     return err[0]
 
 
+_SVG = '<svg xmlns="http://www.w3.org/2000/svg" {size}>{body}</svg>'
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (_SVG.format(size='viewBox="0 0 oops"', body=""), "malformed viewBox"),
+        (_SVG.format(size='viewBox="0 0 9 9"', body="<g>" * 3000 + "</g>" * 3000), "max_svg_depth"),
+        (bytes(range(256)) * 8, "not text"),
+        (_SVG.format(size='viewBox="0 0 9 9"', body='<path d="M 0 0 L"/>'), "missing numbers"),
+        (_SVG.format(size='viewBox="0 0 9 9"', body=""), "no strokes"),
+    ],
+    ids=["viewbox", "deep", "binary", "path-data", "empty"],
+)
+def test_bad_init_svg(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | bytes, match: str
+) -> None:
+    svg = tmp_path / "warm.svg"
+    if isinstance(content, bytes):
+        svg.write_bytes(content)
+    else:
+        svg.write_text(content)
+    line = _run(
+        ["sketch", str(_photo(tmp_path / "a.png")), "--loss", "edges", "--init-svg", str(svg), *FAST],
+        capsys,
+        tmp_path / "out",
+    )
+    assert match in line and "warm.svg" in line
+
+
 def test_image_above_the_pixel_limit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     line = _run(["sketch", str(_bomb(tmp_path / "bomb.png")), *EDGES, *FAST], capsys, tmp_path / "out")
     assert "bomb.png" in line and "60000x60000" in line and "max_image_pixels = 178956970" in line
