@@ -56,10 +56,23 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
         if mps is not None and mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
+    if not isinstance(spec, str):
+        raise InputError(f"device must be a string or torch.device, got {type(spec).__name__}")
     try:
-        return torch.device(spec)
-    except RuntimeError as exc:
-        raise InputError(f"invalid device {spec!r}: {exc}") from exc
+        device = torch.device(spec)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise InputError(f"invalid device {spec!r}: {exc}") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise InputError(f"device {spec!r}: CUDA is not available on this machine (use 'cpu' or 'auto')")
+        if device.index is not None and device.index >= count:
+            raise InputError(f"device {spec!r}: this machine has {count} CUDA device(s) (0 to {count - 1})")
+    elif device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise InputError(f"device {spec!r}: MPS is not available on this machine (use 'cpu' or 'auto')")
+    return device
 
 
 def cosine_lr_factor(step: int, iterations: int, decay: int) -> float:
