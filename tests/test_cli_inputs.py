@@ -139,6 +139,36 @@ def test_pixel_limit_from_the_environment(
     assert "max_image_pixels = 1000" in line and "48x48" in line
 
 
+def test_damaged_checkpoint_on_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    img = _photo(tmp_path / "a.png")
+    ckpt = tmp_path / "out" / ".checkpoints" / "a-3.pt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"PK\x03\x04 not really a zip")
+    code = main(["sketch", str(img), *EDGES, *FAST, "--resume", "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "cannot read checkpoint" in err[0] and "a-3.pt" in err[0]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".checkpoints"]  # no sketch written
+
+
+def test_bad_weights_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    weights = tmp_path / "RN101.pt"
+    weights.write_bytes(b"\x00" * 1000)
+    line = _run(
+        [
+            "sketch",
+            str(_photo(tmp_path / "a.png")),
+            "--clip-weights",
+            str(weights),
+            "--initializer",
+            "random",
+            *FAST,
+        ],
+        capsys,
+        tmp_path / "out",
+    )
+    assert "RN101.pt" in line and "could not read CLIP weights" in line
+
+
 def test_an_unexpected_exception_is_still_an_internal_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
