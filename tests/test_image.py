@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
+from clipasso import limits
 from clipasso.errors import InputError
-from clipasso.image import MIN_IMAGE_SIDE, prepare_target, read_image
+from clipasso.image import MIN_IMAGE_SIDE, prepare_target, read_image, read_mask
 
 
 def _rgba(h: int = 60, w: int = 40) -> Image.Image:
@@ -113,3 +117,72 @@ def test_input_kinds_agree(tmp_path: Path) -> None:
     from_tensor = prepare_target(torch.from_numpy(arr).permute(2, 0, 1).float() / 255, size=48).image
     assert torch.equal(from_path, from_array)
     torch.testing.assert_close(from_tensor, from_path, atol=1e-6, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------- hostile files
+
+
+def _encoded(fmt: str) -> bytes:
+    yy, xx = np.mgrid[:24, :24]
+    arr = np.stack([(yy * 10) % 256, (xx * 10) % 256, ((yy + xx) * 5) % 256], -1).astype(np.uint8)
+    buf = io.BytesIO()
+    options = {"lossless": True} if fmt == "WEBP" else {"quality": 95} if fmt == "JPEG" else {}
+    Image.fromarray(arr).save(buf, format=fmt, **options)
+    return buf.getvalue()
+
+
+_FORMATS = ["PNG", "JPEG", "WEBP"]
+_GOOD = {fmt: _encoded(fmt) for fmt in _FORMATS}
+
+
+@pytest.mark.parametrize("fmt", _FORMATS)
+def test_good_files_round_trip(tmp_path: Path, fmt: str) -> None:
+    path = tmp_path / f"good.{fmt.lower()}"
+    path.write_bytes(_GOOD[fmt])
+    rgb, alpha, _ = read_image(path)
+    with Image.open(io.BytesIO(_GOOD[fmt])) as img:
+        expected = torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
+    assert alpha is None and torch.equal(rgb, expected)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    fmt=st.sampled_from(_FORMATS),
+    edits=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=8),
+    cut=st.one_of(st.none(), st.integers(0, 10**6)),
+)
+def test_fuzz_mutated_image_files(
+    tmp_path_factory: pytest.TempPathFactory, fmt: str, edits: list[tuple[int, int]], cut: int | None
+) -> None:
+    """Corrupt PNG/JPEG/WebP files give an InputError or a valid image, never another exception."""
+    data = bytearray(_GOOD[fmt])
+    for pos, byte in edits:
+        data[pos % len(data)] = byte
+    if cut is not None:
+        data = data[: cut % len(data)]
+    path = tmp_path_factory.mktemp("fuzz") / f"x.{fmt.lower()}"
+    path.write_bytes(bytes(data))
+    with limits.override(max_image_pixels=1 << 20):  # a damaged header may claim any size
+        try:
+            rgb, alpha, _ = read_image(path)
+        except InputError:
+            return
+    assert rgb.ndim == 3 and rgb.shape[0] == 3 and min(rgb.shape[1:]) >= MIN_IMAGE_SIDE
+    assert torch.isfinite(rgb).all() and 0 <= float(rgb.min()) and float(rgb.max()) <= 1
+    assert alpha is None or alpha.shape[1:] == rgb.shape[1:]
+
+
+def test_unusual_modes_convert_or_fail_clearly() -> None:
+    for mode in ("1", "L", "P", "CMYK", "YCbCr", "LAB", "HSV", "I", "F", "I;16", "LA", "PA", "RGBa"):
+        rgb, _, _ = read_image(Image.new(mode, (20, 20)))
+        assert rgb.shape == (3, 20, 20) and torch.isfinite(rgb).all(), mode
+    with pytest.raises(InputError, match="cannot convert the La image"):
+        read_image(Image.new("La", (20, 20)))
+
+
+def test_mask_file_errors_name_the_mask(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"mask file not found: .*m\.png"):
+        read_mask(tmp_path / "m.png", (32, 32))
+    (tmp_path / "m.png").write_bytes(b"\x89PNG garbage")
+    with pytest.raises(InputError, match=r"cannot read image .*m\.png"):
+        read_mask(tmp_path / "m.png", (32, 32))

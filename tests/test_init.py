@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from clipasso.errors import InputError
+from clipasso import limits
+from clipasso.errors import InputError, LimitError, SVGError
 from clipasso.init import (
     INITIALIZERS,
     Initializer,
@@ -399,6 +400,33 @@ def test_svg_initializer_excess_and_file(tmp_path: Path, tiny_vit: torch.nn.Modu
         SVGInitializer(tmp_path / "missing.svg")(_target(), 2, generator=_gen(0))
     with pytest.raises(InputError, match="on_excess"):
         SVGInitializer(path, on_excess="drop")  # type: ignore[arg-type]
+
+
+def test_svg_initializer_reads_real_world_svgs_up_front(tmp_path: Path) -> None:
+    """Transforms, arcs and shapes are read; a bad file fails when the initializer is built; a stroke
+    with more segments than max_segments is refused."""
+    drawing = (
+        '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 56 56">'
+        '<g transform="translate(28 28) scale(2)">'
+        '<circle r="10"/><path d="M -10 0 A 10 5 0 0 0 10 0" stroke-width="0.5"/></g></svg>'
+    )
+    init = SVGInitializer(drawing, top_up="random")
+    assert init.num_svg_strokes == 6  # 4 quarter circles and an arc of 2 cubics, split: mixed counts
+    res = init(_target(), 6, generator=_gen(0))
+    pts = res.strokes.points.detach()[0]
+    radii = ((pts[:4, [0, 3]] - SIZE / 2).norm(dim=-1) / (SIZE / 56)).flatten()
+    assert torch.allclose(radii, torch.full_like(radii, 20.0), atol=1e-4)  # the circle, scaled by 2
+    # half of stroke-width 0.5, times the group's scale 2, times the canvas scale
+    assert torch.allclose(res.strokes.widths[0, 4:], torch.full((2,), 0.25 * 2 * SIZE / 56))
+    bad = tmp_path / "bad.svg"
+    bad.write_text('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 x 9"/>')
+    with pytest.raises(SVGError, match=r"bad\.svg: malformed viewBox"):
+        SVGInitializer(bad, top_up="random")
+    long = '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 9 9"><path d="M 0 0{}"/></svg>'
+    with pytest.raises(LimitError, match="max_segments"):
+        SVGInitializer(long.format(" L 1 1" * 65), top_up="random")
+    with limits.override(max_segments=65):
+        assert SVGInitializer(long.format(" L 1 1" * 65), top_up="random").num_svg_strokes == 1
 
 
 # ----------------------------------------------------------------------------------------------

@@ -107,6 +107,25 @@ def test_wrong_shapes(tmp_path: Path) -> None:
         load_clip(path)
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "match"),
+    [
+        ("text_projection", torch.zeros(3), "shapes do not describe a CLIP model"),  # 1-D: no shape[1]
+        ("visual.attnpool.positional_embedding", torch.zeros(0, 8), "shapes do not describe"),
+        ("positional_embedding", torch.zeros(100_000, 1), "text context of 100000 tokens"),  # a 40 GB mask
+    ],
+)
+def test_shapes_no_clip_has(tmp_path: Path, key: str, value: torch.Tensor, match: str) -> None:
+    """A damaged or hostile state dict is a WeightsError, and its shapes cannot make the model allocate
+    more than the file holds."""
+    sd = _build("resnet", 0).state_dict()
+    sd[key] = value
+    path = tmp_path / "odd.pt"
+    torch.save(sd, path)
+    with pytest.raises(WeightsError, match=match):
+        load_clip(path)
+
+
 def test_unknown_name() -> None:
     with pytest.raises(WeightsError, match="RN101"):
         load_clip("RN9000")

@@ -63,6 +63,9 @@ PUBLIC_API = {
     "CheckpointError",
     "NonFiniteLossError",
     "BackendUnavailableError",
+    "LimitError",
+    "SVGWarning",
+    "Limits",
     "__version__",
 }
 

@@ -17,7 +17,7 @@ from clipasso.callbacks import Callback, SketchState
 from clipasso.config import PRESETS, SketchConfig
 from clipasso.errors import CheckpointError, InputError, NonFiniteLossError
 from clipasso.losses import LossContext, SketchLoss
-from clipasso.sketcher import race_round, race_survivors
+from clipasso.sketcher import race_round, race_survivors, read_checkpoint, write_checkpoint
 from clipasso.strokes import StrokeSet
 
 
@@ -209,10 +209,10 @@ def test_checkpoint_keeps_the_precision_chosen_at_run_time(tiny_sketcher, tmp_pa
     first.sketch(_image(224), checkpoint=ckpt)
     chosen = first.loss.active_precision
     assert chosen in ("fp32", "bf16")
-    data = torch.load(ckpt, weights_only=True)
+    data = read_checkpoint(ckpt)
     assert data["precisions"] == [chosen]
     data["precisions"] = ["bf16" if chosen == "fp32" else "fp32"]  # as if the guard had decided otherwise
-    torch.save(data, ckpt)
+    write_checkpoint(ckpt, data)
     resumed = tiny_sketcher(iterations=4, precision="auto")
     resumed.sketch(_image(224), checkpoint=ckpt)
     assert resumed.loss.active_precision == data["precisions"][0]

@@ -50,6 +50,8 @@ _EXPORTS: dict[str, str] = {
     "INITIALIZERS": ".init",
     "InitResult": ".init",
     "InputError": ".errors",
+    "LimitError": ".errors",
+    "Limits": ".limits",
     "list_initializers": ".init",
     "list_losses": ".losses",
     "load_clip": ".models",
@@ -81,6 +83,7 @@ _EXPORTS: dict[str, str] = {
     "StrokeSet": ".strokes",
     "SVGError": ".errors",
     "SVGInitializer": ".init",
+    "SVGWarning": ".errors",
     "Target": ".image",
     "WeightsError": ".errors",
     "xdog": ".xdog",
@@ -95,8 +98,10 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
         CheckpointError,
         ClipassoError,
         InputError,
+        LimitError,
         NonFiniteLossError,
         SVGError,
+        SVGWarning,
         WeightsError,
     )
     from .image import Matting, Target, prepare_target
@@ -112,6 +117,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
         register_initializer,
         save_saliency_figure,
     )
+    from .limits import Limits
     from .losses import (
         LOSSES,
         CLIPConvLoss,
@@ -188,6 +194,8 @@ __all__ = [
     "InitResult",
     "Initializer",
     "InputError",
+    "LimitError",
+    "Limits",
     "LossContext",
     "LossHistory",
     "Matting",
@@ -200,6 +208,7 @@ __all__ = [
     "Registry",
     "SVGError",
     "SVGInitializer",
+    "SVGWarning",
     "SaliencyInitializer",
     "SketchConfig",
     "SketchLoss",

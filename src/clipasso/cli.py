@@ -164,39 +164,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
-    try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise UsageError(f"config file not found: {path}") from None
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise UsageError(f"cannot read config file {path}: {exc}") from None
-    return data.get("sketch", data)
+    from .config import read_toml  # checks the file and each setting; errors name the file
 
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(type(value).__name__)
+    return read_toml(path)
 
 
 def to_toml(settings: dict[str, Any]) -> str:
     """Settings as a TOML ``[sketch]`` table (None values are left out: they mean "default")."""
-    lines = ["[sketch]"]
-    lines += [f"{k} = {_toml_value(v)}" for k, v in settings.items() if v is not None]
-    return "\n".join(lines) + "\n"
+    from .config import to_toml as settings_to_toml
+
+    return settings_to_toml(settings)
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error message on one line (a message from a dependency may span several)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -304,6 +286,8 @@ def _sketch(args: argparse.Namespace) -> int:
     if masks and len(masks) != len(args.images):
         raise UsageError(f"got {len(masks)} --mask for {len(args.images)} images; give one mask per image")
     counts = args.strokes or [config.num_strokes]
+    for n in counts:  # every count of a ladder is checked before any work
+        config.replace(num_strokes=n)
     out_root: Path = args.output
     names = _unique_names(args.images)
     try:  # every output location is checked before any work: a finished run must not be lost
@@ -350,7 +334,7 @@ def _sketch(args: argparse.Namespace) -> int:
             status = max(status, EXIT_INTERNAL)
             continue
         except ClipassoError as exc:
-            print(f"clipasso: error: {image}: {exc}", file=sys.stderr)
+            print(f"clipasso: error: {image}: {_one_line(exc)}", file=sys.stderr)
             if args.debug:
                 traceback.print_exc()
             status = max(
@@ -461,8 +445,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # internal error: one line unless --debug
         from .errors import InputError
 
-        if isinstance(exc, InputError):
-            print(f"clipasso: error: {exc}", file=sys.stderr)
+        if isinstance(exc, InputError) or _is_user_error(exc):
+            print(f"clipasso: error: {_one_line(exc)}", file=sys.stderr)
+            if debug:
+                traceback.print_exc()
             return EXIT_USAGE
         print(f"clipasso: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         if debug:

@@ -1,15 +1,28 @@
-"""The Sketcher's typed configuration, with the reference defaults (METHOD §2, §5)."""
+"""The Sketcher's typed configuration, with the reference defaults (METHOD §2, §5).
+
+Settings files are TOML (:func:`read_toml`, :func:`to_toml`): a ``[sketch]`` table (or the top
+level) of :class:`SketchConfig` fields. Reading checks the file (size, UTF-8, TOML syntax) and
+each setting's type and range and raises an :class:`~clipasso.errors.InputError` that names the
+file and the setting; relations between settings are checked when the configuration is built.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from .errors import InputError, _with_prefix
+from .limits import check_limit
 
-__all__ = ["PRESETS", "SketchConfig"]
+__all__ = ["PRESETS", "SketchConfig", "check_setting", "read_toml", "to_toml"]
 
 #: Named settings that :meth:`SketchConfig.preset` applies on top of the defaults.
 #:
@@ -176,63 +189,15 @@ class SketchConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Raise :class:`InputError` naming the first impossible setting."""
-        positive_ints = [
-            "num_strokes",
-            "num_segments",
-            "eval_every",
-            "num_sketches",
-            "image_size",
-            "checkpoint_every",
-            "prune_keep",
-        ]
-        for name in positive_ints:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise InputError(f"{name} must be a positive integer, got {value!r}")
-        threads = self.threads
-        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
-            raise InputError(f"threads must be None or a positive integer, got {threads!r}")
-        for name in (
-            "iterations",
-            "early_stop_patience",
-            "seed",
-            "seed_stride",
-            "prune_after",
-            "prune_until",
-            "target_pool",
-            "num_views",
-        ):
-            value = getattr(self, name)
-            if name in ("prune_after", "prune_until") and value is None:
-                continue  # optional: None means no pruning / no deadline
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise InputError(f"{name} must be a non-negative integer, got {value!r}")
-        for name in ("width", "lr", "opacity_lr"):
-            value = getattr(self, name)
-            if (
-                not isinstance(value, (int, float))
-                or not value > 0
-                or value != value
-                or value == float("inf")
-            ):
-                raise InputError(f"{name} must be a positive finite number, got {value!r}")
-        if not isinstance(self.early_stop_delta, (int, float)) or not self.early_stop_delta >= 0:
-            raise InputError(f"early_stop_delta must be >= 0, got {self.early_stop_delta!r}")
-        if self.precision not in ("fp32", "bf16", "auto"):
-            raise InputError(f"precision must be 'fp32', 'bf16' or 'auto', got {self.precision!r}")
-        if self.lr_schedule not in (None, "cosine"):
-            raise InputError(f"lr_schedule must be None or 'cosine', got {self.lr_schedule!r}")
-        fraction = self.lr_decay_fraction
-        if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0 < fraction <= 1:
-            raise InputError(f"lr_decay_fraction must be in (0, 1], got {fraction!r}")
+        """Raise :class:`InputError` naming the first impossible setting.
+
+        Each field is checked for its type and range (and against the resource limits of
+        :mod:`clipasso.limits`: strokes, segments, sketches, views, iterations, canvas side), then
+        the settings that depend on each other.
+        """
+        for f in dataclasses.fields(self):
+            check_setting(f.name, getattr(self, f.name))
         tolerance = self.prune_tolerance
-        if (
-            isinstance(tolerance, bool)
-            or not isinstance(tolerance, (int, float))
-            or not 0 <= tolerance < float("inf")
-        ):
-            raise InputError(f"prune_tolerance must be a finite number >= 0, got {tolerance!r}")
         if self.prune_after is None and (tolerance > 0 or self.prune_until is not None):
             raise InputError(
                 "prune_tolerance and prune_until refine a race: set prune_after too "
@@ -246,13 +211,12 @@ class SketchConfig:
             raise InputError(
                 f"prune_until ({self.prune_until}) must be at or after prune_after ({self.prune_after})"
             )
-        weight = self.identity_weight
-        if weight is not None and (
-            isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1
-        ):
-            raise InputError(f"identity_weight must be None or in [0, 1], got {weight!r}")
-        if self.image_size < 16:
-            raise InputError(f"image_size must be at least 16, got {self.image_size}")
+        last_seed = self.seed + (self.num_sketches - 1) * self.seed_stride
+        if last_seed > _MAX_SEED:
+            raise InputError(
+                f"the last candidate's seed seed + (num_sketches - 1) * seed_stride = {last_seed} is above "
+                f"{_MAX_SEED} (seeds are 63-bit integers)"
+            )
 
     @classmethod
     def preset(cls, name: str, **changes: Any) -> SketchConfig:
@@ -287,14 +251,302 @@ class SketchConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SketchConfig:
+    def from_dict(cls, data: Mapping[str, Any]) -> SketchConfig:
         """Build from a dict (e.g. a parsed TOML/JSON file); unknown keys are an error."""
+        if not isinstance(data, Mapping):
+            raise InputError(f"settings must be a table of names and values, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(str(k) for k in set(data) - known)
         if unknown:
             raise InputError(f"unknown setting(s) {unknown}; known: {sorted(known)}")
         return cls(**data)
 
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike[str]) -> SketchConfig:
+        """Build from a TOML file (see :func:`read_toml`) on top of the defaults.
+
+        Example:
+            >>> import tempfile, pathlib
+            >>> path = pathlib.Path(tempfile.mkdtemp()) / "my.toml"
+            >>> _ = path.write_text(SketchConfig(num_strokes=8).to_toml())
+            >>> SketchConfig.from_toml(path).num_strokes
+            8
+        """
+        table = read_toml(path)  # its errors name the file
+        try:
+            return cls.from_dict(table)
+        except InputError as exc:
+            raise _with_prefix(exc, f"{path}: ") from None
+
+    def to_toml(self) -> str:
+        """Every setting as a TOML ``[sketch]`` table (:func:`to_toml`)."""
+        return to_toml(self.to_dict())
+
     def to_json(self) -> str:
         """Pretty JSON of :meth:`to_dict`."""
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+# ---------------------------------------------------------------------------------------------- checks
+
+_MAX_SEED = 2**63 - 1
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _int_check(minimum: int, limit: str | None = None, optional: bool = False) -> Callable[[str, Any], None]:
+    word = "positive" if minimum == 1 else "non-negative"
+
+    def check(name: str, value: Any) -> None:
+        if optional and value is None:
+            return
+        if not _is_int(value) or value < minimum:
+            extra = " or None" if optional else ""
+            raise InputError(f"{name} must be a {word} integer{extra}, got {value!r}")
+        if value > _MAX_SEED:
+            raise InputError(f"{name} must be below 2**63, got {value!r}")
+        if limit is not None:
+            check_limit(value, limit, name)
+
+    return check
+
+
+def _positive_float(name: str, value: Any) -> None:
+    if not _is_number(value) or not 0 < value < math.inf:
+        raise InputError(f"{name} must be a positive finite number, got {value!r}")
+
+
+def _str_check(choices: tuple[str, ...] | None = None, optional: bool = False) -> Callable[[str, Any], None]:
+    def check(name: str, value: Any) -> None:
+        if optional and value is None:
+            return
+        if choices is not None and value not in choices:
+            shown = ", ".join(repr(c) for c in choices) + (" or None" if optional else "")
+            raise InputError(f"{name} must be {shown}, got {value!r}")
+        if not isinstance(value, str) or not value.strip():
+            raise InputError(
+                f"{name} must be a non-empty string{' or None' if optional else ''}, got {value!r}"
+            )
+
+    return check
+
+
+def _bool_check(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise InputError(f"{name} must be true or false, got {value!r}")
+
+
+def _options_check(name: str, value: Any) -> None:
+    if not isinstance(value, dict):
+        raise InputError(
+            f"{name} must be a table of keyword options (e.g. {name} = {{ key = 1 }}), got {value!r}"
+        )
+    bad = [k for k in value if not isinstance(k, str) or not k.isidentifier()]
+    if bad:
+        raise InputError(f"{name} keys must be option names (Python identifiers), got {bad}")
+
+
+def _delta(name: str, value: Any) -> None:
+    if not _is_number(value) or not value >= 0:  # inf is allowed: every evaluation is "no change"
+        raise InputError(f"{name} must be >= 0, got {value!r}")
+
+
+def _fraction(name: str, value: Any) -> None:
+    if not _is_number(value) or not 0 < value <= 1:
+        raise InputError(f"{name} must be in (0, 1], got {value!r}")
+
+
+def _non_negative(name: str, value: Any) -> None:
+    if not _is_number(value) or not 0 <= value < math.inf:
+        raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def _unit_or_none(name: str, value: Any) -> None:
+    if value is not None and (not _is_number(value) or not 0 <= value <= 1):
+        raise InputError(f"{name} must be None or in [0, 1], got {value!r}")
+
+
+def _image_size(name: str, value: Any) -> None:
+    if not _is_int(value) or value < 16:
+        raise InputError(f"{name} must be an integer of at least 16, got {value!r}")
+    check_limit(value, "max_canvas_side", name)
+
+
+_CHECKS: dict[str, Callable[[str, Any], None]] = {
+    "num_strokes": _int_check(1, "max_strokes"),
+    "num_segments": _int_check(1, "max_segments"),
+    "width": _positive_float,
+    "iterations": _int_check(0, "max_iterations"),
+    "lr": _positive_float,
+    "eval_every": _int_check(1),
+    "early_stop_delta": _delta,
+    "early_stop_patience": _int_check(0),
+    "num_sketches": _int_check(1, "max_sketches"),
+    "seed": _int_check(0),
+    "seed_stride": _int_check(0),
+    "image_size": _image_size,
+    "fix_scale": _bool_check,
+    "loss": _str_check(),
+    "loss_options": _options_check,
+    "clip_model": _str_check(optional=True),
+    "initializer": _str_check(),
+    "initializer_options": _options_check,
+    "saliency_model": _str_check(optional=True),
+    "rasterizer": _str_check(),
+    "optimize_opacity": _bool_check,
+    "opacity_lr": _positive_float,
+    "lr_schedule": _str_check(("cosine",), optional=True),
+    "lr_decay_fraction": _fraction,
+    "prune_after": _int_check(0, optional=True),
+    "prune_keep": _int_check(1, "max_sketches"),
+    "prune_tolerance": _non_negative,
+    "prune_until": _int_check(0, optional=True),
+    "shared_views": _bool_check,
+    "precision": _str_check(("fp32", "bf16", "auto")),
+    "channels_last": _bool_check,
+    "target_pool": _int_check(0, "max_views"),
+    "num_views": _int_check(0, "max_views"),
+    "identity_weight": _unit_or_none,
+    "device": _str_check(),
+    "threads": _int_check(1, optional=True),
+    "checkpoint_every": _int_check(1),
+}
+
+
+def check_setting(name: str, value: Any) -> None:
+    """Check one setting's type and range on its own (:meth:`SketchConfig.validate` checks them all).
+
+    Raises:
+        InputError: An unknown name, a wrong type or a value out of range.
+        LimitError: A value above its resource limit (:mod:`clipasso.limits`).
+    """
+    check = _CHECKS.get(name)
+    if check is None:
+        raise InputError(f"unknown setting {name!r}; known: {sorted(_CHECKS)}")
+    check(name, value)
+
+
+# ---------------------------------------------------------------------------------------------- TOML
+
+
+def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read settings from a TOML file: its ``[sketch]`` table, or the top level if it has none.
+
+    Every setting is checked on its own (:func:`check_setting`); settings that depend on each other
+    are checked when a :class:`SketchConfig` is built from them (e.g. on top of a preset).
+
+    Args:
+        path: The file.
+
+    Returns:
+        ``{setting: value}`` (only the settings the file gives).
+
+    Raises:
+        InputError: A missing, unreadable, binary or malformed file, an unknown setting or a bad
+            value; the message names the file.
+        LimitError: A file above ``max_config_bytes`` or a value above its limit.
+    """
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"config file not found: {p}")
+    if not p.is_file():
+        raise InputError(f"expected a config file, got a directory or special file: {p}")
+    try:
+        check_limit(p.stat().st_size, "max_config_bytes", f"the size of config file {p} (bytes)")
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read config file {p}: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{p}: not a TOML file (not UTF-8 text; invalid byte at offset {exc.start})"
+        ) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{p}: invalid TOML: {exc}") from None
+    except RecursionError:
+        raise InputError(f"{p}: invalid TOML: nested too deeply") from None
+    table = data.get("sketch", data)
+    if not isinstance(table, dict):
+        raise InputError(f"{p}: [sketch] must be a table of settings, got {table!r}")
+    for name, value in table.items():
+        try:
+            check_setting(name, value)
+        except InputError as exc:
+            raise _with_prefix(exc, f"{p}: ") from None
+    return dict(table)
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _toml_string(text: str) -> str:
+    out = []
+    for ch in text:
+        if ch in ('"', "\\"):
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _toml_key(key: Any) -> str:
+    text = str(key)
+    return text if _BARE_KEY.fullmatch(text) else _toml_string(text)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, (datetime.date, datetime.time)):  # datetime is a date too
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        items = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items() if v is not None]
+        return "{ " + ", ".join(items) + " }" if items else "{ }"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value if v is not None) + "]"
+    raise InputError(f"a {type(value).__name__} cannot be written to TOML ({value!r})")
+
+
+def to_toml(settings: Mapping[str, Any]) -> str:
+    """Settings as a TOML ``[sketch]`` table; :func:`read_toml` reads it back to the same values.
+
+    None values are left out (they mean "default"; TOML has no null), also inside options.
+
+    Example:
+        >>> print(to_toml({"num_strokes": 8, "device": "cpu", "clip_model": None}), end="")
+        [sketch]
+        num_strokes = 8
+        device = "cpu"
+    """
+    lines = ["[sketch]"]
+    lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in settings.items() if v is not None]
+    return "\n".join(lines) + "\n"

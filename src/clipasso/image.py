@@ -8,11 +8,18 @@
 
 Files, PIL images and uint8 arrays are resized with PIL's bicubic filter (what torchvision does for
 PIL inputs, hence the reference's pixels); float tensors/arrays with torch's antialiased bicubic.
+
+Image and mask files are checked before they are decoded: a missing, empty or non-image file, or
+one whose header claims more pixels than the limit ``max_image_pixels`` (:mod:`clipasso.limits`;
+Pillow's own decompression-bomb check is replaced by it), raises an
+:class:`~clipasso.errors.InputError` (:class:`~clipasso.errors.LimitError`) naming the file; so
+does any failure of the decoder on a corrupt file.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Union, runtime_checkable
@@ -24,6 +31,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from .errors import InputError
+from .limits import check_limit
 
 __all__ = ["MIN_IMAGE_SIDE", "ImageLike", "Matting", "Target", "prepare_target", "read_image", "read_mask"]
 
@@ -70,19 +78,53 @@ def _describe(source: Any) -> str:
     return str(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__
 
 
-def _open_file(path: Path) -> Image.Image:
+# Pillow's decompression-bomb check reads a module global; it is switched off only while a header
+# is read (under this lock), because clipasso's own check, with its own setting, follows at once.
+_PIL_LOCK = threading.Lock()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def _check_pixels(img: Image.Image, what: str) -> None:
+    w, h = img.size
+    check_limit(w * h, "max_image_pixels", f"the pixel count of {what} ({w}x{h} px)")
+
+
+def _open_file(path: Path, kind: str = "image") -> Image.Image:
+    """Open, check and decode an image file (any failure is an :class:`InputError` naming it)."""
     if not path.exists():
-        raise InputError(f"image file not found: {path}")
+        raise InputError(f"{kind} file not found: {path}")
     if path.is_dir():
-        raise InputError(f"expected an image file, got a directory: {path}")
-    if path.stat().st_size == 0:
-        raise InputError(f"image file is empty (0 bytes): {path}")
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise InputError(f"expected {article} {kind} file, got a directory: {path}")
     try:
-        with Image.open(path) as img:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise InputError(f"cannot read {kind} {path}: {_first_line(exc)}") from None
+    if size == 0:
+        raise InputError(f"{kind} file is empty (0 bytes): {path}")
+    try:
+        with _PIL_LOCK:
+            saved = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+            try:
+                img = Image.open(path)  # the header only
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
+    except UnidentifiedImageError:
+        raise InputError(f"cannot read image {path}: not an image format Pillow knows") from None
+    except Exception as exc:  # a corrupt header: any error of the decoder is the file's problem
+        raise InputError(f"cannot read image {path}: {_first_line(exc)}") from None
+    with img:
+        _check_pixels(img, f"{kind} {path}")
+        try:
             img.load()
             return img.copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"cannot read image {path}: {exc}") from exc
+        except Exception as exc:  # truncated or corrupt data (Pillow raises many types)
+            raise InputError(f"cannot read image {path}: {_first_line(exc)}") from None
 
 
 def _array_to_tensor(arr: np.ndarray, what: str) -> Tensor:
@@ -125,12 +167,18 @@ def read_image(source: ImageLike) -> tuple[Tensor, Tensor | None, Image.Image | 
         except (TypeError, ValueError) as exc:
             raise InputError(f"{what}: cannot interpret array of shape {shape} as an image") from exc
     if isinstance(source, Image.Image):
-        img = source
-        if img.mode == "P":
-            img = img.convert("RGBA")
-        has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "RGBa")
-        rgba = img.convert("RGBA") if has_alpha else img.convert("RGB")
-        arr = np.asarray(rgba, dtype=np.float32) / 255.0
+        _check_pixels(source, what)
+        try:
+            img = source
+            if img.mode == "P":
+                img = img.convert("RGBA")
+            has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "RGBa")
+            rgba = img.convert("RGBA") if has_alpha else img.convert("RGB")
+            arr = np.asarray(rgba, dtype=np.float32) / 255.0
+        except Exception as exc:  # an unloaded PIL image decodes here; odd modes may not convert
+            raise InputError(
+                f"{what}: cannot convert the {source.mode} image to RGB: {_first_line(exc)}"
+            ) from None
         t = torch.from_numpy(arr).permute(2, 0, 1).contiguous()
         if has_alpha:
             alpha = t[3:4]
@@ -191,9 +239,16 @@ def read_mask(source: ImageLike, size: tuple[int, int]) -> Tensor:
     """
     what = _describe(source)
     if isinstance(source, (str, os.PathLike)):
-        source = _open_file(Path(source))
+        source = _open_file(Path(source), "mask")
     if isinstance(source, Image.Image):
-        m = torch.from_numpy(np.asarray(source.convert("L"), dtype=np.float32) / 255.0)[None]
+        _check_pixels(source, f"mask {what}")
+        try:
+            grey = np.asarray(source.convert("L"), dtype=np.float32)
+        except Exception as exc:
+            raise InputError(
+                f"mask {what}: cannot convert the {source.mode} image: {_first_line(exc)}"
+            ) from None
+        m = torch.from_numpy(grey / 255.0)[None]
     elif isinstance(source, np.ndarray):
         m = _array_to_tensor(source, what)
     elif isinstance(source, Tensor):
@@ -261,8 +316,9 @@ def prepare_target(
         >>> t.image.shape, t.original_size
         (torch.Size([1, 3, 224, 224]), (300, 200))
     """
-    if not isinstance(size, int) or size < MIN_IMAGE_SIDE:
+    if not isinstance(size, int) or isinstance(size, bool) or size < MIN_IMAGE_SIDE:
         raise InputError(f"size must be an integer >= {MIN_IMAGE_SIDE}, got {size!r}")
+    check_limit(size, "max_canvas_side", "the target size")
     rgb, alpha, pil = read_image(source)
     h, w = rgb.shape[-2:]
     obj = (

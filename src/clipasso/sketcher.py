@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import io
 import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard, cast
 
 import torch
 from torch import Tensor, nn
@@ -38,11 +40,19 @@ from .result import Candidate, LossHistory, SketchResult
 from .strokes import StrokeSet
 from .threads import intra_op_threads
 
-__all__ = ["Sketcher", "cosine_lr_factor", "race_round", "race_survivors", "resolve_device"]
+__all__ = [
+    "Sketcher",
+    "cosine_lr_factor",
+    "race_round",
+    "race_survivors",
+    "read_checkpoint",
+    "resolve_device",
+    "write_checkpoint",
+]
 
 OptimizerFactory = Callable[[list[dict[str, Any]]], torch.optim.Optimizer]
 
-_CHECKPOINT_VERSION = 1
+_CHECKPOINT_VERSION = 2
 
 
 def resolve_device(spec: str | torch.device = "auto") -> torch.device:
@@ -56,10 +66,23 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
         if mps is not None and mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
+    if not isinstance(spec, str):
+        raise InputError(f"device must be a string or torch.device, got {type(spec).__name__}")
     try:
-        return torch.device(spec)
-    except RuntimeError as exc:
-        raise InputError(f"invalid device {spec!r}: {exc}") from exc
+        device = torch.device(spec)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise InputError(f"invalid device {spec!r}: {exc}") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise InputError(f"device {spec!r}: CUDA is not available on this machine (use 'cpu' or 'auto')")
+        if device.index is not None and device.index >= count:
+            raise InputError(f"device {spec!r}: this machine has {count} CUDA device(s) (0 to {count - 1})")
+    elif device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise InputError(f"device {spec!r}: MPS is not available on this machine (use 'cpu' or 'auto')")
+    return device
 
 
 def cosine_lr_factor(step: int, iterations: int, decay: int) -> float:
@@ -850,46 +873,228 @@ class Sketcher:
             # a precision chosen at run time (precision="auto") must stay the same after a resume
             "precisions": [m.active_precision for m in self._precision_modules()],
         }
-        with atomic_open(path, "wb") as fh:
-            torch.save(payload, fh)
+        write_checkpoint(path, payload)
 
     def _load_checkpoint(self, run: _Run, path: Path, fingerprint: str) -> None:
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from exc
-        if not isinstance(data, dict) or data.get("version") != _CHECKPOINT_VERSION:
-            raise CheckpointError(f"{path} is not a clipasso checkpoint (version {_CHECKPOINT_VERSION})")
+        data = read_checkpoint(path)
         if data["fingerprint"] != fingerprint:
             raise CheckpointError(
                 f"checkpoint {path} was written for other settings, another image or other components; "
                 "delete it or pass another checkpoint path"
             )
+        _check_checkpoint_shapes(data, run, path)
         dev = self.device
+        try:
+            run.optimizer.load_state_dict(data["optimizer"])
+            if run.scheduler is not None and data["scheduler"] is not None:
+                run.scheduler.load_state_dict(data["scheduler"])
+            for g, s in zip(run.generators, data["generators"]):
+                g.set_state(s)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+            raise CheckpointError(
+                f"checkpoint {path} has an unusable optimizer or generator state: {exc}"
+            ) from None
         with torch.no_grad():
             run.strokes.points.copy_(data["points"].to(dev))
             run.strokes.colors.copy_(data["colors"].to(dev))
-        run.optimizer.load_state_dict(data["optimizer"])
-        if run.scheduler is not None and data["scheduler"] is not None:
-            run.scheduler.load_state_dict(data["scheduler"])
-        for g, s in zip(run.generators, data["generators"]):
-            g.set_state(s)
-        run.iteration = int(data["iteration"])
+        run.iteration = data["iteration"]
         run.best_loss = [float(x) for x in data["best_loss"]]
-        run.best_iteration = [int(x) for x in data["best_iteration"]]
+        run.best_iteration = list(data["best_iteration"])
         run.best_points = data["best_points"].to(dev)
         run.best_colors = data["best_colors"].to(dev)
-        run.patience = [int(x) for x in data["patience"]]
-        run.stopped = [bool(x) for x in data["stopped"]]
-        run.stop_iteration = [int(x) for x in data["stop_iteration"]]
+        run.patience = list(data["patience"])
+        run.stopped = list(data["stopped"])
+        run.stop_iteration = list(data["stop_iteration"])
         run.frozen_points = data["frozen_points"].to(dev)
         run.frozen_colors = data["frozen_colors"].to(dev)
         run.train_history = [{k: v.to(dev) for k, v in h.items()} for h in data["train_history"]]
-        run.eval_history = [(int(it), rec) for it, rec in data["eval_history"]]
-        run.snapshots = [(int(it), pts) for it, pts in data["snapshots"]]
+        run.eval_history = [(it, rec) for it, rec in data["eval_history"]]
+        run.snapshots = [(it, pts) for it, pts in data["snapshots"]]
         run.last_eval = [float(x) for x in data["last_eval"]]
-        for module, precision in zip(self._precision_modules(), data.get("precisions", [])):
+        for module, precision in zip(self._precision_modules(), data["precisions"]):
             module.active_precision = precision
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+
+_CHECKPOINT_FORMAT = "clipasso-checkpoint"
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def _torch_load(source: Any, what: str) -> Any:
+    try:
+        with warnings.catch_warnings():  # a damaged pickle makes torch warn before it fails
+            warnings.simplefilter("ignore")
+            return torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many unrelated types for a damaged file
+        raise CheckpointError(f"cannot read checkpoint {what}: {_first_line(exc)}") from None
+
+
+def write_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> Path:
+    """Write a run's state atomically as a checkpoint that :func:`read_checkpoint` verifies.
+
+    The state is serialised with :func:`torch.save` and stored as bytes beside their SHA-256, so any
+    later corruption of the file is detected.
+
+    Args:
+        path: The file (parent folders are created).
+        state: What :meth:`Sketcher.sketch` saves (tensors, numbers, lists, dicts).
+
+    Returns:
+        The path.
+    """
+    buffer = io.BytesIO()
+    torch.save(dict(state), buffer)
+    body = buffer.getvalue()
+    envelope = {"format": _CHECKPOINT_FORMAT, "version": _CHECKPOINT_VERSION, "sha256": _sha256(body)}
+    envelope["payload"] = body
+    with atomic_open(path, "wb") as fh:
+        torch.save(envelope, fh)
+    return Path(path)
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and verify a checkpoint file written by :meth:`Sketcher.sketch` (``checkpoint=``).
+
+    The file holds the run's state as bytes with their SHA-256; the bytes are checked before they
+    are unpickled (with ``weights_only=True``), and the state's layout is checked after.
+
+    Args:
+        path: The checkpoint file.
+
+    Returns:
+        The saved state, a dict whose ``"fingerprint"`` identifies the settings, image and seeds.
+
+    Raises:
+        CheckpointError: A missing, truncated or corrupt file, one of another format or version,
+            or one whose state is incomplete; the message names the file.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint {p} is not a file")
+    if p.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {p} is empty (0 bytes)")
+    envelope = _torch_load(p, str(p))
+    if isinstance(envelope, dict) and "format" not in envelope and "fingerprint" in envelope:
+        raise CheckpointError(
+            f"checkpoint {p} was written by an older clipasso (version {envelope.get('version')!r}); "
+            "delete it and run again"
+        )
+    if not isinstance(envelope, dict) or envelope.get("format") != _CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{p} is not a clipasso checkpoint")
+    if envelope.get("version") != _CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {p} has version {envelope.get('version')!r}; this clipasso reads version "
+            f"{_CHECKPOINT_VERSION} (delete it and run again)"
+        )
+    body = envelope.get("payload")
+    if not isinstance(body, bytes) or envelope.get("sha256") != _sha256(body):
+        raise CheckpointError(f"checkpoint {p} is corrupt (its checksum does not match); delete it")
+    data = _torch_load(io.BytesIO(body), str(p))
+    _check_checkpoint_layout(data, p)
+    return cast(dict[str, Any], data)
+
+
+def _is_int_list(value: Any, n: int | None = None) -> bool:
+    ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    return ok and (n is None or len(value) == n)
+
+
+def _is_number_list(value: Any) -> TypeGuard[list[Any]]:
+    return isinstance(value, list) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+    )
+
+
+def _check_checkpoint_layout(data: Any, path: Path) -> None:
+    """Every entry a resume reads, with its type and the batch size consistent."""
+
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"checkpoint {path} is incomplete or damaged: {what}")
+
+    if not isinstance(data, dict):
+        raise bad(f"the state is a {type(data).__name__}")
+    if data.get("version") != _CHECKPOINT_VERSION or not isinstance(data.get("fingerprint"), str):
+        raise bad("no version or fingerprint")
+    iteration = data.get("iteration")
+    if not isinstance(iteration, int) or isinstance(iteration, bool) or iteration < 0:
+        raise bad(f"iteration is {iteration!r}")
+    best_loss = data.get("best_loss")
+    if not _is_number_list(best_loss):
+        raise bad("best_loss")
+    b = len(best_loss)
+    for key in ("best_iteration", "patience", "stop_iteration"):
+        if not _is_int_list(data.get(key), b):
+            raise bad(key)
+    if not isinstance(data.get("stopped"), list) or len(data["stopped"]) != b:
+        raise bad("stopped")
+    if not all(isinstance(x, bool) for x in data["stopped"]):
+        raise bad("stopped")
+    last_eval = data.get("last_eval")
+    if not _is_number_list(last_eval) or len(last_eval) not in (0, b):
+        raise bad("last_eval")
+    for key in ("points", "colors", "best_points", "best_colors", "frozen_points", "frozen_colors"):
+        t = data.get(key)
+        if not isinstance(t, Tensor) or not t.is_floating_point() or not bool(torch.isfinite(t).all()):
+            raise bad(f"{key} is not a finite tensor")
+    gens = data.get("generators")
+    if not isinstance(gens, list) or len(gens) != b or not all(isinstance(g, Tensor) for g in gens):
+        raise bad("generators")
+    if not isinstance(data.get("optimizer"), dict):
+        raise bad("optimizer")
+    if data.get("scheduler") is not None and not isinstance(data["scheduler"], dict):
+        raise bad("scheduler")
+    history = data.get("train_history")
+    if not isinstance(history, list) or not all(
+        isinstance(h, dict) and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in h.items())
+        for h in history
+    ):
+        raise bad("train_history")
+    for key, kind in (("eval_history", dict), ("snapshots", Tensor)):
+        entries = data.get(key)
+        if not isinstance(entries, list) or not all(
+            isinstance(e, (list, tuple))
+            and len(e) == 2
+            and isinstance(e[0], int)
+            and not isinstance(e[0], bool)
+            and isinstance(e[1], kind)
+            for e in entries
+        ):
+            raise bad(key)
+    precisions = data.get("precisions")
+    if not isinstance(precisions, list) or not all(isinstance(x, str) for x in precisions):
+        raise bad("precisions")
+
+
+def _check_checkpoint_shapes(data: dict[str, Any], run: _Run, path: Path) -> None:
+    """The saved tensors and lists fit this run (the fingerprint says they should)."""
+    shapes = {
+        "points": run.strokes.points.shape,
+        "colors": run.strokes.colors.shape,
+        "best_points": run.strokes.points.shape,
+        "best_colors": run.strokes.colors.shape,
+        "frozen_points": run.strokes.points.shape,
+        "frozen_colors": run.strokes.colors.shape,
+    }
+    for key, shape in shapes.items():
+        if tuple(data[key].shape) != tuple(shape):
+            raise CheckpointError(
+                f"checkpoint {path} does not fit this run: {key} has shape {list(data[key].shape)}, "
+                f"expected {list(shape)}"
+            )
+    if len(data["best_loss"]) != run.batch:
+        raise CheckpointError(
+            f"checkpoint {path} does not fit this run: {len(data['best_loss'])} candidates, "
+            f"expected {run.batch}"
+        )
 
 
 def _precision_modules_of(loss: nn.Module) -> list[Any]:

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .errors import InputError
+from .errors import InputError, SVGError, _with_prefix
 from .render import rasterize, validate_strokes
 from .svg import parse_svg, read_svg, strokes_to_svg
 
@@ -270,11 +270,16 @@ class StrokeSet(nn.Module):
                 differ, or ``"error"``.
 
         Raises:
-            SVGError: Unreadable or unsupported SVG (see :mod:`clipasso.svg`).
+            SVGError: Unreadable or malformed SVG, or one without strokes (see :mod:`clipasso.svg`);
+                the message names the file.
+            LimitError: An SVG above the SVG limits (:mod:`clipasso.limits`).
         """
         if isinstance(source, str) and source.lstrip().startswith("<"):
-            doc = parse_svg(source)
+            doc, name = parse_svg(source), ""
         else:
-            doc = read_svg(source)
-        pts, wid, col = doc.to_tensors(mixed_segments=mixed_segments, dtype=dtype, device=device)
+            doc, name = read_svg(source), f"{source}: "
+        try:
+            pts, wid, col = doc.to_tensors(mixed_segments=mixed_segments, dtype=dtype, device=device)
+        except SVGError as exc:
+            raise _with_prefix(exc, name) from None
         return cls(pts, wid, col, canvas_size=doc.canvas_size, trainable=trainable)

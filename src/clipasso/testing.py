@@ -8,6 +8,10 @@ a fraction of a second. They are deterministic given the seed.
 Random ResNet towers are nearly blind (all images give almost the same features) until their
 BatchNorm statistics are recalibrated on a few images: see :func:`recalibrate_batchnorm`.
 
+For SVG checks, :func:`render_svg_reference` renders a document with an independent SVG renderer
+(``rsvg-convert`` from librsvg, Debian's ``librsvg2-bin``) and :func:`compare_renders` measures how
+far two renders are apart.
+
 Example:
     >>> from clipasso.testing import tiny_clip
     >>> model = tiny_clip("vit", seed=1)
@@ -18,24 +22,31 @@ Example:
 from __future__ import annotations
 
 import atexit
+import io
 import shutil
+import subprocess
 import tempfile
 import warnings
 from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .errors import InputError
+from .errors import BackendUnavailableError, InputError
 from .models.loading import load_clip
 from .models.taps import normalize, visual_of
 
 __all__ = [
     "TINY_SPECS",
+    "RenderComparison",
+    "compare_renders",
     "recalibrate_batchnorm",
+    "render_svg_reference",
     "save_tiny_clip",
     "tiny_clip",
     "tiny_clip_file",
@@ -179,3 +190,96 @@ def recalibrate_batchnorm(model: nn.Module, images: Tensor | Iterable[Tensor]) -
             m.momentum = momentum
             m.train(training)
     return model
+
+
+# ---------------------------------------------------------------------------------------- SVG renders
+
+
+def render_svg_reference(svg: str | bytes, size: tuple[int, int], *, timeout: float = 60.0) -> Tensor:
+    """Render an SVG document with ``rsvg-convert`` (librsvg) onto white.
+
+    Args:
+        svg: The document.
+        size: ``(H, W)`` of the output in pixels (the ``viewBox`` is stretched onto it).
+        timeout: Seconds before the renderer is stopped.
+
+    Returns:
+        RGB in [0, 1], ``[3, H, W]`` (float32).
+
+    Raises:
+        BackendUnavailableError: ``rsvg-convert`` is not installed (``apt-get install librsvg2-bin``).
+        InputError: The renderer failed on the document (its message is included).
+    """
+    from PIL import Image
+
+    exe = shutil.which("rsvg-convert")
+    if exe is None:
+        raise BackendUnavailableError(
+            "rsvg-convert is not installed (Debian/Ubuntu: apt-get install librsvg2-bin)"
+        )
+    h, w = (int(v) for v in size)
+    data = svg.encode() if isinstance(svg, str) else svg
+    try:
+        proc = subprocess.run(
+            [exe, "-w", str(w), "-h", str(h), "-f", "png"], input=data, capture_output=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise InputError(f"rsvg-convert took more than {timeout} s") from exc
+    if proc.returncode != 0:
+        raise InputError(f"rsvg-convert failed: {proc.stderr.decode(errors='replace').strip()[:300]}")
+    with Image.open(io.BytesIO(proc.stdout)) as img:
+        rgba = torch.from_numpy(np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0).permute(2, 0, 1)
+    if tuple(rgba.shape[1:]) != (h, w):
+        raise InputError(f"rsvg-convert rendered {tuple(rgba.shape[1:])}, not {(h, w)}")
+    alpha = rgba[3:4]
+    return (rgba[:3] * alpha + (1 - alpha)).contiguous()
+
+
+@dataclass(frozen=True)
+class RenderComparison:
+    """How far a render is from a reference render (both RGB on white).
+
+    Attributes:
+        mean_abs_ink: Mean of ``|ours − reference|`` over the channels and the inked pixels (those
+            where either image is darker than ``1 − threshold`` in some channel); 0 when neither
+            has ink.
+        ink_ratio: Total ink (``1 − value``, summed over pixels and channels) of ours over the
+            reference's; 1 when neither has ink.
+        inked_pixels: Number of pixels inked in either image.
+    """
+
+    mean_abs_ink: float
+    ink_ratio: float
+    inked_pixels: int
+
+
+def compare_renders(ours: Tensor, reference: Tensor, *, threshold: float = 0.02) -> RenderComparison:
+    """Compare two renders on white: mean absolute difference over the inked pixels, and ink ratio.
+
+    Args:
+        ours: RGB ``[3, H, W]`` (or ``[1, 3, H, W]``) in [0, 1].
+        reference: The same shape.
+        threshold: Darkness that counts as ink.
+
+    Returns:
+        A :class:`RenderComparison`.
+
+    Example:
+        >>> import torch
+        >>> a = torch.ones(3, 8, 8); a[:, 2:4, 2:6] = 0.0
+        >>> compare_renders(a, a)
+        RenderComparison(mean_abs_ink=0.0, ink_ratio=1.0, inked_pixels=8)
+    """
+    a, b = ours.detach().float().reshape(-1, *ours.shape[-2:]), reference.detach().float()
+    b = b.reshape(-1, *reference.shape[-2:])
+    if a.shape != b.shape:
+        raise InputError(f"renders differ in shape: {list(a.shape)} and {list(b.shape)}")
+    ink_a, ink_b = (1 - a).clamp(0, 1), (1 - b).clamp(0, 1)
+    inked = (ink_a.amax(0) > threshold) | (ink_b.amax(0) > threshold)
+    count = int(inked.sum())
+    if count == 0:
+        return RenderComparison(0.0, 1.0, 0)
+    diff = float((a - b).abs()[:, inked].mean())
+    total_b = float(ink_b.sum())
+    ratio = float(ink_a.sum()) / total_b if total_b > 0 else float("inf")
+    return RenderComparison(diff, ratio, count)

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
+from ..limits import check_limit
 from .base import INITIALIZERS, Initializer, InitResult, check_num_strokes, check_target, register_initializer
 
 __all__ = ["SVGInitializer"]
@@ -26,6 +27,11 @@ class SVGInitializer(Initializer):
     mask, and with the SVG's segment count); its maps are returned on the result. When it has
     more than N, ``on_excess="error"`` raises and ``"truncate"`` keeps the first N (drawing order).
 
+    The SVG is read and checked when the initializer is built (so a bad file fails before any
+    work, with an :class:`~clipasso.errors.SVGError` or :class:`~clipasso.errors.LimitError`
+    naming it), not at each call. Its strokes may have at most ``max_segments`` cubic segments
+    (:mod:`clipasso.limits`).
+
     Args:
         source: Path to an SVG file (``str`` or ``Path``) or the SVG document text
             (a string that starts with ``<``).
@@ -37,7 +43,13 @@ class SVGInitializer(Initializer):
             :class:`~clipasso.Sketcher` share its saliency model with the top-up.
 
     Example:
-        >>> init = SVGInitializer("sketch.svg", top_up="saliency", top_up_options={"model": "ViT-B/32"})
+        >>> svg = (
+        ...     '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 100 100">'
+        ...     '<path d="M 10 10 C 30 0 60 20 90 10" fill="none" stroke="black"/></svg>'
+        ... )
+        >>> init = SVGInitializer(svg, top_up="random")
+        >>> init.num_svg_strokes
+        1
     """
 
     def __init__(
@@ -65,17 +77,32 @@ class SVGInitializer(Initializer):
                 self.top_up_options["model"] = model
         self.on_excess = on_excess
         self._top_up_cache: dict[int, Initializer] = {}
+        self._svg = self._read()
+
+    @property
+    def num_svg_strokes(self) -> int:
+        """Strokes the SVG gives (after splitting mixed segment counts into single segments)."""
+        return self._svg.num_strokes
 
     def _read(self) -> Any:
         from ..strokes import StrokeSet
 
         src = self.source
         if isinstance(src, str) and src.lstrip().startswith("<"):
-            return StrokeSet.from_svg(src)
-        path = Path(src)
-        if not path.is_file():
-            raise InputError(f"SVG file not found: {str(path)!r}")
-        return StrokeSet.from_svg(path)
+            svg = StrokeSet.from_svg(src)
+        else:
+            path = Path(src)
+            if not path.is_file():
+                raise InputError(f"SVG file not found: {str(path)!r}")
+            svg = StrokeSet.from_svg(path)
+        check_limit(
+            svg.num_segments, "max_segments", f"the cubic segments per stroke of the SVG {self._name()}"
+        )
+        return svg
+
+    def _name(self) -> str:
+        src = self.source
+        return "text" if isinstance(src, str) and src.lstrip().startswith("<") else str(src)
 
     def _top_up_for(self, num_segments: int) -> Initializer:
         if isinstance(self.top_up, Initializer):
@@ -92,7 +119,7 @@ class SVGInitializer(Initializer):
 
         h, w = check_target(target)
         n = check_num_strokes(num_strokes)
-        svg = self._read()
+        svg = self._svg
         dev = target.device
         pts = svg.points.detach()[0].to(device=dev, dtype=torch.float32)  # [M, P, 2]
         widths = svg.widths.detach()[0].to(device=dev, dtype=torch.float32)  # [M]

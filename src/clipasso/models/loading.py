@@ -69,6 +69,7 @@ CLIP_MODELS: dict[str, tuple[str, str]] = {
 }
 
 _DOWNLOAD_TIMEOUT_S = 30.0
+_MAX_CONTEXT = 4096
 
 
 def available_models() -> list[str]:
@@ -336,9 +337,22 @@ def build_clip(state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
     sd = {
         k: v for k, v in state_dict.items() if k not in ("input_resolution", "context_length", "vocab_size")
     }
-    arch = _architecture(sd)
-    with torch.device("meta"):
-        model = CLIP(**arch)
+    try:
+        arch = _architecture(sd)
+        if not 1 <= arch["context_length"] <= _MAX_CONTEXT:  # the text mask is context_length² floats
+            raise WeightsError(
+                f"not a CLIP checkpoint: a text context of {arch['context_length']} tokens (CLIP's is 77; "
+                f"at most {_MAX_CONTEXT} are accepted)"
+            )
+        with torch.device("meta"):
+            model = CLIP(**arch)
+    except WeightsError:
+        raise
+    except Exception as exc:  # shapes that no CLIP has (a damaged or foreign state dict)
+        raise WeightsError(
+            f"not a CLIP checkpoint: its tensor shapes do not describe a CLIP model ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None
     try:
         model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True, assign=True)
     except RuntimeError as exc:

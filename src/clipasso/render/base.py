@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from ..errors import BackendUnavailableError, InputError
+from ..limits import check_limit
 from ..registry import Registry
 
 __all__ = [
@@ -115,6 +116,7 @@ class Rasterizer(abc.ABC):
         self, points: Tensor, widths: Tensor | float, colors: Tensor | Sequence[float], size: tuple[int, int]
     ) -> Tensor:
         p, w, c, hw = validate_strokes(points, widths, colors, size)
+        _check_raster_size(hw)
         return self.render(p, w, c, hw)
 
     def over(
@@ -127,6 +129,7 @@ class Rasterizer(abc.ABC):
     ) -> Tensor:
         """Validate, then :meth:`render_over`: strokes on a background, ``[B, 3, H, W]``."""
         p, w, c, hw = validate_strokes(points, widths, colors, size)
+        _check_raster_size(hw)
         return self.render_over(p, w, c, hw, background)
 
     def __repr__(self) -> str:
@@ -202,6 +205,11 @@ def _as_size(size: Any) -> tuple[int, int]:
     if h <= 0 or w <= 0 or (h, w) != tuple(size):
         raise InputError(f"size must be positive integers (H, W), got {size!r}")
     return h, w
+
+
+def _check_raster_size(hw: tuple[int, int]) -> None:
+    """An output image is bounded like an input image (``max_image_pixels``, :mod:`clipasso.limits`)."""
+    check_limit(hw[0] * hw[1], "max_image_pixels", f"the pixel count of a {hw[0]}x{hw[1]} raster")
 
 
 def validate_strokes(
@@ -286,6 +294,10 @@ def rasterize(
         ``[B, 4, H, W]`` RGBA, or ``[B, 3, H, W]`` with a ``background`` (``B = 1`` for unbatched
         input), differentiable w.r.t. the inputs.
 
+    Raises:
+        InputError: Bad shapes or values (see :func:`validate_strokes`).
+        LimitError: ``H × W`` above the limit ``max_image_pixels`` (:mod:`clipasso.limits`).
+
     Example:
         >>> import torch
         >>> pts = torch.full((1, 4, 2), 8.0)  # one round dot
@@ -293,6 +305,7 @@ def rasterize(
         12.5...
     """
     p, w, c, hw = validate_strokes(points, widths, colors, size)
+    _check_raster_size(hw)
     if background is not None:
         return get_rasterizer(backend).render_over(p, w, c, hw, background)
     return get_rasterizer(backend).render(p, w, c, hw)
