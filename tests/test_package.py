@@ -47,6 +47,7 @@ PUBLIC_API = {
     "SaliencyInitializer",
     "RandomInitializer",
     "SVGInitializer",
+    "EdgeInitializer",
     "load_clip",
     "available_models",
     "prepare_target",

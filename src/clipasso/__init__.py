@@ -38,6 +38,7 @@ _EXPORTS: dict[str, str] = {
     "composite": ".render",
     "create_initializer": ".init",
     "create_loss": ".losses",
+    "EdgeInitializer": ".init",
     "EdgeLoss": ".losses",
     "get_rasterizer": ".render",
     "Initializer": ".init",
@@ -96,6 +97,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
     from .image import Matting, Target, prepare_target
     from .init import (
         INITIALIZERS,
+        EdgeInitializer,
         Initializer,
         InitResult,
         RandomInitializer,
@@ -178,6 +180,7 @@ __all__ = [
     "CheckpointError",
     "ClipassoError",
     "ComposedLoss",
+    "EdgeInitializer",
     "EdgeLoss",
     "InitResult",
     "Initializer",
