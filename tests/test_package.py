@@ -48,6 +48,7 @@ PUBLIC_API = {
     "RandomInitializer",
     "SVGInitializer",
     "EdgeInitializer",
+    "Reseed",
     "load_clip",
     "available_models",
     "prepare_target",

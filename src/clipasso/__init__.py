@@ -59,6 +59,7 @@ _EXPORTS: dict[str, str] = {
     "prepare_target": ".image",
     "RandomInitializer": ".init",
     "rasterize": ".render",
+    "Reseed": ".reseed",
     "Rasterizer": ".render",
     "RASTERIZERS": ".render",
     "ReferenceViews": ".augment",
@@ -133,6 +134,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
         rasterize,
         register_rasterizer,
     )
+    from .reseed import Reseed
     from .result import Candidate, LossHistory, SketchResult
     from .sketcher import Sketcher
     from .strokes import StrokeSet
@@ -195,6 +197,7 @@ __all__ = [
     "Rasterizer",
     "ReferenceViews",
     "Registry",
+    "Reseed",
     "SVGError",
     "SVGInitializer",
     "SaliencyInitializer",
