@@ -80,7 +80,7 @@ def test_two_images_and_a_ladder_with_edges(tmp_path: Path, capsys: pytest.Captu
             "-o",
             str(tmp_path / "out"),
             "--loss",
-            "edges",  # weights-free: the initializer defaults to random
+            "edges",  # weights-free: the initializer defaults to edges
             "--iterations",
             "3",
             "--num-sketches",
@@ -342,3 +342,15 @@ def test_help_and_version_do_not_import_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False False"
+
+
+def test_weights_free_mode_starts_on_edges_and_reseeds(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sketch", "--print-config", "--loss", "edges"]) == 0
+    text = capsys.readouterr().out
+    assert 'initializer = "edges"' in text and "reseed_every" not in text  # None: 50 for edges
+    assert main(["sketch", "--print-config", "--loss", "edges", "--initializer", "random"]) == 0
+    assert 'initializer = "random"' in capsys.readouterr().out
+    assert main(["sketch", "--print-config", "--loss", "edges", "--reseed-every", "0"]) == 0
+    assert "reseed_every = 0" in capsys.readouterr().out
+    assert main(["sketch", "x.png", "--reseed-every", "-1", "-q"]) == 2
+    assert "reseed_every" in _one_line_error(capsys)

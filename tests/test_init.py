@@ -8,12 +8,15 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 
 from clipasso import limits
 from clipasso.errors import InputError, LimitError, SVGError
 from clipasso.init import (
     INITIALIZERS,
+    EdgeInitializer,
     Initializer,
     InitResult,
     RandomInitializer,
@@ -28,10 +31,12 @@ from clipasso.init import (
     relevance_map,
     saliency_distribution,
     sample_pixels,
+    sample_spread_pixels,
     save_saliency_figure,
+    silhouette_relevance,
 )
 from clipasso.models import normalize, vit_features
-from clipasso.xdog import xdog
+from clipasso.xdog import edge_ink, xdog
 
 SIZE = 224
 
@@ -340,7 +345,7 @@ def test_registry_non_square_canvas(name: str, tiny_vit: torch.nn.Module) -> Non
 
 
 def test_defaults_are_reference_strokes(tiny_vit: torch.nn.Module) -> None:
-    for init in (RandomInitializer(), SaliencyInitializer(model=tiny_vit)):
+    for init in (RandomInitializer(), SaliencyInitializer(model=tiny_vit), EdgeInitializer()):
         s = init(_target(), 4, generator=_gen(0)).strokes
         assert torch.equal(s.widths, torch.full((1, 4), 1.5))
         assert torch.equal(s.colors, torch.tensor([0.0, 0.0, 0.0, 1.0]).expand(1, 4, 4))
@@ -473,3 +478,79 @@ def test_saliency_maps_are_computed_once_per_target(tiny_vit: torch.nn.Module) -
         assert len(calls) == 2 and not torch.equal(a.relevance, c.relevance)
     finally:
         handle.remove()
+
+
+# ----------------------------------------------------------------------------------------------
+# weights-free edges
+
+
+@given(
+    box=st.tuples(st.integers(4, 40), st.integers(4, 40), st.integers(12, 40), st.integers(12, 40)),
+    grey=st.floats(0.0, 0.6),
+    seed=st.integers(0, 2**31 - 1),
+    relevance=st.sampled_from(["silhouette", "uniform"]),
+)
+def test_edges_initializer_starts_on_edges_spread_apart(
+    box: tuple[int, int, int, int], grey: float, seed: int, relevance: str
+) -> None:
+    top, left, h, w = box
+    img = torch.ones(1, 3, 64, 64)
+    img[..., top : top + h, left : left + w] = grey  # a box, maybe cut by the frame
+    img[:, 0, 50:56, 4:30] = 0.3  # and a reddish bar
+    init = EdgeInitializer(relevance=relevance)  # type: ignore[arg-type]
+    res = init(img, 6, generator=_gen(seed))
+    assert res.pixels is not None and res.edges is not None and res.distribution is not None
+    ink = edge_ink(img)[0, 0]
+    rows, cols = res.pixels[:, 0], res.pixels[:, 1]
+    assert bool((ink[rows, cols] == 1).all())  # every start on an edge of the objective's map
+    assert torch.equal(res.edges, 1.0 - ink)
+    assert bool((res.distribution[ink == 0] == 0).all())
+    starts = res.strokes.points[0, :, 0]
+    torch.testing.assert_close(starts, torch.stack([cols, rows], dim=1).float(), atol=1e-4, rtol=0)
+    d = torch.cdist(res.pixels.float(), res.pixels.float()) + 1e3 * torch.eye(6)
+    support = int((res.distribution > 0).sum())
+    spacing = 0.06 * 64
+    offsets = torch.arange(-4, 5.0)
+    per_disc = int((offsets[:, None] ** 2 + offsets[None, :] ** 2 < spacing**2).sum())
+    if support > 5 * per_disc:  # 5 draws cannot use the support up: the 6 starts are kept apart
+        assert float(d.min()) >= spacing - 1e-6
+
+
+def test_edges_initializer_respects_the_mask_and_fails_without_edges() -> None:
+    img = _target()
+    mask = torch.zeros(SIZE, SIZE)
+    mask[:, : SIZE // 2] = 1.0
+    res = EdgeInitializer()(img, 8, generator=_gen(1), mask=mask)
+    assert res.pixels is not None and bool((res.pixels[:, 1] < SIZE // 2).all())
+    with pytest.raises(InputError, match="positive entries"):
+        EdgeInitializer()(torch.ones(1, 3, 32, 32), 2, generator=_gen(0))
+    for bad in ({"relevance": "clip"}, {"edges": "dots"}, {"spacing": 1.0}, {"floor": 2.0}, {"sigma": 0.0}):
+        with pytest.raises(InputError):
+            EdgeInitializer(**bad)  # type: ignore[arg-type]
+
+
+def test_silhouette_relevance_peaks_on_the_object_boundary() -> None:
+    img = torch.ones(1, 3, 64, 64)
+    img[..., 16:48, 16:48] = torch.tensor([0.9, 0.2, 0.2]).view(1, 3, 1, 1)  # a red square
+    img[..., 28:36, 28:36] = 0.0  # with a black spot inside
+    r = silhouette_relevance(img)
+    assert float(r[32, 16]) > 0.9 and float(r[16, 40]) > 0.9  # the silhouette
+    assert float(r[32, 31]) == pytest.approx(0.25, abs=1e-3)  # inner edges: the floor
+    assert float(r[2, 2]) == pytest.approx(0.25, abs=1e-3)
+    assert torch.equal(silhouette_relevance(torch.ones(1, 3, 16, 16)), torch.full((16, 16), 0.25))
+    assert torch.equal(silhouette_relevance(img, floor=1.0), torch.ones(64, 64))
+
+
+def test_spread_sampling_keeps_distance_and_falls_back_when_the_support_runs_out() -> None:
+    dist = torch.zeros(40, 40)
+    dist[20, :] = 1.0
+    px = sample_spread_pixels(dist, 4, _gen(0), 8.0)
+    gaps = px[:, 1].sort().values.diff()
+    assert bool((px[:, 0] == 20).all()) and bool((gaps >= 8).all())
+    crowded = torch.zeros(40, 40)
+    crowded[5, 5:10] = 1.0  # 5 pixels, within 8 of each other: distinct, not apart
+    px = sample_spread_pixels(crowded, 5, _gen(0), 8.0)
+    assert sorted(px[:, 1].tolist()) == [5, 6, 7, 8, 9]
+    assert torch.equal(sample_spread_pixels(dist, 4, _gen(3), 0.0), sample_pixels(dist, 4, _gen(3)))
+    with pytest.raises(InputError, match="only 5 positive"):
+        sample_spread_pixels(crowded, 6, _gen(0), 8.0)

@@ -47,6 +47,8 @@ PUBLIC_API = {
     "SaliencyInitializer",
     "RandomInitializer",
     "SVGInitializer",
+    "EdgeInitializer",
+    "Reseed",
     "load_clip",
     "available_models",
     "prepare_target",

@@ -169,6 +169,7 @@ class _Interrupt(Callback):
 
 
 _TWO_ROUNDS: dict[str, Any] = {**_RACE, "prune_after": 5, "prune_tolerance": 10.0, "prune_until": 10}
+_RESEED: dict[str, Any] = {"loss": "edges", "initializer": "random", "reseed_every": 4}
 
 
 @pytest.mark.parametrize(
@@ -178,8 +179,9 @@ _TWO_ROUNDS: dict[str, Any] = {**_RACE, "prune_after": 5, "prune_tolerance": 10.
         ({"lr_schedule": "cosine"}, 6),
         ({"prune_after": 5, "num_sketches": 3}, 6),
         (_TWO_ROUNDS, 10),  # resumed from step 8: between the race's two rounds
+        (_RESEED, 6),  # rounds after steps 3 and 7: one before the checkpoint at 4, one after the resume
     ],
-    ids=["constant", "cosine", "pruned-after-resume", "race-rounds-around-resume"],
+    ids=["constant", "cosine", "pruned-after-resume", "race-rounds-around-resume", "reseed"],
 )
 def test_checkpoint_resume_equals_uninterrupted(
     tiny_sketcher, tmp_path: Path, settings: dict[str, Any], at: int
@@ -188,6 +190,12 @@ def test_checkpoint_resume_equals_uninterrupted(
     reference = tiny_sketcher(checkpoint_every=4, **settings).sketch(image)
     if "prune_until" in settings:
         assert sorted(c.stop_iteration for c in reference.candidates) == [10, 10, 12]
+    if "reseed_every" in settings:  # the re-seeding really moved strokes in this run
+        plain = tiny_sketcher(checkpoint_every=4, **{**settings, "reseed_every": 0}).sketch(image)
+        assert any(
+            not torch.equal(a.strokes.points, p.strokes.points)
+            for a, p in zip(reference.candidates, plain.candidates)
+        )
     ckpt = tmp_path / "run.ckpt"
     interrupted = tiny_sketcher(checkpoint_every=4, **settings)
     interrupted.callbacks.append(_Interrupt(at=at))

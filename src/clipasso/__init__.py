@@ -44,6 +44,7 @@ _EXPORTS: dict[str, str] = {
     "composite": ".render",
     "create_initializer": ".init",
     "create_loss": ".losses",
+    "EdgeInitializer": ".init",
     "EdgeLoss": ".losses",
     "get_rasterizer": ".render",
     "Initializer": ".init",
@@ -66,6 +67,7 @@ _EXPORTS: dict[str, str] = {
     "prepare_target": ".image",
     "RandomInitializer": ".init",
     "rasterize": ".render",
+    "Reseed": ".reseed",
     "Rasterizer": ".render",
     "RASTERIZERS": ".render",
     "ReferenceViews": ".augment",
@@ -107,6 +109,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
     from .image import Matting, Target, prepare_target
     from .init import (
         INITIALIZERS,
+        EdgeInitializer,
         Initializer,
         InitResult,
         RandomInitializer,
@@ -143,6 +146,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
         rasterize,
         register_rasterizer,
     )
+    from .reseed import Reseed
     from .result import Candidate, LossHistory, SketchResult
     from .sketcher import Sketcher
     from .strokes import StrokeSet
@@ -190,6 +194,7 @@ __all__ = [
     "CheckpointError",
     "ClipassoError",
     "ComposedLoss",
+    "EdgeInitializer",
     "EdgeLoss",
     "InitResult",
     "Initializer",
@@ -206,6 +211,7 @@ __all__ = [
     "Rasterizer",
     "ReferenceViews",
     "Registry",
+    "Reseed",
     "SVGError",
     "SVGInitializer",
     "SVGWarning",

@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor
 
 if TYPE_CHECKING:
+    import torch
+
+    from .image import Target
     from .result import SketchResult
     from .sketcher import Sketcher
     from .strokes import StrokeSet
@@ -23,7 +26,11 @@ __all__ = ["Callback", "SketchState"]
 
 @dataclass
 class SketchState:
-    """The live state of a run, handed to callbacks (read it; change only ``stop``).
+    """The live state of a run, handed to callbacks.
+
+    Read it; change ``stop``, or, under ``torch.no_grad()`` in ``on_step``, the active candidates'
+    ``strokes.points`` in place together with the optimiser's per-point state (as
+    :class:`~clipasso.reseed.Reseed` does). Anything else a callback changes is not checkpointed.
 
     Attributes:
         iteration: The current step.
@@ -35,6 +42,8 @@ class SketchState:
         best_iteration: Per-candidate iteration of that best.
         stop: Set to True to end the run after this step (the best strokes so far are kept).
         extra: Free space for callbacks.
+        target: The prepared target on the run's device (image ``[1, 3, H, W]``, optional mask).
+        optimizer: The run's optimiser (its ``state`` holds per-point tensors such as Adam's moments).
     """
 
     iteration: int
@@ -46,6 +55,8 @@ class SketchState:
     best_iteration: list[int] = field(default_factory=list)
     stop: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    target: Target | None = None
+    optimizer: torch.optim.Optimizer | None = None
 
 
 class Callback:

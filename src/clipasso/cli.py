@@ -108,9 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     sk.add_argument(
         "--loss",
         help="objective: clip_conv (default), clip_semantic, or edges (needs no CLIP weights: with it the "
-        "initializer defaults to random unless --initializer or --saliency-weights is given)",
+        "initializer defaults to edges unless --initializer or --saliency-weights is given)",
     )
-    sk.add_argument("--initializer", help="saliency (default), random, svg")
+    sk.add_argument("--initializer", help="saliency (default), edges, random, svg")
     sk.add_argument(
         "--init-svg", type=Path, help="warm start from this SVG's strokes (topped up by saliency)"
     )
@@ -139,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="W",
         help="share of the un-augmented view 0 in the loss's mean over the views (default: the plain "
         "mean; 0.2 keeps the reference's objective in expectation with fewer views)",
+    )
+    sk.add_argument(
+        "--reseed-every",
+        type=int,
+        metavar="K",
+        help="every K steps move dead strokes onto uncovered edges (default: 50 with --loss edges, else off)",
     )
     sk.add_argument("--clip-weights", help="CLIP weights for the loss: a file or a model name")
     sk.add_argument(
@@ -209,6 +215,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "target_pool": args.target_pool,
         "num_views": args.views,
         "identity_weight": args.identity_weight,
+        "reseed_every": args.reseed_every,
         "rasterizer": args.rasterizer,
         "clip_model": args.clip_weights,
         "saliency_model": args.saliency_weights,
@@ -216,7 +223,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     data.update({k: v for k, v in flags.items() if v is not None})
     if data.get("loss") == "edges" and args.initializer is None and args.saliency_weights is None:
         if args.init_svg is None and (args.config is None or "initializer" not in _read_toml(args.config)):
-            data["initializer"] = "random"  # the weights-free mode stays weights-free
+            data["initializer"] = "edges"  # the weights-free mode stays weights-free
     if args.init_svg is not None:
         data["initializer"] = "svg"
         data["initializer_options"] = {**data.get("initializer_options", {}), "source": str(args.init_svg)}

@@ -136,6 +136,13 @@ class SketchConfig:
             over the views (None: the plain mean, ``1 / (1 + num_views)``). 0.2 with fewer than 4
             random views keeps the reference's objective in expectation (view 0 at 1/5, the random
             views sharing 4/5), so the step estimates the reference's gradient, unbiased but noisier.
+        reseed_every: 0 (off) or K: every K steps, strokes that are dead (collapsed to a dot, or off
+            the target's edges) move onto the edges that no live stroke covers
+            (:class:`~clipasso.reseed.Reseed`, which :meth:`Sketcher.build_callbacks` adds). None
+            (default): 50 with the weights-free ``edges`` objective, where strokes far from every
+            edge die (docs/initializers.md, "Dead strokes"), else 0, so the reference is unchanged.
+        reseed_options: Keyword options of :class:`~clipasso.reseed.Reseed` (e.g. ``until``,
+            ``min_length``, ``reach``).
         device: ``"auto"`` (CUDA, then MPS, then CPU), or any torch device string.
         threads: CPU intra-op threads during a run (``torch.set_num_threads`` for the run, restored
             after it); None leaves torch's setting (one per core). See :mod:`clipasso.threads`.
@@ -181,6 +188,8 @@ class SketchConfig:
     target_pool: int = 0
     num_views: int = 4
     identity_weight: float | None = None
+    reseed_every: int | None = None
+    reseed_options: dict[str, Any] = field(default_factory=dict)
     device: str = "auto"
     threads: int | None = None
     checkpoint_every: int = 50
@@ -413,6 +422,8 @@ _CHECKS: dict[str, Callable[[str, Any], None]] = {
     "target_pool": _int_check(0, "max_views"),
     "num_views": _int_check(0, "max_views"),
     "identity_weight": _unit_or_none,
+    "reseed_every": _int_check(0, "max_iterations", optional=True),
+    "reseed_options": _options_check,
     "device": _str_check(),
     "threads": _int_check(1, optional=True),
     "checkpoint_every": _int_check(1),

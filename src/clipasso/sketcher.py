@@ -54,6 +54,9 @@ OptimizerFactory = Callable[[list[dict[str, Any]]], torch.optim.Optimizer]
 
 _CHECKPOINT_VERSION = 2
 
+#: ``SketchConfig.reseed_every=None`` with the weights-free ``edges`` objective (docs/initializers.md).
+DEFAULT_RESEED_EVERY = 50
+
 
 def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     """``"auto"`` → CUDA if available, else MPS if available, else CPU; anything else as given."""
@@ -307,6 +310,7 @@ class Sketcher:
             INITIALIZERS.get(self.config.initializer)
         if self._rasterizer is None:
             resolve_backend(self.config.rasterizer)
+        self.build_callbacks()  # bad re-seeding options fail here too
         self.optimizer_factory = optimizer
         self.callbacks: list[Callback] = list(callbacks)
         self.matting = matting
@@ -428,6 +432,33 @@ class Sketcher:
             return None
         decay = max(round(self.config.lr_decay_fraction * iterations), 1)
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: cosine_lr_factor(t, iterations, decay))
+
+    def build_callbacks(self) -> list[Callback]:
+        """The callbacks the settings ask for, added to ``self.callbacks`` for each run.
+
+        A :class:`~clipasso.reseed.Reseed` every :meth:`reseed_every` steps (when > 0), with
+        ``config.reseed_options``. Built afresh for every :meth:`sketch` call (override to add your own).
+        """
+        every = self.reseed_every()
+        if every <= 0:
+            return []
+        from .reseed import Reseed
+
+        return [Reseed(every, **self.config.reseed_options)]
+
+    def reseed_every(self) -> int:
+        """``config.reseed_every``, with None resolved: 50 for the ``edges`` objective, else 0.
+
+        The weights-free objective is named ``"edges"`` in the config or passed as an
+        :class:`~clipasso.losses.EdgeLoss` object.
+        """
+        every = self.config.reseed_every
+        if every is not None:
+            return every
+        from .losses.edge import EdgeLoss
+
+        edges = self.config.loss == "edges" if self._loss is None else isinstance(self._loss, EdgeLoss)
+        return DEFAULT_RESEED_EVERY if edges else 0
 
     # ------------------------------------------------------------------ stages
 
@@ -669,16 +700,17 @@ class Sketcher:
         run.frozen_colors = strokes.colors.detach().clone()
         if ckpt_path is not None and ckpt_path.exists():
             self._load_checkpoint(run, ckpt_path, fingerprint)
-        state = SketchState(iteration=run.iteration, strokes=run.strokes)
+        state = SketchState(iteration=run.iteration, strokes=run.strokes, target=work, optimizer=optimizer)
         self._sync_state(state, run, {})
-        for cb in self.callbacks:
+        callbacks = [*self.callbacks, *self.build_callbacks()]
+        for cb in callbacks:
             cb.on_start(self, state)
         while run.iteration < cfg.iterations and run.active:
             evaluated = run.iteration % cfg.eval_every == 0
             terms = self.step(run, work)
             run.train_history.append({k: self._scatter(v, run.step_index, b) for k, v in terms.items()})
             self._sync_state(state, run, terms)
-            for cb in self.callbacks:
+            for cb in callbacks:
                 if evaluated:
                     cb.on_eval(self, state)
                 cb.on_step(self, state)
@@ -694,7 +726,7 @@ class Sketcher:
                 sketch = self.render(run.strokes, index)
             self.evaluate(run, work, sketch, active, index)
             self._sync_state(state, run, {})
-            for cb in self.callbacks:
+            for cb in callbacks:
                 cb.on_eval(self, state)
         for bb in run.active:
             run.stop_iteration[bb] = run.iteration
@@ -709,7 +741,7 @@ class Sketcher:
             "per_step": (t_end - t_init) / steps,
         }
         result = self._result(run, target, inits, timings)
-        for cb in self.callbacks:
+        for cb in callbacks:
             cb.on_end(self, result)
         return result
 

@@ -25,13 +25,23 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import InputError
 
-__all__ = ["GREY_WEIGHTS", "gaussian_blur", "gaussian_kernel1d", "otsu_threshold", "rgb_to_grey", "xdog"]
+__all__ = [
+    "GREY_WEIGHTS",
+    "edge_ink",
+    "gaussian_blur",
+    "gaussian_kernel1d",
+    "otsu_threshold",
+    "rgb_to_grey",
+    "xdog",
+]
 
 #: Luma weights of the grey conversion (ITU-R BT.709, as skimage's ``rgb2gray``).
 GREY_WEIGHTS: tuple[float, float, float] = (0.2125, 0.7154, 0.0721)
@@ -226,3 +236,37 @@ def xdog(
     t = otsu_threshold(e).view(-1, 1, 1, 1)
     out = (e >= t).to(e.dtype)
     return torch.where(flat_img, torch.ones_like(out), out)
+
+
+def edge_ink(images: Tensor, *, mode: Literal["outline", "fill"] = "outline", **xdog_kwargs: Any) -> Tensor:
+    """The edges of images as ink (1 on an edge, 0 elsewhere), as the weights-free mode reads them.
+
+    ``"fill"``: the binarised XDoG ink ``1 − xdog(images)``. ``"outline"`` (default): its boundary, the
+    3×3 morphological gradient (dilation − erosion, borders padded with the nearest value), so a
+    dark filled region contributes its contour only. :class:`~clipasso.losses.EdgeLoss` draws
+    towards this map, the ``edges`` initializer starts strokes on it, and
+    :class:`~clipasso.reseed.Reseed` moves dead strokes to its uncovered parts.
+
+    Args:
+        images: ``[B, 3, H, W]`` in [0, 1] (not CLIP-normalised).
+        mode: ``"outline"`` or ``"fill"``.
+        **xdog_kwargs: Options of :func:`xdog` (e.g. ``sigma``, ``binarize``).
+
+    Returns:
+        ``[B, 1, H, W]`` in [0, 1] (binary unless ``binarize=False``), without gradient.
+
+    Example:
+        >>> img = torch.ones(1, 3, 32, 32); img[..., 8:24, 8:24] = 0.0
+        >>> ink = edge_ink(img)
+        >>> [int(ink[0, 0, 16, x]) for x in (2, 8, 16)]  # outside, on the edge, inside
+        [0, 1, 0]
+    """
+    if mode not in ("outline", "fill"):
+        raise InputError(f"mode must be 'outline' or 'fill', got {mode!r}")
+    with torch.no_grad():
+        ink = 1.0 - xdog(images, **xdog_kwargs).to(images.dtype)
+        if mode == "outline":  # morphological gradient: dilation - erosion (3×3)
+            dilated = F.max_pool2d(ink, 3, stride=1, padding=1)
+            eroded = -F.max_pool2d(-ink, 3, stride=1, padding=1)
+            ink = dilated - eroded
+    return ink

@@ -1,10 +1,11 @@
-"""Stroke initializers: CLIP saliency (the CLIPasso default), uniform random, and from an SVG.
+"""Stroke initializers: CLIP saliency (the CLIPasso default), weights-free edges, uniform random, and
+from an SVG.
 
 Example:
     >>> import torch
     >>> from clipasso.init import create_initializer, list_initializers
     >>> list_initializers()
-    ['random', 'saliency', 'svg']
+    ['edges', 'random', 'saliency', 'svg']
     >>> res = create_initializer("random")(torch.ones(1, 3, 32, 32), 4, generator=torch.Generator())
     >>> tuple(res.strokes.points.shape)
     (1, 4, 4, 2)
@@ -20,7 +21,9 @@ from .base import (
     random_walk,
     register_initializer,
     sample_pixels,
+    sample_spread_pixels,
 )
+from .edges import EdgeInitializer, silhouette_relevance
 from .figure import render_saliency_figure, save_saliency_figure
 from .random import RandomInitializer
 from .saliency import SaliencyInitializer, relevance_from_attention, relevance_map, saliency_distribution
@@ -28,6 +31,7 @@ from .svg import SVGInitializer
 
 __all__ = [
     "INITIALIZERS",
+    "EdgeInitializer",
     "InitResult",
     "Initializer",
     "RandomInitializer",
@@ -43,5 +47,7 @@ __all__ = [
     "render_saliency_figure",
     "saliency_distribution",
     "sample_pixels",
+    "sample_spread_pixels",
     "save_saliency_figure",
+    "silhouette_relevance",
 ]

@@ -38,6 +38,7 @@ __all__ = [
     "random_walk",
     "register_initializer",
     "sample_pixels",
+    "sample_spread_pixels",
 ]
 
 
@@ -188,6 +189,15 @@ def sample_pixels(distribution: Tensor, num: int, generator: torch.Generator) ->
     Raises:
         InputError: If fewer than ``num`` entries are positive.
     """
+    _check_distribution(distribution, num)
+    w = distribution.shape[1]
+    dtype = torch.float32 if generator.device.type == "mps" else torch.float64  # mps has no float64
+    p = distribution.detach().flatten().to(device=generator.device, dtype=dtype)
+    idx = torch.multinomial(p, num, replacement=False, generator=generator).to(distribution.device)
+    return torch.stack([idx // w, idx % w], dim=1)
+
+
+def _check_distribution(distribution: Tensor, num: int) -> None:
     if distribution.dim() != 2:
         raise InputError(f"distribution must be [H, W], got {tuple(distribution.shape)}")
     positive = int((distribution > 0).sum())
@@ -196,11 +206,58 @@ def sample_pixels(distribution: Tensor, num: int, generator: torch.Generator) ->
             f"cannot draw {num} distinct start pixels: the sampling distribution has only {positive} "
             "positive entries (use fewer strokes, a larger mask, or switch the edge filter off)"
         )
-    w = distribution.shape[1]
-    dtype = torch.float32 if generator.device.type == "mps" else torch.float64  # mps has no float64
-    p = distribution.detach().flatten().to(device=generator.device, dtype=dtype)
-    idx = torch.multinomial(p, num, replacement=False, generator=generator).to(distribution.device)
-    return torch.stack([idx // w, idx % w], dim=1)
+
+
+def sample_spread_pixels(
+    distribution: Tensor, num: int, generator: torch.Generator, min_distance: float
+) -> Tensor:
+    """Draw ``num`` distinct pixels from a ``[H, W]`` distribution, kept ``min_distance`` apart.
+
+    One pixel at a time by :func:`sample_pixels` (``num`` draws of 1 from ``generator``); after each
+    draw the weights within ``min_distance`` pixels (Euclidean) of it are set to 0, so the pixels
+    spread over the distribution's support instead of clustering where it peaks. When the support is
+    used up before ``num`` pixels are drawn, the remaining ones are drawn from the original weights
+    without the pixels already chosen (closer than ``min_distance``, but still distinct).
+    ``min_distance <= 0`` is :func:`sample_pixels` itself.
+
+    Args:
+        distribution: ``[H, W]`` non-negative weights (need not sum to 1).
+        num: Number of pixels.
+        generator: The random source.
+        min_distance: Minimum distance between the pixels, in pixels.
+
+    Returns:
+        ``[num, 2]`` long (row, col), on ``distribution``'s device.
+
+    Raises:
+        InputError: If fewer than ``num`` entries are positive.
+
+    Example:
+        >>> d = torch.zeros(8, 64); d[4, :] = 1.0  # a horizontal line
+        >>> px = sample_spread_pixels(d, 4, torch.Generator().manual_seed(0), min_distance=10.0)
+        >>> cols = px[:, 1].sort().values
+        >>> bool((cols.diff() >= 10).all())
+        True
+    """
+    if min_distance <= 0:
+        return sample_pixels(distribution, num, generator)
+    _check_distribution(distribution, num)
+    h, w = distribution.shape
+    rows = torch.arange(h, device=distribution.device, dtype=torch.float32)[:, None]
+    cols = torch.arange(w, device=distribution.device, dtype=torch.float32)[None, :]
+    free = distribution.detach().clamp_min(0).clone()  # the original weights, minus chosen pixels
+    spread = free.clone()  # minus the discs around chosen pixels
+    chosen = []
+    for _ in range(num):
+        if not bool((spread > 0).any()):
+            spread = free.clone()
+        pixel = sample_pixels(spread, 1, generator)[0]
+        chosen.append(pixel)
+        r, c = float(pixel[0]), float(pixel[1])
+        near = (rows - r) ** 2 + (cols - c) ** 2 < float(min_distance) ** 2
+        spread = torch.where(near, torch.zeros_like(spread), spread)
+        free[pixel[0], pixel[1]] = 0.0
+    return torch.stack(chosen)
 
 
 def random_walk(starts: Tensor, num_points: int, radius: float, generator: torch.Generator) -> Tensor:

@@ -28,11 +28,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import InputError
-from ..xdog import gaussian_blur, rgb_to_grey, xdog
+from ..xdog import edge_ink, gaussian_blur, rgb_to_grey
 from .base import LossContext, SketchLoss, register_loss
 from .pixel import masked_mean
 
@@ -92,14 +91,9 @@ class EdgeLoss(SketchLoss):
         )
 
     def edge_ink(self, target: Tensor) -> Tensor:
-        """The target's edges as ink, ``[Bt, 1, H, W]`` (1 on edges, no gradient)."""
-        with torch.no_grad():
-            ink = 1.0 - xdog(target, **self.xdog_kwargs).to(target.dtype)
-            if self.edges == "outline":  # morphological gradient: dilation - erosion (3×3)
-                dilated = F.max_pool2d(ink, 3, stride=1, padding=1)
-                eroded = -F.max_pool2d(-ink, 3, stride=1, padding=1)
-                ink = dilated - eroded
-            return ink
+        """The target's edges as ink, ``[Bt, 1, H, W]`` (1 on edges, no gradient):
+        :func:`clipasso.xdog.edge_ink` with this loss's ``edges`` and ``xdog_kwargs``."""
+        return edge_ink(target, mode=self.edges, **self.xdog_kwargs)
 
     def compute(self, sketch: Tensor, target: Tensor, context: LossContext) -> Tensor:
         ink_s = 1.0 - rgb_to_grey(sketch)

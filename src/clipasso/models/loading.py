@@ -143,7 +143,7 @@ def _offline_help(name: str, cache: Path, role: str | None = None) -> str:
         f"To use a local copy instead, pass its path ({where}, or load_clip('/path/to/"
         f"{_file_name(name)}')), or set {weights_env_var(name)}=/path/to/{_file_name(name)}, or put "
         f"the file in the cache directory {cache} (set CLIPASSO_CACHE to move it). No CLIP weights at "
-        "all? `clipasso sketch IMAGE --loss edges --initializer random` needs none."
+        "all? `clipasso sketch IMAGE --loss edges` needs none."
     )
 
 
