@@ -389,6 +389,27 @@ def test_schedules_switch_terms_on_and_off() -> None:
     assert b.between(5, 7).terms[0].start == 5 and b.between(5, 7).terms[0].stop == 7
 
 
+def test_schedules_are_read_at_the_schedule_iteration() -> None:
+    seen: list[int] = []
+
+    class Spy(SketchLoss):
+        name = "spy"
+
+        def compute(self, sketch: Tensor, target: Tensor, context: LossContext) -> Tensor:
+            seen.append(context.iteration)
+            return sketch.mean(dim=(1, 2, 3))
+
+    loss = PixelL2Loss() + (2.0 * Spy()).after(10)
+    sketch, target = _images(1, 54), _images(1, 55)
+    assert float(loss(sketch, target, LossContext(iteration=3))["spy"]) == 0.0
+    out = loss(sketch, target, LossContext(iteration=3, schedule_iteration=10))
+    torch.testing.assert_close(out["spy"], 2.0 * sketch.mean(dim=(1, 2, 3)))
+    assert seen == [3]  # the parts still see the current step
+    assert LossContext(iteration=4).scheduled_at == 4
+    with pytest.raises(InputError, match="schedule_iteration"):
+        LossContext(schedule_iteration=-1)
+
+
 def test_inactive_terms_are_not_computed() -> None:
     class Exploding(SketchLoss):
         name = "boom"

@@ -489,10 +489,17 @@ class Sketcher:
         self, run: _Run, target: Target, sketch: Tensor, active: list[int], index: Tensor | None = None
     ) -> list[float]:
         """Score the rendered ``sketch`` (of the ``active`` candidates) on the un-augmented objective
-        and apply :meth:`update_best` to each. Returns the losses (len ``B``; NaN for inactive)."""
+        and apply :meth:`update_best` to each. Returns the losses (len ``B``; NaN for inactive).
+
+        The objective is scored as it stands at the run's last step: every scheduled term at its
+        final weight (``loss.after(k)``, a text term's ``text_start``), whatever the step, so that
+        the best-strokes choice compares scores of one objective throughout the run."""
         mask = target.mask.to(self.device) if target.mask is not None else None
         with torch.no_grad():
-            ctx = LossContext(iteration=run.iteration, mode="eval", mask=mask)
+            # every schedule at its last step's weight: a term switched on late (a text term's
+            # text_start, loss.after(k)) counts from the first evaluation, so scores stay comparable
+            final = max(run.iteration, self.config.iterations - 1)
+            ctx = LossContext(iteration=run.iteration, mode="eval", mask=mask, schedule_iteration=final)
             terms = self.compute_loss(sketch, target, ctx)
             total = torch.stack(list(terms.values())).sum(0)
         values = total.tolist()
