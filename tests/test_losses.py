@@ -19,6 +19,7 @@ from clipasso.losses import (
     LOSSES,
     CLIPConvLoss,
     CLIPSemanticLoss,
+    CLIPViTLayerLoss,
     ComposedLoss,
     EdgeLoss,
     LossContext,
@@ -28,10 +29,11 @@ from clipasso.losses import (
     Term,
     create_loss,
     list_losses,
+    parse_vit_layers,
     register_loss,
     total_loss,
 )
-from clipasso.models import normalize, resnet_features, vit_features
+from clipasso.models import normalize, resnet_features, vit_block_index, vit_features, vit_tokens
 from clipasso.testing import recalibrate_batchnorm, tiny_clip_file
 from clipasso.xdog import gaussian_blur, rgb_to_grey, xdog
 
@@ -77,12 +79,14 @@ def vit(tiny_vit: nn.Module) -> nn.Module:
     return tiny_vit
 
 
-def make(name: str, model: nn.Module, **extra: Any) -> SketchLoss:
-    """Build any registered loss for tests: a ``model`` kwarg gets the tiny model, few views."""
-    params = inspect.signature(LOSSES.get(name)).parameters
+def make(name: str, model: nn.Module, vit: nn.Module | None = None, **extra: Any) -> SketchLoss:
+    """Build any registered loss for tests: a ``model`` kwarg gets the tiny model (the tiny ViT for a
+    loss whose class says ``tower = "vit"``), few views."""
+    factory = LOSSES.get(name)
+    params = inspect.signature(factory).parameters
     kwargs: dict[str, Any] = {}
     if "model" in params:
-        kwargs["model"] = model
+        kwargs["model"] = vit if getattr(factory, "tower", None) == "vit" and vit is not None else model
     if "num_views" in params:
         kwargs["num_views"] = 2
     kwargs.update(extra)
@@ -103,15 +107,17 @@ def gens(*seeds: int) -> list[torch.Generator]:
 
 def test_user_loss_is_registered_and_parametrised() -> None:
     assert "_test_user_abs" in ALL_LOSSES
-    assert {"clip_conv", "clip_semantic", "edges", "pixel_l2", "sparsity"} <= set(ALL_LOSSES)
+    assert {"clip_conv", "clip_semantic", "clip_vit_layer", "edges", "pixel_l2", "sparsity"} <= set(
+        ALL_LOSSES
+    )
     loss = create_loss("_test_user_abs", weight=2.0)
     out = loss(torch.zeros(2, 3, 8, 8), torch.ones(1, 3, 8, 8))
     torch.testing.assert_close(out["user_abs"], torch.tensor([2.0, 2.0]))
 
 
 @pytest.mark.parametrize("name", ALL_LOSSES)
-def test_terms_shape_finite_nonnegative_and_gradients(name: str, resnet: nn.Module) -> None:
-    loss = make(name, resnet)
+def test_terms_shape_finite_nonnegative_and_gradients(name: str, resnet: nn.Module, vit: nn.Module) -> None:
+    loss = make(name, resnet, vit)
     sketch = _images(2, 1).requires_grad_(True)
     target = _images(1, 2)
     out = loss(sketch, target, context_for(loss, 2, generators=gens(0, 1)))
@@ -124,13 +130,16 @@ def test_terms_shape_finite_nonnegative_and_gradients(name: str, resnet: nn.Modu
         total_loss(out).sum().backward()
         assert sketch.grad is not None and torch.isfinite(sketch.grad).all()
         assert sketch.grad.abs().sum() > 0
-    assert all(p.grad is None for p in resnet.parameters())  # the CLIP model got no weight gradient
+    for model in (resnet, vit):  # the CLIP models got no weight gradient
+        assert all(p.grad is None for p in model.parameters())
 
 
 @pytest.mark.parametrize("name", ALL_LOSSES)
 @pytest.mark.parametrize("mode", ["train", "eval"])
-def test_identical_sketch_gives_zero_distance(name: str, mode: str, resnet: nn.Module) -> None:
-    loss = make(name, resnet)
+def test_identical_sketch_gives_zero_distance(
+    name: str, mode: str, resnet: nn.Module, vit: nn.Module
+) -> None:
+    loss = make(name, resnet, vit)
     if not loss.is_distance:
         pytest.skip("not a sketch-target distance")
     if mode == "train" and not loss.aligned_views:
@@ -142,8 +151,8 @@ def test_identical_sketch_gives_zero_distance(name: str, mode: str, resnet: nn.M
 
 
 @pytest.mark.parametrize("name", ALL_LOSSES)
-def test_batched_equals_single_calls(name: str, resnet: nn.Module) -> None:
-    loss = make(name, resnet)
+def test_batched_equals_single_calls(name: str, resnet: nn.Module, vit: nn.Module) -> None:
+    loss = make(name, resnet, vit)
     sketch, target = _images(3, 6), _images(1, 7)
     ctx = context_for(loss, 3, generators=gens(10, 11, 12))
     batched = loss(sketch, target, ctx)
@@ -155,8 +164,8 @@ def test_batched_equals_single_calls(name: str, resnet: nn.Module) -> None:
 
 
 @pytest.mark.parametrize("name", ALL_LOSSES)
-def test_same_seed_same_value_and_eval_is_deterministic(name: str, resnet: nn.Module) -> None:
-    loss = make(name, resnet)
+def test_same_seed_same_value_and_eval_is_deterministic(name: str, resnet: nn.Module, vit: nn.Module) -> None:
+    loss = make(name, resnet, vit)
     sketch, target = _images(1, 8), _images(1, 9)
     a = loss(sketch, target, context_for(loss, 1, generators=gens(3)))
     b = loss(sketch, target, context_for(loss, 1, generators=gens(3)))
@@ -380,6 +389,27 @@ def test_schedules_switch_terms_on_and_off() -> None:
     assert b.between(5, 7).terms[0].start == 5 and b.between(5, 7).terms[0].stop == 7
 
 
+def test_schedules_are_read_at_the_schedule_iteration() -> None:
+    seen: list[int] = []
+
+    class Spy(SketchLoss):
+        name = "spy"
+
+        def compute(self, sketch: Tensor, target: Tensor, context: LossContext) -> Tensor:
+            seen.append(context.iteration)
+            return sketch.mean(dim=(1, 2, 3))
+
+    loss = PixelL2Loss() + (2.0 * Spy()).after(10)
+    sketch, target = _images(1, 54), _images(1, 55)
+    assert float(loss(sketch, target, LossContext(iteration=3))["spy"]) == 0.0
+    out = loss(sketch, target, LossContext(iteration=3, schedule_iteration=10))
+    torch.testing.assert_close(out["spy"], 2.0 * sketch.mean(dim=(1, 2, 3)))
+    assert seen == [3]  # the parts still see the current step
+    assert LossContext(iteration=4).scheduled_at == 4
+    with pytest.raises(InputError, match="schedule_iteration"):
+        LossContext(schedule_iteration=-1)
+
+
 def test_inactive_terms_are_not_computed() -> None:
     class Exploding(SketchLoss):
         name = "boom"
@@ -516,3 +546,204 @@ def test_edge_loss_optimised_through_the_rasterizer_follows_the_outline() -> Non
         opt.step()
     after = on_outline(points.detach())
     assert after > 0.8 and after > before + 0.3, (before, after)
+
+
+# --- CLIPViTLayerLoss: fidelity by ViT block (CLIPascene) ----------------------------------------
+
+
+def test_vit_tokens_by_block_name(vit: nn.Module, monkeypatch: pytest.MonkeyPatch) -> None:
+    images = normalize(_images(2, 70))
+    taps = vit_tokens(vit, images, ["block0", 2])
+    full = vit_features(vit, images, attention=False)
+    assert sorted(taps) == ["block0", "block2"]
+    for name, i in (("block0", 0), ("block2", 2)):
+        assert taps[name].shape == (2, 50, 128)  # [B, 1 + 7 * 7 patches, width]
+        torch.testing.assert_close(taps[name], full.tokens[i], rtol=0, atol=0)
+    calls: list[int] = []  # the pass stops after the deepest block asked for
+    for i, block in enumerate(vit.visual.transformer.resblocks):
+        monkeypatch.setattr(
+            block, "forward", lambda x, b=block, i=i: calls.append(i) or type(b).forward(b, x)
+        )
+    vit_tokens(vit, images[:1], ["block1"])
+    assert calls == [0, 1]
+    assert vit_block_index("block11") == 11 and vit_block_index(3) == 3
+    for bad in ("layer3", "block", "block-1", -1, True, 2.0):
+        with pytest.raises(InputError, match="block"):
+            vit_block_index(bad)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="3 blocks"):
+        vit_tokens(vit, images, ["block3"])
+
+
+def _vit_layer_by_hand(
+    model: nn.Module, xs: Tensor, ys: Tensor, weights: dict[int, float], distance: str, cls: bool
+) -> dict[str, Tensor]:
+    """xs, ys: [V, 3, 224, 224] normalised views of ONE sketch and its target; plain mean over views."""
+    fx, fy = vit_features(model, xs, attention=False), vit_features(model, ys, attention=False)
+    first = 0 if cls else 1
+    out = {}
+    for i, w in weights.items():
+        x, y = fx.tokens[i][:, first:], fy.tokens[i][:, first:]  # [V, T, D]
+        if distance == "l2":
+            per_token = ((x - y) ** 2).mean(dim=-1)
+        else:
+            per_token = 1 - F.cosine_similarity(x, y, dim=-1)
+        out[f"vit_block{i}"] = w * per_token.mean()
+    return out
+
+
+@pytest.mark.parametrize("distance", ["l2", "cos"])
+@pytest.mark.parametrize("cls", [False, True])
+def test_clip_vit_layer_equals_hand_computation(distance: str, cls: bool, vit: nn.Module) -> None:
+    sketch, target = _images(2, 71), _images(1, 72)
+    loss = CLIPViTLayerLoss(vit, layers={"block0": 0.5, "block2": 2.0}, distance=distance, class_token=cls)  # type: ignore[arg-type]
+    assert loss.term_names() == ["vit_block0", "vit_block2"]
+    ev = loss(sketch, target, LossContext(mode="eval"))
+    for b in range(2):
+        ref = _vit_layer_by_hand(
+            vit, normalize(sketch[b : b + 1]), normalize(target), {0: 0.5, 2: 2.0}, distance, cls
+        )
+        for key, value in ref.items():
+            assert float(value) > 1e-4, key
+            torch.testing.assert_close(ev[key][b], value, rtol=1e-5, atol=1e-7, msg=key)
+    tr = loss(sketch[:1], target, LossContext(generators=gens(5)))  # view 0 + 4 random views, shared
+    xs, ys = ReferenceViews(4)(sketch[:1], target, generators=gens(5))
+    assert ys is not None and xs.shape[1] == 5
+    ref = _vit_layer_by_hand(vit, xs[0], ys[0], {0: 0.5, 2: 2.0}, distance, cls)
+    for key, value in ref.items():
+        torch.testing.assert_close(tr[key][0], value, rtol=1e-5, atol=1e-7, msg=key)
+
+
+def test_clip_vit_layer_class_token_and_views_are_options(vit: nn.Module) -> None:
+    sketch, target = _images(1, 73), _images(1, 74)
+    ctx = LossContext(mode="eval")
+    patches = CLIPViTLayerLoss(vit, layers=1)(sketch, target, ctx)["vit_block1"]
+    every = CLIPViTLayerLoss(vit, layers=1, class_token=True)(sketch, target, ctx)["vit_block1"]
+    fx = vit_tokens(vit, normalize(sketch), [1])["block1"]
+    fy = vit_tokens(vit, normalize(target), [1])["block1"]
+    cls_only = ((fx[:, 0] - fy[:, 0]) ** 2).mean()
+    torch.testing.assert_close(every, (49 * patches + cls_only) / 50, rtol=1e-5, atol=1e-8)  # 49 patches + 1
+    # identity_weight: view 0 gets w, the random views share 1 - w (as CLIPConvLoss)
+    weighted = CLIPViTLayerLoss(vit, layers=1, num_views=2, identity_weight=0.2)
+    out = weighted(sketch, target, LossContext(generators=gens(6)))["vit_block1"]
+    xs, ys = ReferenceViews(2)(sketch, target, generators=gens(6))
+    assert ys is not None
+    per_view = [
+        _vit_layer_by_hand(vit, xs[0, v : v + 1], ys[0, v : v + 1], {1: 1.0}, "l2", False) for v in range(3)
+    ]
+    expected = 0.2 * per_view[0]["vit_block1"] + 0.4 * (per_view[1]["vit_block1"] + per_view[2]["vit_block1"])
+    torch.testing.assert_close(out[0], expected, rtol=1e-5, atol=1e-8)
+
+
+def test_clip_vit_layer_embedding_term_is_clipassos_fc(vit: nn.Module) -> None:
+    sketch, target = _images(1, 75), _images(1, 76)
+    out = CLIPViTLayerLoss(vit, layers=2, fc_weight=0.1)(sketch, target, LossContext(mode="eval"))
+    assert sorted(out) == ["vit_block2", "vit_fc"]
+    with torch.no_grad():
+        ref = 0.1 * (
+            1 - F.cosine_similarity(vit.encode_image(normalize(sketch)), vit.encode_image(normalize(target)))
+        )
+    torch.testing.assert_close(out["vit_fc"], ref, rtol=1e-5, atol=1e-8)
+    only_fc = CLIPViTLayerLoss(vit, layers={2: 0.0}, fc_weight=0.1)
+    assert only_fc.term_names() == ["vit_fc"]
+
+
+def test_clip_vit_layer_gradcheck_float64(vit: nn.Module, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loss's gradient to the sketch equals finite differences, in float64 on a tiny ViT. CLIP's
+    LayerNorm runs in float32 whatever its input (a half-precision guard); for the check it runs in
+    the input's dtype (torch's own LayerNorm), so the whole chain is float64."""
+    monkeypatch.setattr(clip.model.LayerNorm, "forward", nn.LayerNorm.forward)
+    model = copy.deepcopy(vit).double()
+    g = torch.Generator().manual_seed(0)
+    base = _images(1, 77).double()
+    patterns = torch.randn(3, 1, 3, SIZE, SIZE, generator=g, dtype=torch.float64)
+    target = _images(1, 78).double()
+
+    def make_sketch(coef: Tensor) -> Tensor:
+        return base + (coef.view(3, 1, 1, 1, 1) * patterns).sum(0) * 0.02  # a 3-parameter family of images
+
+    for ctx_kwargs, distance in ((dict(mode="eval"), "l2"), (dict(), "cos")):
+        loss = CLIPViTLayerLoss(model, layers={"block0": 1.0, "block1": 0.5}, distance=distance, num_views=1)  # type: ignore[arg-type]
+
+        def fn(coef: Tensor, loss: SketchLoss = loss, kw: dict[str, Any] = ctx_kwargs) -> Tensor:
+            # fresh generators each call: every evaluation sees the same random view
+            ctx = LossContext(generators=gens(11), **kw)
+            return total_loss(loss(make_sketch(coef), target, ctx))
+
+        coef = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+        (grad,) = torch.autograd.grad(fn(coef), coef)
+        assert grad.abs().min() > 1e-6  # a real gradient, not 0 = 0
+        assert torch.autograd.gradcheck(fn, (coef,), eps=1e-6, atol=1e-7, rtol=1e-4)
+
+
+def test_clip_vit_layer_gradients_reach_the_strokes(vit: nn.Module) -> None:
+    from clipasso.render import composite, rasterize
+
+    g = torch.Generator().manual_seed(3)
+    points = (torch.rand(2, 4, 4, 2, generator=g) * 160 + 32).requires_grad_(True)
+    sketch = composite(rasterize(points, 1.5, (0, 0, 0, 1), size=SIZE))
+    loss = CLIPViTLayerLoss(vit, layers=[0, 2])
+    out = loss(sketch, _images(1, 79), LossContext(generators=gens(0, 1)))
+    total_loss(out).sum().backward()
+    assert points.grad is not None and torch.isfinite(points.grad).all()
+    assert (points.grad.abs().sum(dim=(2, 3)) > 0).all()  # every stroke of both sketches moves
+    assert all(p.grad is None for p in vit.parameters())
+
+
+def test_clip_vit_layer_options_are_validated(resnet: nn.Module, vit: nn.Module) -> None:
+    assert parse_vit_layers(7) == {"block7": 1.0}
+    assert parse_vit_layers(["block8", 2]) == {"block2": 1.0, "block8": 1.0}
+    assert parse_vit_layers({"block3": 0.5, 1: 0.0}) == {"block3": 0.5}
+    for bad, match in (
+        ({"block2": -1.0}, ">= 0"),
+        ({"block2": float("nan")}, "finite"),
+        ([2, "block2"], "twice"),
+        ("layer3", "block"),
+        (2.5, "layers must be"),
+    ):
+        with pytest.raises(InputError, match=match):
+            CLIPViTLayerLoss(vit, layers=bad)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="empty"):
+        CLIPViTLayerLoss(vit, layers={2: 0.0})
+    with pytest.raises(InputError, match="distance"):
+        CLIPViTLayerLoss(vit, distance="l1")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="needs a CLIP ViT"):
+        CLIPViTLayerLoss(resnet)
+    deep = CLIPViTLayerLoss(vit, layers=11)  # ViT-B/32's last block; the tiny ViT has 3
+    with pytest.raises(InputError, match=r"3 blocks \(block0..block2\)"):
+        deep.load(torch.device("cpu"))
+    with pytest.raises(InputError, match="3 blocks"):
+        deep(_images(1, 0), _images(1, 0), LossContext(mode="eval"))
+    by_name = CLIPViTLayerLoss(tiny_clip_file("resnet"), layers=2)  # a ResNet by path: refused on load
+    with pytest.raises(InputError, match="needs a CLIP ViT"):
+        by_name.load(torch.device("cpu"))
+
+
+# --- the text target: tokenised once, embedded once --------------------------------------------
+
+
+def test_text_target_is_tokenised_once_and_its_embedding_cached(
+    vit: nn.Module, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tokenised: list[list[str]] = []
+    real_tokenize = clip.tokenize
+
+    def counting_tokenize(texts: Any, *args: Any, **kwargs: Any) -> Tensor:
+        tokenised.append(list(texts))
+        return real_tokenize(texts, *args, **kwargs)
+
+    monkeypatch.setattr(clip, "tokenize", counting_tokenize)
+    encoded: list[int] = []
+    model = copy.deepcopy(vit)
+    real_encode = model.encode_text
+    monkeypatch.setattr(model, "encode_text", lambda t: encoded.append(t.shape[0]) or real_encode(t))
+    loss = CLIPSemanticLoss(model, text=["a cat", "a dog"], num_views=1)
+    sketch = _images(1, 80)
+    first = loss(sketch, sketch, LossContext(mode="eval"))["clip_semantic"]
+    for i in range(3):
+        loss(sketch, sketch, LossContext(iteration=i, generators=gens(i)))
+    again = loss(sketch, sketch, LossContext(mode="eval"))["clip_semantic"]
+    assert tokenised == [["a cat", "a dog"]] and encoded == [2]
+    torch.testing.assert_close(first, again, rtol=0, atol=0)
+    assert loss.text_tokens().shape == (2, 77)
+    loss.text_embedding(torch.device("cpu"), torch.float64)  # another dtype: embedded again, not tokenised
+    assert len(tokenised) == 1 and encoded == [2, 2]

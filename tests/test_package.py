@@ -35,6 +35,7 @@ PUBLIC_API = {
     "register_loss",
     "CLIPConvLoss",
     "CLIPSemanticLoss",
+    "CLIPViTLayerLoss",
     "EdgeLoss",
     "PixelL2Loss",
     "OpacitySparsityLoss",

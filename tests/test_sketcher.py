@@ -668,3 +668,23 @@ def test_pruning_settings_are_validated() -> None:
 def test_lr_decay_fraction_is_validated(bad: Any) -> None:
     with pytest.raises(InputError, match="lr_decay_fraction"):
         SketchConfig(lr_decay_fraction=bad)
+
+
+def test_evaluations_score_a_late_term_from_the_start(tiny_sketcher) -> None:  # type: ignore[no-untyped-def]
+    """A term switched on at step 6 (``.after(6)``) is in every evaluation's score at its final weight,
+    so the best strokes are chosen on one objective. Before, it was 0 in the evaluations before step 6,
+    and those lower scores won the best-strokes choice: the result ignored the term."""
+    from clipasso.losses import EdgeLoss, PixelL2Loss
+
+    late = EdgeLoss()
+    loss = PixelL2Loss() + (10.0 * late).after(6)
+    result = tiny_sketcher(loss=loss, initializer="random", num_sketches=1, iterations=12).sketch(_image(224))
+    hist = result.best.history
+    assert hist.train["edge"][:6] == [0.0] * 6 and all(v > 0 for v in hist.train["edge"][6:])
+    assert hist.eval_iterations == [0, 5, 10, 12]
+    first = result.candidates[0].snapshots[0][1]
+    with torch.no_grad():
+        ink = StrokeSet(first[None], canvas_size=224).render()
+        expected = 10.0 * float(late(ink, _image(224)[None])["edge"][0])
+    assert hist.eval["edge"][0] == pytest.approx(expected, rel=1e-5)  # at step 0, at its final weight
+    assert hist.eval["total"][0] == pytest.approx(hist.eval["edge"][0] + hist.eval["pixel_l2"][0], rel=1e-6)

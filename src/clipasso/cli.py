@@ -2,6 +2,7 @@
 
 Commands:
     clipasso sketch IMAGE [IMAGE ...] -o OUTDIR [options]
+    clipasso sketch --text PROMPT -o OUTDIR [options]     (a sketch of the prompt, no image)
     clipasso info
 
 Exit codes: 0 success, 2 bad input or usage (one-line message; ``--debug`` for the traceback),
@@ -109,6 +110,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--loss",
         help="objective: clip_conv (default), clip_semantic, or edges (needs no CLIP weights: with it the "
         "initializer defaults to edges unless --initializer or --saliency-weights is given)",
+    )
+    sk.add_argument(
+        "--text",
+        action="append",
+        metavar="PROMPT",
+        help='a text prompt as the semantic target, e.g. "a drawing of a cat" (repeat for several, '
+        "averaged); with IMAGEs it replaces the image in the semantic term, the geometric terms stay; "
+        "without IMAGE it is a sketch of the prompt alone",
+    )
+    sk.add_argument("--text-weight", type=float, metavar="W", help="weight of the text term (1.0)")
+    sk.add_argument(
+        "--text-start", type=int, metavar="N", help="with IMAGEs: the step the text term starts at (0)"
+    )
+    sk.add_argument(
+        "--text-model", help="full CLIP weights for the text term: a file or a model name (ViT-B/32)"
+    )
+    sk.add_argument(
+        "--canvas-size",
+        type=int,
+        metavar="S",
+        help="without IMAGE: side of the blank square canvas in pixels, from 16 up to the "
+        "max_canvas_side limit (224)",
+    )
+    sk.add_argument(
+        "--fidelity",
+        type=int,
+        metavar="LAYER",
+        help="match the image at CLIP ViT block LAYER (0-based; ViT-B/32: 0..11) instead of clip_conv: "
+        "shallow follows the image closely, deep loosely (CLIPascene)",
     )
     sk.add_argument("--initializer", help="saliency (default), edges, random, svg")
     sk.add_argument(
@@ -219,6 +249,12 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "rasterizer": args.rasterizer,
         "clip_model": args.clip_weights,
         "saliency_model": args.saliency_weights,
+        "text": args.text,
+        "text_weight": args.text_weight,
+        "text_start": args.text_start,
+        "text_model": args.text_model,
+        "canvas_size": args.canvas_size,
+        "fidelity": args.fidelity,
     }
     data.update({k: v for k, v in flags.items() if v is not None})
     if data.get("loss") == "edges" and args.initializer is None and args.saliency_weights is None:
@@ -261,6 +297,17 @@ def _progress(quiet: bool, label: str, total: int) -> Any:
     return Progress()
 
 
+def _prompt_name(prompts: Sequence[str]) -> str:
+    """The output folder of a sketch without an image: its first prompt, made a safe file name.
+
+    Example:
+        >>> _prompt_name(["a drawing of a cat!", "a cat"])
+        'a_drawing_of_a_cat'
+    """
+    first = prompts[0] if prompts else ""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", first).strip("_.")[:60] or "text"
+
+
 def _unique_names(images: Sequence[Path]) -> list[str]:
     names: list[str] = []
     for path in images:
@@ -287,16 +334,25 @@ def _sketch(args: argparse.Namespace) -> int:
     if args.print_config:
         print(to_toml(config.to_dict()), end="")
         return EXIT_OK
-    if not args.images:
-        raise UsageError("no IMAGE given (usage: clipasso sketch IMAGE [IMAGE ...] -o OUTDIR)")
+    if not args.images and not config.text:
+        raise UsageError(
+            "no IMAGE given (usage: clipasso sketch IMAGE [IMAGE ...] -o OUTDIR, or --text PROMPT "
+            "-o OUTDIR for a sketch of a prompt)"
+        )
     masks = args.mask or []
     if masks and len(masks) != len(args.images):
         raise UsageError(f"got {len(masks)} --mask for {len(args.images)} images; give one mask per image")
+    if args.images and config.canvas_size is not None:
+        raise UsageError("--canvas-size is the canvas of a sketch without IMAGE; images use image_size")
+    if not args.images and config.fidelity is not None:
+        raise UsageError("--fidelity sets how closely a sketch follows its image: it needs an IMAGE")
     counts = args.strokes or [config.num_strokes]
     for n in counts:  # every count of a ladder is checked before any work
         config.replace(num_strokes=n)
     out_root: Path = args.output
-    names = _unique_names(args.images)
+    # without IMAGE: one sketch of the prompt(s), in a folder named after the first prompt
+    sources: list[Path | None] = list(args.images) or [None]
+    names = _unique_names(args.images) if args.images else [_prompt_name(config.text or [])]
     try:  # every output location is checked before any work: a finished run must not be lost
         for name in names:
             check_output_folder(out_root / name)
@@ -304,17 +360,19 @@ def _sketch(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     sketcher = Sketcher(config)  # one Sketcher: models load once and serve every image
     try:
-        sketcher.load()  # weights errors surface now, before any progress bar or output
+        sketcher.load(with_image=bool(args.images))  # weights errors surface now, before any output
     except ClipassoError as exc:
         if not (isinstance(exc, InputError) or _is_user_error(exc)):
             raise
         raise UsageError(str(exc)) from None
     status = EXIT_OK
-    for idx, (image, name) in enumerate(zip(args.images, names)):
+    for idx, (image, name) in enumerate(zip(sources, names)):
         mask = masks[idx] if masks else None
+        what = str(image) if image is not None else repr(" | ".join(config.text or []))
         t0 = time.perf_counter()
         try:
-            prepare_target(image, size=config.image_size, mask=mask)  # validate before any output
+            if image is not None:
+                prepare_target(image, size=config.image_size, mask=mask)  # validate before any output
             results = []
             for n in counts:
                 ckpt = None
@@ -322,10 +380,10 @@ def _sketch(args: argparse.Namespace) -> int:
                     ckpt = out_root / ".checkpoints" / f"{name}-{n}.pt"
                     if not args.resume and ckpt.exists():
                         ckpt.unlink()
-                label = f"{image.name} ({n} strokes)"
+                label = f"{image.name if image is not None else name} ({n} strokes)"
                 sketcher.callbacks = [_progress(args.quiet, label, config.iterations)]
                 results.append(sketcher.sketch(image, mask=mask, num_strokes=n, checkpoint=ckpt))
-            extra = {"image": str(image), "mask": str(mask) if mask else None}
+            extra = {"image": str(image) if image is not None else None, "mask": str(mask) if mask else None}
 
             def write(folder: Path, results: list[Any] = results, extra: dict[str, Any] = extra) -> None:
                 if len(results) == 1:
@@ -337,11 +395,11 @@ def _sketch(args: argparse.Namespace) -> int:
 
             target_dir = _save_or_rescue(write, out_root / name)
         except OutputRescued as exc:
-            print(f"clipasso: error: {image}: {exc}", file=sys.stderr)
+            print(f"clipasso: error: {what}: {exc}", file=sys.stderr)
             status = max(status, EXIT_INTERNAL)
             continue
         except ClipassoError as exc:
-            print(f"clipasso: error: {image}: {_one_line(exc)}", file=sys.stderr)
+            print(f"clipasso: error: {what}: {_one_line(exc)}", file=sys.stderr)
             if args.debug:
                 traceback.print_exc()
             status = max(
@@ -350,7 +408,7 @@ def _sketch(args: argparse.Namespace) -> int:
             continue
         best = results[-1]  # the one-line summary is printed even with --quiet
         print(
-            f"{image}: best loss {best.best_loss:.5g} at iteration {best.best_iteration} "
+            f"{what}: best loss {best.best_loss:.5g} at iteration {best.best_iteration} "
             f"(seed {best.best.seed}, {len(best.candidates)} candidates), "
             f"{time.perf_counter() - t0:.1f} s -> {target_dir}/"
         )

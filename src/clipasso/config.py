@@ -22,7 +22,12 @@ from typing import Any
 from .errors import InputError, _with_prefix
 from .limits import check_limit
 
-__all__ = ["PRESETS", "SketchConfig", "check_setting", "read_toml", "to_toml"]
+__all__ = ["MIN_CANVAS", "PRESETS", "SketchConfig", "check_setting", "read_toml", "to_toml"]
+
+#: Least side of ``SketchConfig.canvas_size`` (pixels); the largest is the ``max_canvas_side`` limit
+#: (:mod:`clipasso.limits`), as for ``image_size``. CLIP sees every view at 224 px, so a larger
+#: canvas costs rendering memory and time without showing CLIP more; an SVG scales freely.
+MIN_CANVAS = 16
 
 #: Named settings that :meth:`SketchConfig.preset` applies on top of the defaults.
 #:
@@ -95,6 +100,26 @@ class SketchConfig:
         initializer_options: Keyword options for the initializer.
         saliency_model: CLIP ViT weights (name or path) for initializers that take a ``model``; None
             leaves the initializer's default (ViT-B/32).
+        text: Text prompt(s) as the semantic target (CLIPDraw-style); a string is one prompt, several
+            prompts are averaged. With an image, the prompt replaces the image in the semantic term
+            (``clip_conv``'s and ``clip_vit_layer``'s ``fc`` term is switched off unless
+            ``loss_options`` set ``fc_weight``; with ``loss="clip_semantic"`` the prompt is that
+            term's target) and the geometric terms stay. Without an image, the text term is the whole
+            objective. None (default): no text.
+        text_weight: Weight of the text term (``1 - cos`` between the sketch's and the prompt's CLIP
+            embeddings, 4 random views).
+        text_start: The step from which the text term is on, beside an image's terms (runs without
+            an image have no other term: there it is on from step 0).
+        text_model: Full CLIP weights (name or path; the text tower is needed) for the text term;
+            None: ViT-B/32.
+        canvas_size: Side in pixels of the blank square canvas of a run without an image (from 16
+            up to the ``max_canvas_side`` limit, 4096 by default); None: ``image_size``. Runs with an
+            image use ``image_size`` and refuse it.
+        fidelity: None, or a CLIP ViT block (0-based; ViT-B/32 has 0..11) whose token features the
+            geometric term matches (CLIPascene's fidelity axis: shallow follows the image closely,
+            deep loosely). The objective is then ``clip_vit_layer`` on that block with its embedding
+            term at 0.1, in place of ``clip_conv``; ``loss`` must be ``"clip_conv"`` (replaced) or
+            ``"clip_vit_layer"`` (its ``loss_options`` apply, without ``layers``).
         rasterizer: Registry name of the rasterizer (``"auto"``: torch unless configured).
         optimize_opacity: Also optimise each stroke's opacity (own Adam group, clamped to [0, 1]).
         opacity_lr: Learning rate of the opacity group.
@@ -173,6 +198,12 @@ class SketchConfig:
     initializer: str = "saliency"
     initializer_options: dict[str, Any] = field(default_factory=dict)
     saliency_model: str | None = None
+    text: list[str] | None = None
+    text_weight: float = 1.0
+    text_start: int = 0
+    text_model: str | None = None
+    canvas_size: int | None = None
+    fidelity: int | None = None
     rasterizer: str = "auto"
     optimize_opacity: bool = False
     opacity_lr: float = 0.01
@@ -195,6 +226,10 @@ class SketchConfig:
     checkpoint_every: int = 50
 
     def __post_init__(self) -> None:
+        if isinstance(self.text, str):  # one prompt
+            self.text = [self.text]
+        elif isinstance(self.text, tuple):
+            self.text = list(self.text)
         self.validate()
 
     def validate(self) -> None:
@@ -226,6 +261,39 @@ class SketchConfig:
                 f"the last candidate's seed seed + (num_sketches - 1) * seed_stride = {last_seed} is above "
                 f"{_MAX_SEED} (seeds are 63-bit integers)"
             )
+        self._validate_text_and_fidelity()
+
+    def _validate_text_and_fidelity(self) -> None:
+        text = self.text
+        if text is not None and (
+            not isinstance(text, list) or not text or not all(isinstance(p, str) and p.strip() for p in text)
+        ):
+            raise InputError(f"text must be None, a prompt or a non-empty list of prompts, got {text!r}")
+        weight = self.text_weight
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < float("inf"):
+            raise InputError(f"text_weight must be a positive finite number, got {weight!r}")
+        start = self.text_start
+        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+            raise InputError(f"text_start must be a non-negative integer, got {start!r}")
+        if self.text_model is not None and (not isinstance(self.text_model, str) or not self.text_model):
+            raise InputError(f"text_model must be None or a model name or path, got {self.text_model!r}")
+        block = self.fidelity
+        if block is None:
+            return
+        if isinstance(block, bool) or not isinstance(block, int) or block < 0:
+            raise InputError(f"fidelity must be None or a ViT block index >= 0, got {block!r}")
+        if self.loss not in ("clip_conv", "clip_vit_layer"):
+            raise InputError(
+                f"fidelity replaces the clip_conv objective by clip_vit_layer; it cannot go with "
+                f"loss={self.loss!r}"
+            )
+        if self.loss == "clip_conv" and self.loss_options:
+            raise InputError(
+                "fidelity replaces clip_conv, so its loss_options would not apply; set "
+                'loss = "clip_vit_layer" to give the layer loss options'
+            )
+        if "layers" in self.loss_options:
+            raise InputError("set the ViT block with fidelity or with loss_options.layers, not both")
 
     @classmethod
     def preset(cls, name: str, **changes: Any) -> SketchConfig:
@@ -381,6 +449,21 @@ def _unit_or_none(name: str, value: Any) -> None:
         raise InputError(f"{name} must be None or in [0, 1], got {value!r}")
 
 
+def _text_check(name: str, value: Any) -> None:
+    prompts = [value] if isinstance(value, str) else value
+    if value is not None and (
+        not isinstance(prompts, (list, tuple))
+        or not prompts
+        or not all(isinstance(p, str) and p.strip() for p in prompts)
+    ):
+        raise InputError(f"{name} must be None, a prompt or a non-empty list of prompts, got {value!r}")
+
+
+def _canvas_size(name: str, value: Any) -> None:
+    if value is not None:
+        _image_size(name, value)
+
+
 def _image_size(name: str, value: Any) -> None:
     if not _is_int(value) or value < 16:
         raise InputError(f"{name} must be an integer of at least 16, got {value!r}")
@@ -426,6 +509,12 @@ _CHECKS: dict[str, Callable[[str, Any], None]] = {
     "reseed_options": _options_check,
     "device": _str_check(),
     "threads": _int_check(1, optional=True),
+    "text": _text_check,
+    "text_weight": _positive_float,
+    "text_start": _int_check(0, "max_iterations"),
+    "text_model": _str_check(optional=True),
+    "canvas_size": _canvas_size,
+    "fidelity": _int_check(0, optional=True),
     "checkpoint_every": _int_check(1),
 }
 

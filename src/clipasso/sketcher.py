@@ -41,6 +41,7 @@ from .strokes import StrokeSet
 from .threads import intra_op_threads
 
 __all__ = [
+    "FIDELITY_FC_WEIGHT",
     "Sketcher",
     "cosine_lr_factor",
     "race_round",
@@ -49,6 +50,10 @@ __all__ = [
     "resolve_device",
     "write_checkpoint",
 ]
+
+#: Weight of the embedding term beside the layer term of ``SketchConfig.fidelity``: CLIPasso's ``fc``
+#: weight, the semantic partner of the geometric term in CLIPasso and CLIPascene alike.
+FIDELITY_FC_WEIGHT = 0.1
 
 OptimizerFactory = Callable[[list[dict[str, Any]]], torch.optim.Optimizer]
 
@@ -238,6 +243,8 @@ class Sketcher:
             as ``config.clip_model``).
         saliency_model: CLIP ViT for the saliency initializer: a loaded model to share, or a
             name/path (then the same as ``config.saliency_model``).
+        text_model: Full CLIP model for the text term (``config.text``): a loaded model to share, or a
+            name/path (then the same as ``config.text_model``).
         **settings: Overrides of :class:`SketchConfig` fields, e.g. ``num_strokes=8``.
 
     Example:
@@ -268,6 +275,7 @@ class Sketcher:
         matting: Matting | None = None,
         clip_model: nn.Module | str | os.PathLike[str] | None = None,
         saliency_model: nn.Module | str | os.PathLike[str] | None = None,
+        text_model: nn.Module | str | os.PathLike[str] | None = None,
         **settings: Any,
     ) -> None:
         if isinstance(config, str):
@@ -286,9 +294,17 @@ class Sketcher:
             settings["clip_model"], clip_model = os.fspath(clip_model), None
         if isinstance(saliency_model, (str, os.PathLike)):
             settings["saliency_model"], saliency_model = os.fspath(saliency_model), None
+        if isinstance(text_model, (str, os.PathLike)):
+            settings["text_model"], text_model = os.fspath(text_model), None
         self.config = config.replace(**settings) if settings else config
-        self._loss = loss if isinstance(loss, SketchLoss) else None
+        self._given_loss = loss if isinstance(loss, SketchLoss) else None
+        self._loss: SketchLoss | None = None
         self._initializer = initializer if isinstance(initializer, Initializer) else None
+        # runs without an image (text only) have their own objective and initializer, built lazily
+        self._blank = False
+        self._blank_loss: SketchLoss | None = None
+        self._blank_initializer = self._initializer
+        self._text_term: SketchLoss | None = None
         self._rasterizer = rasterizer if isinstance(rasterizer, Rasterizer) else None
         for name, value, kind in (
             ("loss", loss, SketchLoss),
@@ -304,7 +320,7 @@ class Sketcher:
         from .losses.base import LOSSES
         from .render.base import resolve_backend
 
-        if self._loss is None:
+        if self._given_loss is None:
             LOSSES.get(self.config.loss)
         if self._initializer is None:
             INITIALIZERS.get(self.config.initializer)
@@ -316,6 +332,7 @@ class Sketcher:
         self.matting = matting
         self.clip_model = clip_model
         self.saliency_model = saliency_model
+        self.text_model = text_model
         self._device: torch.device | None = None
 
     # ------------------------------------------------------------------ components (lazy, once)
@@ -329,14 +346,29 @@ class Sketcher:
 
     @property
     def loss(self) -> SketchLoss:
-        """The objective (built on first access by :meth:`build_loss`)."""
+        """The objective (built on first access by :meth:`build_loss`; a loss object given to the
+        Sketcher is used, with the text term added when ``config.text`` is set). During a run without
+        an image, the objective of such runs (:meth:`build_blank_loss`)."""
+        if self._blank:
+            if self._blank_loss is None:
+                self._blank_loss = self.build_blank_loss()
+            return self._blank_loss
         if self._loss is None:
-            self._loss = self.build_loss()
+            if self._given_loss is None:
+                self._loss = self.build_loss()
+            else:
+                text = self.build_text_loss()
+                self._loss = self._given_loss if text is None else self._given_loss + text
         return self._loss
 
     @property
     def initializer(self) -> Initializer:
-        """The initializer (built on first access by :meth:`build_initializer`)."""
+        """The initializer (built on first access by :meth:`build_initializer`). During a run without
+        an image, the initializer of such runs (:meth:`build_blank_initializer`)."""
+        if self._blank:
+            if self._blank_initializer is None:
+                self._blank_initializer = self.build_blank_initializer()
+            return self._blank_initializer
         if self._initializer is None:
             self._initializer = self.build_initializer()
         return self._initializer
@@ -348,26 +380,52 @@ class Sketcher:
             self._rasterizer = self.build_rasterizer()
         return self._rasterizer
 
-    def load(self) -> None:
+    def load(self, *, with_image: bool = True) -> None:
         """Build the loss, initializer and rasterizer and load every model they read lazily, now.
 
         Without it, weights load on the first :meth:`sketch` call; the command line calls it first
         so that a missing weights file is reported before any work or output.
 
+        Args:
+            with_image: Load what runs with an image need (default), or what runs without one need
+                (``sketch(None)``: the text term and the blank-canvas initializer).
+
         Raises:
             WeightsError: A weights file is missing, corrupt or cannot be downloaded.
+            InputError: ``with_image=False`` without ``config.text``, or a model that does not fit.
         """
         _ = self.rasterizer
-        self.loss.load(self.device)
-        self.initializer.load(self.device)
+        saved, self._blank = self._blank, not with_image
+        try:
+            self.loss.load(self.device)
+            self.initializer.load(self.device)
+        finally:
+            self._blank = saved
 
     def build_loss(self) -> SketchLoss:
-        """Create the objective from ``config.loss`` / ``config.loss_options`` (override to customise)."""
+        """Create the objective of runs with an image from ``config.loss`` / ``config.loss_options``
+        (override to customise).
+
+        ``config.fidelity`` replaces ``clip_conv`` by ``clip_vit_layer`` on that ViT block (with
+        its embedding term at :data:`FIDELITY_FC_WEIGHT`). ``config.text`` adds the text term
+        (:meth:`build_text_loss`) and takes the image's place as the semantic target: a loss that
+        takes ``fc_weight`` gets 0 (unless ``loss_options`` set it), and ``loss="clip_semantic"``
+        becomes the text term alone. Without either, the objective is ``config.loss`` as configured.
+        """
         from .losses.base import LOSSES
 
         cfg = self.config
-        factory = LOSSES.get(cfg.loss)
+        text = self.build_text_loss()
+        if text is not None and cfg.loss == "clip_semantic" and cfg.fidelity is None:
+            return text  # the prompt is the semantic term's target; there is no geometric term
+        name = "clip_vit_layer" if cfg.fidelity is not None else cfg.loss
+        factory = LOSSES.get(name)
         options = self._with_model(factory, cfg.loss_options, self.clip_model, cfg.clip_model)
+        if cfg.fidelity is not None:
+            options["layers"] = cfg.fidelity
+            options.setdefault("fc_weight", FIDELITY_FC_WEIGHT)
+        if text is not None and "fc_weight" not in cfg.loss_options and _accepts(factory, "fc_weight"):
+            options["fc_weight"] = 0.0  # the prompt replaces the image as the semantic target
         speed = (
             ("precision", cfg.precision),
             ("channels_last", cfg.channels_last),
@@ -378,19 +436,83 @@ class Sketcher:
         for key, value in speed:
             if key not in options and _accepts(factory, key):  # speed settings (docs/performance.md)
                 options[key] = value
-        return create_loss(cfg.loss, **options)
+        base = create_loss(name, **options)
+        return base if text is None else base + text
+
+    def build_text_term(self) -> SketchLoss:
+        """The text term's loss: a :class:`~clipasso.losses.CLIPSemanticLoss` whose target is
+        ``config.text`` (``num_views`` from the config; with ``loss="clip_semantic"``, its
+        ``loss_options`` too). Its model: ``text_model``; if unset and ``loss="clip_semantic"``,
+        ``clip_model``; else ViT-B/32."""
+        from .losses.clip_semantic import CLIPSemanticLoss
+
+        cfg = self.config
+        own = cfg.loss == "clip_semantic" and cfg.fidelity is None
+        options = dict(cfg.loss_options) if own else {}
+        shared, configured = self.text_model, cfg.text_model
+        if own and shared is None and configured is None:
+            shared, configured = self.clip_model, cfg.clip_model
+        options = self._with_model(CLIPSemanticLoss, options, shared, configured)
+        options.setdefault("num_views", cfg.num_views)
+        options["text"] = cfg.text
+        return CLIPSemanticLoss(**options)
+
+    def build_text_loss(self, start: int | None = None) -> SketchLoss | None:
+        """The text term, weighted by ``config.text_weight`` and on from ``config.text_start`` (or
+        ``start``); None without ``config.text``. The term's loss is built once
+        (:meth:`build_text_term`), so the prompts are tokenised and embedded once per Sketcher."""
+        from .losses.compose import ComposedLoss, Term
+
+        cfg = self.config
+        if not cfg.text:
+            return None
+        if self._text_term is None:
+            self._text_term = self.build_text_term()
+        first = cfg.text_start if start is None else start
+        return ComposedLoss([Term(self._text_term, weight=cfg.text_weight, start=first)])
+
+    def build_blank_loss(self) -> SketchLoss:
+        """The objective of a run without an image: the text term alone, on from step 0 (there is
+        nothing else to optimise before it); a loss object given to the Sketcher is added to it.
+
+        Raises:
+            InputError: Without ``config.text``.
+        """
+        text = self.build_text_loss(start=0)
+        if text is None:
+            raise InputError("a sketch without an image needs a text prompt (text=...)")
+        return text if self._given_loss is None else self._given_loss + text
 
     def build_initializer(self) -> Initializer:
         """Create the initializer from ``config.initializer`` (override to customise)."""
+        return self._initializer_from(self.config.initializer, self.config.initializer_options)
+
+    def build_blank_initializer(self) -> Initializer:
+        """The initializer of runs without an image. A blank canvas has nothing salient, so
+        ``saliency`` becomes ``random`` (with the options ``random`` takes) and ``svg`` tops up with
+        ``random`` (unless ``initializer_options`` name a ``top_up``); others are as configured."""
         from .init.base import INITIALIZERS
 
         cfg = self.config
-        factory = INITIALIZERS.get(cfg.initializer)
-        options = self._with_model(factory, cfg.initializer_options, self.saliency_model, cfg.saliency_model)
+        name, options = cfg.initializer, dict(cfg.initializer_options)
+        if name == "saliency":
+            name = "random"
+            params = inspect.signature(INITIALIZERS.get(name)).parameters
+            options = {k: v for k, v in options.items() if k in params}
+        elif name == "svg":
+            options.setdefault("top_up", "random")
+        return self._initializer_from(name, options)
+
+    def _initializer_from(self, name: str, configured: dict[str, Any]) -> Initializer:
+        from .init.base import INITIALIZERS
+
+        cfg = self.config
+        factory = INITIALIZERS.get(name)
+        options = self._with_model(factory, configured, self.saliency_model, cfg.saliency_model)
         for key, value in (("num_segments", cfg.num_segments), ("width", cfg.width)):
             if key not in options and _accepts(factory, key):
                 options[key] = value
-        return create_initializer(cfg.initializer, **options)
+        return create_initializer(name, **options)
 
     def _with_model(
         self,
@@ -457,14 +579,21 @@ class Sketcher:
             return every
         from .losses.edge import EdgeLoss
 
-        edges = self.config.loss == "edges" if self._loss is None else isinstance(self._loss, EdgeLoss)
+        given = self._given_loss
+        edges = self.config.loss == "edges" if given is None else isinstance(given, EdgeLoss)
         return DEFAULT_RESEED_EVERY if edges else 0
 
     # ------------------------------------------------------------------ stages
 
-    def prepare(self, image: ImageLike, mask: ImageLike | None = None) -> Target:
-        """Read and preprocess the target (METHOD §1)."""
+    def prepare(self, image: ImageLike | None, mask: ImageLike | None = None) -> Target:
+        """Read and preprocess the target (METHOD §1); ``None``: a white canvas of
+        ``config.canvas_size`` (else ``image_size``) pixels a side, for a run without an image."""
         cfg = self.config
+        if image is None:
+            if mask is not None:
+                raise InputError("a mask needs an image: a sketch without an image takes no mask")
+            side = cfg.canvas_size if cfg.canvas_size is not None else cfg.image_size
+            return Target(torch.ones(1, 3, side, side), None, (side, side))
         return prepare_target(
             image, size=cfg.image_size, mask=mask, fix_scale=cfg.fix_scale, matting=self.matting
         )
@@ -542,10 +671,17 @@ class Sketcher:
         self, run: _Run, target: Target, sketch: Tensor, active: list[int], index: Tensor | None = None
     ) -> list[float]:
         """Score the rendered ``sketch`` (of the ``active`` candidates) on the un-augmented objective
-        and apply :meth:`update_best` to each. Returns the losses (len ``B``; NaN for inactive)."""
+        and apply :meth:`update_best` to each. Returns the losses (len ``B``; NaN for inactive).
+
+        The objective is scored as it stands at the run's last step: every scheduled term at its
+        final weight (``loss.after(k)``, a text term's ``text_start``), whatever the step, so that
+        the best-strokes choice compares scores of one objective throughout the run."""
         mask = target.mask.to(self.device) if target.mask is not None else None
         with torch.no_grad():
-            ctx = LossContext(iteration=run.iteration, mode="eval", mask=mask)
+            # every schedule at its last step's weight: a term switched on late (a text term's
+            # text_start, loss.after(k)) counts from the first evaluation, so scores stay comparable
+            final = max(run.iteration, self.config.iterations - 1)
+            ctx = LossContext(iteration=run.iteration, mode="eval", mask=mask, schedule_iteration=final)
             terms = self.compute_loss(sketch, target, ctx)
             total = torch.stack(list(terms.values())).sum(0)
         values = total.tolist()
@@ -622,7 +758,7 @@ class Sketcher:
 
     def sketch(
         self,
-        image: ImageLike,
+        image: ImageLike | None = None,
         *,
         mask: ImageLike | None = None,
         num_strokes: int | None = None,
@@ -631,10 +767,12 @@ class Sketcher:
         iterations: int | None = None,
         checkpoint: str | os.PathLike[str] | None = None,
     ) -> SketchResult:
-        """Sketch one image.
+        """Sketch one image, or draw ``config.text`` on a blank canvas.
 
         Args:
-            image: A path, PIL image, numpy array ``[H, W, C]`` or tensor ``[C, H, W]`` in [0, 1].
+            image: A path, PIL image, numpy array ``[H, W, C]`` or tensor ``[C, H, W]`` in [0, 1];
+                None: a sketch of the text prompt(s) alone, on a white canvas of
+                ``config.canvas_size`` (else ``image_size``) pixels, from random (or SVG) strokes.
             mask: Optional object mask of the image's size (an alpha channel is used otherwise).
             num_strokes, num_sketches, seed, iterations: Per-call overrides of the config.
             checkpoint: A file to write the full state to every ``config.checkpoint_every`` steps
@@ -645,7 +783,8 @@ class Sketcher:
             A :class:`~clipasso.result.SketchResult`.
 
         Raises:
-            InputError: Bad image, mask or settings.
+            InputError: Bad image, mask or settings; no image and no ``config.text``;
+                ``canvas_size`` or ``fidelity`` set for a run they do not apply to.
             NonFiniteLossError: The loss became NaN/inf (``.result`` holds the best so far).
             CheckpointError: The checkpoint is corrupt or from other settings.
         """
@@ -660,14 +799,25 @@ class Sketcher:
             if v is not None
         }
         cfg = self.config.replace(**overrides) if overrides else self.config
+        if image is None and not cfg.text:
+            raise InputError("nothing to sketch: pass an image, or a text prompt (text=...) to draw")
+        if image is None and cfg.fidelity is not None:
+            raise InputError("fidelity sets how closely a sketch follows its image: it needs an image")
+        if image is not None and cfg.canvas_size is not None:
+            raise InputError(
+                "canvas_size is the canvas of a run without an image; with an image the canvas is "
+                f"image_size ({cfg.image_size})"
+            )
         saved, self.config = self.config, cfg
+        self._blank = image is None
         try:
             with intra_op_threads(cfg.threads):
                 return self._sketch(image, mask, checkpoint)
         finally:
             self.config = saved
+            self._blank = False
 
-    def _sketch(self, image: ImageLike, mask: ImageLike | None, checkpoint: Any) -> SketchResult:
+    def _sketch(self, image: ImageLike | None, mask: ImageLike | None, checkpoint: Any) -> SketchResult:
         cfg = self.config
         t0 = time.perf_counter()
         target = self.prepare(image, mask)

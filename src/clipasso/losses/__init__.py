@@ -4,8 +4,8 @@ Every loss maps sketches ``[B, 3, H, W]`` and a target ``[1 or B, 3, H, W]`` (bo
 optional :class:`LossContext` to ``{term name: Tensor [B]}`` (already weighted; the objective is the
 sum). Losses combine as ``a + 0.5 * b.after(100)``. See ``docs/losses.md``.
 
-Registered names (:func:`list_losses`): ``clip_conv``, ``clip_semantic``, ``edges``, ``pixel_l2``,
-``sparsity``.
+Registered names (:func:`list_losses`): ``clip_conv``, ``clip_semantic``, ``clip_vit_layer``, ``edges``,
+``pixel_l2``, ``sparsity``.
 """
 
 from .base import (
@@ -21,6 +21,7 @@ from .base import (
 )
 from .clip_conv import RESNET_CONV_LAYERS, CLIPConvLoss, feature_distance
 from .clip_semantic import CLIPSemanticLoss
+from .clip_vit_layer import CLIPViTLayerLoss, parse_vit_layers
 from .compose import ComposedLoss, Term
 from .edge import EdgeLoss
 from .pixel import PixelL2Loss, masked_mean
@@ -32,6 +33,7 @@ __all__ = [
     "CLIPConvLoss",
     "CLIPModelRef",
     "CLIPSemanticLoss",
+    "CLIPViTLayerLoss",
     "ComposedLoss",
     "EdgeLoss",
     "LossContext",
@@ -43,6 +45,7 @@ __all__ = [
     "feature_distance",
     "list_losses",
     "masked_mean",
+    "parse_vit_layers",
     "register_loss",
     "stroke_opacities",
     "total_loss",

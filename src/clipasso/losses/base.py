@@ -65,6 +65,9 @@ class LossContext:
         strokes: Optional stroke parameters, for terms on the strokes themselves (e.g. the opacity
             sparsity term). Either a :class:`clipasso.strokes.StrokeSet`-like object with a
             ``colors [B, N, 4]`` attribute (RGBA; opacity = channel 3) or an opacity tensor ``[B, N]``.
+        schedule_iteration: The iteration at which term schedules (``loss.after(k)``, weights that
+            are functions of the iteration) are read; None: ``iteration``. The Sketcher's evaluations
+            pass the run's last step, so that a term switched on late counts in every score.
     """
 
     iteration: int = 0
@@ -72,12 +75,20 @@ class LossContext:
     generators: list[torch.Generator] | torch.Generator | None = None
     mask: Tensor | None = None
     strokes: Any = None
+    schedule_iteration: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("train", "eval"):
             raise InputError(f"LossContext.mode must be 'train' or 'eval', got {self.mode!r}")
         if self.iteration < 0:
             raise InputError(f"LossContext.iteration must be >= 0, got {self.iteration}")
+        if self.schedule_iteration is not None and self.schedule_iteration < 0:
+            raise InputError(f"LossContext.schedule_iteration must be >= 0, got {self.schedule_iteration}")
+
+    @property
+    def scheduled_at(self) -> int:
+        """The iteration term schedules are read at: ``schedule_iteration``, else ``iteration``."""
+        return self.iteration if self.schedule_iteration is None else self.schedule_iteration
 
     @property
     def train(self) -> bool:

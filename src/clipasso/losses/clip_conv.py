@@ -62,7 +62,14 @@ from ..errors import InputError
 from ..models import is_resnet, is_vit, resnet_features, visual_of, vit_features
 from .base import CLIPModelRef, LossContext, SketchLoss, register_loss
 
-__all__ = ["RESNET_CONV_LAYERS", "CLIPConvLoss", "bf16_supported", "feature_distance"]
+__all__ = [
+    "RESNET_CONV_LAYERS",
+    "CLIPConvLoss",
+    "bf16_supported",
+    "check_identity_weight",
+    "feature_distance",
+    "identity_view_weights",
+]
 
 #: The ResNet feature maps the geometric term can use, in forward order.
 RESNET_CONV_LAYERS: tuple[str, ...] = ("stem", "layer1", "layer2", "layer3", "layer4")
@@ -132,6 +139,36 @@ def feature_distance(
     if view_weights is not None:
         return d.flatten(2).mean(dim=2) @ view_weights.to(d.dtype)
     return d.flatten(1).mean(dim=1)
+
+
+def check_identity_weight(identity_weight: float | None, augment: ReferenceViews) -> float | None:
+    """Validate an ``identity_weight`` option (None or in [0, 1], with a view 0 to weight).
+
+    Raises:
+        InputError: Out of range, not a number, or the views have no view 0.
+    """
+    if identity_weight is None:
+        return None
+    w = identity_weight
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0.0 <= w <= 1.0:
+        raise InputError(f"identity_weight must be None or in [0, 1], got {identity_weight!r}")
+    if not augment.identity_view:
+        raise InputError("identity_weight needs the augmentation's view 0 (identity_view=True)")
+    return float(w)
+
+
+def identity_view_weights(
+    identity_weight: float | None, views: int, device: torch.device | None = None
+) -> Tensor | None:
+    """The ``[views]`` weights of a train-mode batch of views (view 0 first): ``identity_weight``
+    for view 0 and the rest shared equally by the random views; None for the plain mean
+    (``identity_weight`` None, or view 0 alone)."""
+    if identity_weight is None or views <= 1:
+        return None
+    rest = (1.0 - identity_weight) / (views - 1)
+    weights = torch.full((views,), rest, device=device)
+    weights[0] = identity_weight
+    return weights
 
 
 def _embedding_distance(x: Tensor, y: Tensor, view_weights: Tensor | None = None) -> Tensor:
@@ -255,13 +292,7 @@ class CLIPConvLoss(SketchLoss):
             raise InputError("every layer weight and fc_weight are 0: the loss would be empty")
         self.model = CLIPModelRef(model, cache_dir=cache_dir)
         self.augment = augment if augment is not None else ReferenceViews(num_views, seed=seed)
-        if identity_weight is not None:
-            w = identity_weight
-            if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0.0 <= w <= 1.0:
-                raise InputError(f"identity_weight must be None or in [0, 1], got {identity_weight!r}")
-            if not self.augment.identity_view:
-                raise InputError("identity_weight needs the augmentation's view 0 (identity_view=True)")
-        self.identity_weight = None if identity_weight is None else float(identity_weight)
+        self.identity_weight = check_identity_weight(identity_weight, self.augment)
 
     def _parse_weights(self, weights: Sequence[float] | Mapping[str, float] | None) -> dict[str, float]:
         if self.arch == "resnet":
@@ -519,12 +550,7 @@ class CLIPConvLoss(SketchLoss):
             >>> CLIPConvLoss(tiny_clip("resnet"), num_views=2, identity_weight=0.2).view_weights(3)
             tensor([0.2000, 0.4000, 0.4000])
         """
-        if self.identity_weight is None or views <= 1:
-            return None
-        rest = (1.0 - self.identity_weight) / (views - 1)
-        weights = torch.full((views,), rest, device=device)
-        weights[0] = self.identity_weight
-        return weights
+        return identity_view_weights(self.identity_weight, views, device)
 
     def _terms(
         self, fx: Features, fy: Features, dtype: torch.dtype, view_weights: Tensor | None = None

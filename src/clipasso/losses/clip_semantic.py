@@ -87,6 +87,7 @@ class CLIPSemanticLoss(SketchLoss):
         if augment is None:  # random views only (view 0 alone when num_views is 0)
             augment = ReferenceViews(num_views, identity_view=num_views == 0, seed=seed)
         self.augment = augment
+        self._tokens: Tensor | None = None  # the prompts, tokenised once
         self._text_cache: dict[tuple[torch.device, torch.dtype], Tensor] = {}
 
     def extra_repr(self) -> str:
@@ -98,23 +99,33 @@ class CLIPSemanticLoss(SketchLoss):
         out: Tensor = visual(images.to(dtype))
         return out
 
+    def text_tokens(self) -> Tensor:
+        """The prompts as CLIP tokens ``[T, 77]`` (CPU; tokenised on first use, once).
+
+        Prompts longer than CLIP's 77-token context are truncated."""
+        if self.prompts is None:
+            raise InputError("this CLIPSemanticLoss has no text target")
+        if self._tokens is None:
+            import clip
+
+            self._tokens = clip.tokenize(self.prompts, truncate=True)
+        return self._tokens
+
     def text_embedding(self, device: torch.device, dtype: torch.dtype = torch.float32) -> Tensor:
-        """Embeddings of the prompts, ``[T, E]`` (computed once per device, no gradient)."""
+        """Embeddings of the prompts, ``[T, E]`` (the text tower runs once per device and dtype, with
+        no gradient; the prompts are tokenised once)."""
         if self.prompts is None:
             raise InputError("this CLIPSemanticLoss has no text target")
         key = (device, dtype)
         if key not in self._text_cache:
-            import clip
-
             model = self.model.get(device)
             if not hasattr(model, "encode_text"):
                 raise InputError(
                     "a text target needs the full CLIP model (with encode_text), not its .visual"
                 )
             encode_text: Callable[[Tensor], Tensor] = getattr(model, "encode_text")  # noqa: B009
-            tokens = clip.tokenize(self.prompts, truncate=True).to(device)
             with torch.no_grad():
-                self._text_cache[key] = encode_text(tokens).to(dtype)
+                self._text_cache[key] = encode_text(self.text_tokens().to(device)).to(dtype)
         return self._text_cache[key]
 
     def compute(self, sketch: Tensor, target: Tensor, context: LossContext) -> Tensor:

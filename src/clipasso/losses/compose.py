@@ -201,7 +201,7 @@ class ComposedLoss(SketchLoss):
         out: dict[str, Tensor] = {}
         batch = sketch.shape[0]
         for term in self.terms:
-            factor = term.factor(context.iteration)
+            factor = term.factor(context.scheduled_at)
             if factor == 0.0:
                 zeros = sketch.new_zeros(batch)
                 for key in term.names():

@@ -21,7 +21,9 @@ from .taps import (
     resnet_features,
     visual_of,
     vit_attention,
+    vit_block_index,
     vit_features,
+    vit_tokens,
 )
 
 __all__ = [
@@ -42,6 +44,8 @@ __all__ = [
     "resolve_weights",
     "visual_of",
     "vit_attention",
+    "vit_block_index",
     "vit_features",
+    "vit_tokens",
     "weights_env_var",
 ]

@@ -32,7 +32,9 @@ __all__ = [
     "resnet_features",
     "visual_of",
     "vit_attention",
+    "vit_block_index",
     "vit_features",
+    "vit_tokens",
 ]
 
 #: CLIP's image normalisation constants (RGB).
@@ -229,3 +231,63 @@ def vit_features(
 def vit_attention(visual: nn.Module, images: Tensor) -> list[Tensor]:
     """Shortcut: the per-block post-softmax attention probabilities ``[B, heads, L, L]``."""
     return vit_features(visual, images, attention=True).attention
+
+
+def vit_block_index(name: str | int) -> int:
+    """The 0-based index of a ViT block given as ``"block<i>"`` or as the integer ``i``.
+
+    ``"block0"`` is the output of the first residual block; ViT-B/32 has ``block0`` … ``block11``.
+
+    Raises:
+        InputError: For any other form (negative, non-integer, another prefix).
+
+    Example:
+        >>> vit_block_index("block7"), vit_block_index(2)
+        (7, 2)
+    """
+    if isinstance(name, int) and not isinstance(name, bool):
+        index = name
+    elif isinstance(name, str) and name.startswith("block") and name[5:].isdigit():
+        index = int(name[5:])
+    else:
+        raise InputError(f"a ViT block is 'block<i>' or a non-negative integer i, got {name!r}")
+    if index < 0:
+        raise InputError(f"a ViT block index must be >= 0, got {index}")
+    return index
+
+
+def vit_tokens(visual: nn.Module, images: Tensor, blocks: Sequence[str | int]) -> dict[str, Tensor]:
+    """Output tokens of named ViT blocks; the forward pass stops after the deepest one.
+
+    Args:
+        visual: A CLIP ViT model or its ``.visual`` tower.
+        images: CLIP-normalised images ``[B, 3, H, W]`` at the tower's input resolution.
+        blocks: Block names ``"block<i>"`` (0-based; or the integers ``i``).
+
+    Returns:
+        ``{"block<i>": tokens [B, L, D]}`` with ``L = 1 + patches`` (token 0 is the class token):
+        the tokens :func:`vit_features` returns for those blocks.
+
+    Raises:
+        InputError: A malformed name, or a block the tower does not have (the message gives its depth).
+
+    Example:
+        >>> from clipasso.testing import tiny_clip
+        >>> feats = vit_tokens(tiny_clip("vit"), torch.zeros(1, 3, 224, 224), ["block1"])
+        >>> {k: tuple(v.shape) for k, v in feats.items()}
+        {'block1': (1, 50, 128)}
+    """
+    tower = visual_of(visual)
+    if not is_vit(tower):
+        raise InputError("vit_tokens needs a CLIP ViT tower (ViT-B/32, ViT-B/16, ...)")
+    if not blocks:
+        return {}
+    indices = {f"block{vit_block_index(b)}": vit_block_index(b) for b in blocks}
+    depth = len(tower.transformer.resblocks)
+    deepest = max(indices.values())
+    if deepest >= depth:
+        raise InputError(
+            f"block{deepest} was asked for but the ViT has {depth} blocks (block0..block{depth - 1})"
+        )
+    feats = vit_features(tower, images, attention=False, blocks=deepest + 1)
+    return {name: feats.tokens[i] for name, i in indices.items()}
