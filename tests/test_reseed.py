@@ -272,3 +272,20 @@ def test_the_default_is_on_for_the_edges_objective_only() -> None:
     assert Sketcher(loss="edges", reseed_every=0).build_callbacks() == []
     (cb,) = Sketcher(reseed_every=20, reseed_options={"reach": 8.0}).build_callbacks()
     assert isinstance(cb, Reseed) and cb.every == 20 and cb.reach == 8.0
+
+
+def test_the_silhouette_weighting_draws_the_outline_before_inner_edges() -> None:
+    img = torch.ones(1, 3, SIZE, SIZE)
+    img[..., 10:54, 10:54] = 0.6  # a grey object
+    img[..., 28:36, 28:36] = 0.0  # with a black spot inside: a dense ring of inner edges
+    sites = {}
+    for relevance in ("uniform", "silhouette"):
+        state, sketcher = _state([DOT])
+        state.target = Target(img, None, (SIZE, SIZE))
+        (event,) = Reseed(relevance=relevance).reseed(sketcher, state, 49)  # type: ignore[arg-type]
+        sites[relevance] = torch.tensor(event.site)
+    spot = torch.tensor([32.0, 32.0])
+    assert float((sites["uniform"] - spot).norm()) < 6.0  # unweighted: the densest edges, the spot
+    assert float((sites["silhouette"] - spot).norm()) > 20.0  # weighted: near the object's outline
+    with pytest.raises(InputError, match="relevance"):
+        Reseed(relevance="clip")  # type: ignore[arg-type]

@@ -20,7 +20,10 @@ Definitions (per candidate, canvas ``H × W``, pixels):
 * **residual**: the edge pixels farther than ``tol`` from every live stroke's footprint.
 
 Each dead stroke in turn (in stroke order) goes to the residual's densest place: the argmax of the
-residual blurred by a Gaussian of ``reach / 2`` (ties: the first in row-major order). The residual
+residual, weighted by the target's :func:`~clipasso.init.edges.silhouette_relevance` (1 along the
+outline of what differs from the background colour, 0.25 elsewhere, as the ``edges`` initializer
+weights its starts; ``relevance="uniform"``: unweighted), blurred by a Gaussian of ``reach / 2``
+(ties: the first in row-major order). The residual
 pixels within ``reach`` of it are fitted by a cubic Bézier (least squares over the parameter of
 their projection on the principal axis, pulled slightly towards the straight segment along it),
 split into the stroke's ``k`` segments; those pixels then count as covered, so the next dead stroke
@@ -57,13 +60,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
 
 from .callbacks import Callback, SketchState
 from .errors import InputError
+from .init.edges import silhouette_relevance
 from .metrics import binary_dilate
 from .xdog import edge_ink, gaussian_blur
 
@@ -232,6 +236,9 @@ class Reseed(Callback):
         min_residual: Fewer residual pixels than this within ``reach`` of the best place: stop.
         edges: A function ``target [1, 3, H, W] -> [1, 1, H, W]`` (1 on edges); None: the loss's
             ``edge_ink`` if it has one, else :func:`clipasso.xdog.edge_ink`.
+        relevance: ``"silhouette"`` (default): weight the residual by
+            :func:`~clipasso.init.edges.silhouette_relevance` when choosing a place, so the object's
+            outline is drawn before its inner edges; ``"uniform"``: every edge pixel alike.
 
     Attributes:
         events: The :class:`ReseedEvent` s of the current run (cleared at ``on_start``; after a
@@ -249,6 +256,7 @@ class Reseed(Callback):
         reach: float = 12.0,
         min_residual: int = 12,
         edges: Callable[[Tensor], Tensor] | None = None,
+        relevance: Literal["silhouette", "uniform"] = "silhouette",
     ) -> None:
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise InputError(f"every must be a positive integer, got {every!r}")
@@ -263,6 +271,8 @@ class Reseed(Callback):
             raise InputError(f"min_on_edges must be in [0, 1], got {min_on_edges}")
         if isinstance(min_residual, bool) or not isinstance(min_residual, int) or min_residual < 1:
             raise InputError(f"min_residual must be a positive integer, got {min_residual!r}")
+        if relevance not in ("silhouette", "uniform"):
+            raise InputError(f"relevance must be 'silhouette' or 'uniform', got {relevance!r}")
         self.every = every
         self.until = until
         self.min_length = float(min_length)
@@ -271,14 +281,15 @@ class Reseed(Callback):
         self.reach = float(reach)
         self.min_residual = min_residual
         self.edges = edges
+        self.relevance = relevance
         self.events: list[ReseedEvent] = []
-        self._edge_cache: tuple[Tensor, Tensor] | None = None
+        self._edge_cache: tuple[Tensor, Tensor, Tensor] | None = None
 
     def __repr__(self) -> str:
         return (
             f"Reseed(every={self.every}, until={self.until}, min_length={self.min_length}, "
             f"min_on_edges={self.min_on_edges}, tol={self.tol}, reach={self.reach}, "
-            f"min_residual={self.min_residual})"
+            f"min_residual={self.min_residual}, relevance={self.relevance!r})"
         )
 
     # ------------------------------------------------------------------ hooks
@@ -296,13 +307,14 @@ class Reseed(Callback):
 
     # ------------------------------------------------------------------ the rule
 
-    def edge_map(self, sketcher: Sketcher, state: SketchState) -> Tensor:
-        """The target's edges ``E`` as a bool ``[H, W]`` (cached for the run's target)."""
+    def edge_map(self, sketcher: Sketcher, state: SketchState) -> tuple[Tensor, Tensor]:
+        """The target's edges ``E``, bool ``[H, W]``, and the weights of places, ``[H, W]`` (cached
+        for the run's target)."""
         target = state.target
         assert target is not None
         image = target.image
         if self._edge_cache is not None and self._edge_cache[0] is image:
-            return self._edge_cache[1]
+            return self._edge_cache[1], self._edge_cache[2]
         fn = self.edges if self.edges is not None else getattr(sketcher.loss, "edge_ink", None)
         if fn is None:
             fn = edge_ink
@@ -310,8 +322,12 @@ class Reseed(Callback):
             e = fn(image)[0, 0] > 0.5
         if target.mask is not None:
             e = e & binary_dilate(target.mask[0, 0].to(e.device), self.tol)
-        self._edge_cache = (image, e)
-        return e
+        if self.relevance == "silhouette":
+            weight = silhouette_relevance(image).to(e.device)
+        else:
+            weight = torch.ones(e.shape, device=e.device)
+        self._edge_cache = (image, e, weight)
+        return e, weight
 
     def dead(self, footprints: Tensor, lengths: Tensor, near_edges: Tensor) -> list[str | None]:
         """Which of N strokes are dead and why: ``"collapsed"``, ``"off-edges"`` or None (live).
@@ -338,7 +354,8 @@ class Reseed(Callback):
         """One round over the active candidates; returns (and logs) the moved strokes."""
         strokes = state.strokes
         h, w = strokes.canvas_size
-        edges = self.edge_map(sketcher, state).to(strokes.points.device)
+        edges, weight = self.edge_map(sketcher, state)
+        edges, weight = edges.to(strokes.points.device), weight.to(strokes.points.device)
         near_edges = binary_dilate(edges, self.tol)
         moved: list[ReseedEvent] = []
         for b in state.active:
@@ -354,7 +371,7 @@ class Reseed(Callback):
             new_points = points.clone()
             done: list[int] = []
             for n in dead:
-                placed = self._place(residual, points.shape[1], (h, w))
+                placed = self._place(residual, weight, points.shape[1], (h, w))
                 if placed is None:
                     break
                 ctrl, used, site = placed
@@ -370,13 +387,13 @@ class Reseed(Callback):
         return moved
 
     def _place(
-        self, residual: Tensor, num_points: int, size: tuple[int, int]
+        self, residual: Tensor, weight: Tensor, num_points: int, size: tuple[int, int]
     ) -> tuple[Tensor, Tensor, tuple[float, float]] | None:
         """The next stroke on ``residual``: (control points, the pixels it covers, its site)."""
         if not bool(residual.any()):
             return None
         h, w = size
-        density = gaussian_blur(residual.to(torch.float32)[None, None], self.reach / 2.0)[0, 0]
+        density = gaussian_blur((residual.to(torch.float32) * weight)[None, None], self.reach / 2.0)[0, 0]
         flat = int(torch.argmax(density.flatten()))
         r, c = divmod(flat, w)
         rows = torch.arange(h, device=residual.device, dtype=torch.float32)[:, None]

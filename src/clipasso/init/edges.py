@@ -6,7 +6,7 @@ weights-free saliency, the *silhouette relevance*, and spreads the starts along 
 
     bg    = per-channel median of the canvas's border pixels           # the background colour
     d     = |target − bg|₂ / √3                                        # [H, W] in [0, 1]
-    fg    = d > max(otsu(d), 0.05)                                     # a rough object mask
+    fg    = d > threshold                                               # a rough object mask (0.1)
     band  = min(4 · G_σ(fg) · G_σ(1 − fg), 1)                          # 1 along fg's boundary
     R     = floor + (1 − floor) · band                                 # relevance in [floor, 1]
     E     = edge_ink(target)                                           # 1 on the edges
@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
-from ..xdog import edge_ink, gaussian_blur, otsu_threshold
+from ..xdog import edge_ink, gaussian_blur
 from .base import (
     Initializer,
     InitResult,
@@ -55,18 +55,23 @@ from .saliency import saliency_distribution
 __all__ = ["EdgeInitializer", "silhouette_relevance"]
 
 
-def silhouette_relevance(target: Tensor, *, sigma: float = 0.02, floor: float = 0.25) -> Tensor:
+def silhouette_relevance(
+    target: Tensor, *, sigma: float = 0.02, floor: float = 0.25, threshold: float = 0.1
+) -> Tensor:
     """A weights-free saliency: high along the boundary of what differs from the background colour.
 
     See the module docstring for the formulas. The background colour is the per-channel median of
-    the canvas's border pixels; the rough object mask is where the colour distance to it is above
-    Otsu's threshold (and above 0.05); its boundary band comes from two Gaussian blurs of width
-    ``sigma · min(H, W)``.
+    the canvas's border pixels; the rough object mask is where the colour distance to it (as a
+    fraction of the RGB cube's diagonal) is above ``threshold``; its boundary band comes from two
+    Gaussian blurs of width ``sigma · min(H, W)``. (A fixed threshold, not Otsu's: on a
+    multi-coloured object Otsu's threshold falls between the object's own colours, and windows or a
+    stripe became background with a band around them.)
 
     Args:
         target: ``[1, 3, H, W]`` in [0, 1].
         sigma: Width of the band as a fraction of the canvas's short side (> 0).
         floor: Relevance away from the band, in [0, 1] (1: uniform relevance).
+        threshold: Colour distance above which a pixel is object, in (0, 1).
 
     Returns:
         ``[H, W]`` in ``[floor, 1]`` (all ``floor`` when nothing differs from the background).
@@ -82,12 +87,13 @@ def silhouette_relevance(target: Tensor, *, sigma: float = 0.02, floor: float = 
         raise InputError(f"sigma must be > 0, got {sigma}")
     if not 0 <= floor <= 1:
         raise InputError(f"floor must be in [0, 1], got {floor}")
+    if not 0 < threshold < 1:
+        raise InputError(f"threshold must be in (0, 1), got {threshold}")
     img = target.detach()[0].to(torch.float32)  # [3, H, W]
     border = torch.cat([img[:, 0, :], img[:, -1, :], img[:, :, 0], img[:, :, -1]], dim=1)  # [3, 2H + 2W]
     bg = border.median(dim=1).values.view(3, 1, 1)
     d = ((img - bg) ** 2).sum(0).sqrt() / math.sqrt(3.0)  # [H, W]
-    threshold = max(float(otsu_threshold(d[None])[0]), 0.05)
-    fg = (d > threshold).to(torch.float32)[None, None]
+    fg = (d > float(threshold)).to(torch.float32)[None, None]
     s = float(sigma) * min(h, w)
     band = (4.0 * gaussian_blur(fg, s) * gaussian_blur(1.0 - fg, s)).clamp(max=1.0)[0, 0]
     return float(floor) + (1.0 - float(floor)) * band
