@@ -26,7 +26,7 @@ import time
 import torch
 from _machine import machine_info, machine_line, pin_cores
 
-from clipasso.render import available_backends, composite, rasterize
+from clipasso.render import composite, list_rasterizers, rasterize
 
 GRID = [(16, 224, 1), (32, 224, 1), (64, 224, 1), (128, 224, 1), (16, 512, 1), (32, 512, 1), (64, 512, 1),
         (128, 512, 1), (16, 224, 3)]  # fmt: skip
@@ -95,7 +95,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=20, help="timed repetitions (diffvg: a fifth, >= 3)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cores", type=int, help="pin to this many cores (default: --threads)")
-    parser.add_argument("--backends", default=",".join(available_backends()))
+    parser.add_argument("--backends", default=",".join(list_rasterizers()))
     parser.add_argument("--grid", type=parse_grid, default=GRID, help="NxSIZE[xB],... (default: all)")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--json", help="also write the results to this file")
@@ -104,7 +104,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     # the torch backend first: the ratios are to it
     backends = sorted(
-        (b for b in args.backends.split(",") if b in available_backends()), key=lambda b: b != "torch"
+        (b for b in args.backends.split(",") if b in list_rasterizers()), key=lambda b: b != "torch"
     )
     machine = machine_info()
     print(machine_line(machine))

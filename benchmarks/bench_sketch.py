@@ -57,7 +57,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psutil
 import torch
@@ -68,11 +68,11 @@ from clipasso import Sketcher
 from clipasso.augment import ReferenceViews
 from clipasso.config import SketchConfig
 from clipasso.data import list_samples, load_sample
+from clipasso.engine import Engine, cosine_lr_factor, race_round, race_survivors
 from clipasso.image import prepare_target
 from clipasso.losses import CLIPConvLoss, LossContext
 from clipasso.models import load_clip, visual_of
-from clipasso.render import available_backends, composite, rasterize
-from clipasso.sketcher import cosine_lr_factor, race_round, race_survivors
+from clipasso.render import composite, list_rasterizers, rasterize
 from clipasso.testing import recalibrate_batchnorm
 
 #: ``clip.model.CLIP`` constructor arguments of the released models (same shapes, same cost).
@@ -486,9 +486,9 @@ class ReferenceCostLoss(CLIPConvLoss):
         visual.requires_grad_(True)  # the reference never freezes CLIP (undone by drop_weight_grads)
         xs, ys = self.augment(sketch, target, context.generators, train=context.train)
         assert ys is not None
-        fx = self._views_features(visual, xs, "fp32")
-        fy = self._views_features(visual, ys, "fp32")  # with autograd, like the reference
-        return self._terms(fx, fy, sketch.dtype)
+        fx = self.view_features(visual, xs, "fp32")
+        fy = self.view_features(visual, ys, "fp32")  # with autograd, like the reference
+        return self.terms(fx, fy, sketch.dtype)
 
 
 def drop_weight_grads(model: nn.Module) -> None:
@@ -515,8 +515,27 @@ def trainable(model: nn.Module, clear: bool = True) -> Iterator[None]:
                 p.grad = None
 
 
+class TimedEngine(Engine):
+    """The engine, recording the wall time of every step and every evaluation into its Sketcher."""
+
+    def step(self, state: Any) -> dict[str, Tensor]:
+        owner = cast(TimedSketcher, self.program)
+        n_eval = len(owner.eval_times)
+        t0 = time.perf_counter()
+        out = super().step(state)
+        owner.step_times.append(time.perf_counter() - t0)
+        owner.step_evals.append(sum(owner.eval_times[n_eval:]))
+        return out
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> list[float]:
+        t0 = time.perf_counter()
+        out = super().evaluate(*args, **kwargs)
+        cast(TimedSketcher, self.program).eval_times.append(time.perf_counter() - t0)
+        return out
+
+
 class TimedSketcher(Sketcher):
-    """A :class:`Sketcher` that records the wall time of every step and every evaluation."""
+    """A :class:`Sketcher` whose engine records the wall time of every step and every evaluation."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -524,19 +543,9 @@ class TimedSketcher(Sketcher):
         self.eval_times: list[float] = []
         self.step_evals: list[float] = []  # evaluation time inside each step (0 if none)
 
-    def step(self, run: Any, target: Any) -> dict[str, Tensor]:
-        n_eval = len(self.eval_times)
-        t0 = time.perf_counter()
-        out = super().step(run, target)
-        self.step_times.append(time.perf_counter() - t0)
-        self.step_evals.append(sum(self.eval_times[n_eval:]))
-        return out
-
-    def evaluate(self, *args: Any, **kwargs: Any) -> list[float]:
-        t0 = time.perf_counter()
-        out = super().evaluate(*args, **kwargs)
-        self.eval_times.append(time.perf_counter() - t0)
-        return out
+    def build_engine(self, checkpoint: Any, fingerprint: str) -> Engine:
+        base = super().build_engine(checkpoint, fingerprint)
+        return TimedEngine(self, base.settings, base.callbacks, base.checkpointer)
 
 
 @dataclass
@@ -613,7 +622,7 @@ def _phase(name: str, runs: list[tuple[TimedSketcher, Any]]) -> PhaseResult:
         setup += sk.step_times[0] - sk.step_evals[0] - t + (sk.eval_times[0] - e)
         init += result.timings["prepare_and_init"]
         for c in result.candidates:
-            best.append(c.score)
+            best.append(c.best_loss)
             strokes.append(c.strokes)
             stops.append(c.stop_iteration)
     wall = sum(result.timings["total"] for _, result in runs)
@@ -694,20 +703,20 @@ class IterationProfiler:
             t = time.perf_counter()
             sketch = composite(rasterize(self.points, self.widths, self.colors, size=224), 1.0)
             t = self._tick("render", t)
-            precision = loss._resolve_precision(visual, sketch.detach(), target)  # "auto": guard on 1st call
+            precision = loss.resolve_precision(visual, sketch.detach(), target)  # "auto": guard on 1st call
             t = time.perf_counter()
             leaf = sketch.detach().requires_grad_(True)
             xs, ys = loss.augment(leaf, target, self.gens, train=True)
             assert ys is not None
             t = self._tick("augment", t)
-            fx = loss._views_features(visual, xs, precision)
+            fx = loss.view_features(visual, xs, precision)
             t = self._tick("clip_forward_sketch", t)
             if self.reference_cost:
-                fy = loss._views_features(visual, ys, precision)
+                fy = loss.view_features(visual, ys, precision)
             else:
-                fy = loss._target_features(visual, target, ys, True, precision)
+                fy = loss.target_features(visual, target, ys, True, precision)
             t = self._tick("target_features", t)
-            total = torch.stack(list(loss._terms(fx, fy, leaf.dtype).values())).sum()
+            total = torch.stack(list(loss.terms(fx, fy, leaf.dtype).values())).sum()
             t = self._tick("loss_terms", t)
             total.backward()
             t = self._tick("backward_clip", t)
@@ -927,7 +936,7 @@ def main() -> None:
     parser.add_argument("--cores", type=int, help="pin the process to this many cores (default: --threads)")
     parser.add_argument(
         "--baseline-rasterizer",
-        default="diffvg" if "diffvg" in available_backends() else "torch",
+        default="diffvg" if "diffvg" in list_rasterizers() else "torch",
         help="the baseline's renderer: diffvg (the reference's; the default where it is installed) or "
         "torch; comma-separated for several baselines in the same run (the first is (a) for the ratios)",
     )
@@ -1008,8 +1017,8 @@ def main() -> None:
         parser.error("--iterations must be >= 3 (step 0 pays one-off set-up and is not counted)")
     baseline_rasterizers = [r.strip() for r in args.baseline_rasterizer.split(",") if r.strip()]
     for r in baseline_rasterizers:
-        if r not in available_backends():
-            parser.error(f"--baseline-rasterizer {r}: not available here (available: {available_backends()})")
+        if r not in list_rasterizers():
+            parser.error(f"--baseline-rasterizer {r}: not available here (available: {list_rasterizers()})")
     pin_cores(args.cores or args.threads)
     torch.set_num_threads(args.threads)
     eval_every = 10

@@ -61,7 +61,7 @@ def test_a_good_file_round_trips_and_resumes(checkpoint: tuple[bytes, Any], tmp_
     assert _same_state(read_checkpoint(tmp_path / "again.ckpt"), state)
     resumed = Sketcher(**_SETTINGS).sketch(_image(), checkpoint=path)  # finished: nothing to redo
     assert torch.equal(resumed.strokes.points, result.strokes.points)
-    assert [c.score for c in resumed.candidates] == [c.score for c in result.candidates]
+    assert [c.best_loss for c in resumed.candidates] == [c.best_loss for c in result.candidates]
 
 
 @settings(max_examples=400, deadline=None)

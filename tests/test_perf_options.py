@@ -75,7 +75,7 @@ def test_bf16_input_gradient_follows_fp32(resnet: nn.Module) -> None:
 
 
 def test_auto_precision_resolves_and_guard_falls_back(resnet: nn.Module, monkeypatch: Any) -> None:
-    import clipasso.losses.clip_conv as mod
+    import clipasso.losses.precision as mod
 
     sketch, target = _images(1, 5), _images(1, 6)
     monkeypatch.setattr(mod, "bf16_supported", lambda device: True)
@@ -144,9 +144,9 @@ def test_target_pool_uses_cached_features_and_matches_direct_computation(
         pick = torch.randint(6, (3,), generator=g).tolist()
         xs = plain.augment.views_from(sketch[b : b + 1], [pool[i] for i in pick])
         ys = plain.augment.views_from(target, [pool[i] for i in pick])
-        fx = plain._views_features(visual_of(resnet), xs, "fp32")
-        fy = plain._views_features(visual_of(resnet), ys, "fp32")
-        ref = plain._terms(fx, fy, torch.float32)
+        fx = plain.view_features(visual_of(resnet), xs, "fp32")
+        fy = plain.view_features(visual_of(resnet), ys, "fp32")
+        ref = plain.terms(fx, fy, torch.float32)
         for k in ref:
             torch.testing.assert_close(out[k][b], ref[k][0], rtol=1e-4, atol=1e-6)
     sizes = _count_feature_batches(monkeypatch)

@@ -17,10 +17,10 @@ from clipasso.render import (
     ENV_VAR,
     RASTERIZERS,
     Rasterizer,
-    available_backends,
     box_coverage,
     composite,
-    get_rasterizer,
+    create_rasterizer,
+    list_rasterizers,
     rasterize,
     register_rasterizer,
 )
@@ -143,21 +143,21 @@ def reference_render(
 # ------------------------------------------------------------------------------- registry / API
 def test_registry_has_torch_and_diffvg() -> None:
     assert {"torch", "diffvg"} <= set(RASTERIZERS.names())
-    assert "torch" in available_backends()
+    assert "torch" in list_rasterizers()
 
 
 def test_auto_is_torch_unless_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(ENV_VAR, raising=False)
-    assert get_rasterizer("auto").name == "torch"
+    assert create_rasterizer("auto").name == "torch"
     monkeypatch.setenv(ENV_VAR, "nope")
     with pytest.raises(InputError, match="nope"):
-        get_rasterizer("auto")
+        create_rasterizer("auto")
 
 
 def test_unknown_and_unavailable_backends() -> None:
     with pytest.raises(InputError, match="unknown rasterizer"):
         rasterize(torch.zeros(1, 4, 2), 1.0, BLACK, size=8, backend="nope")
-    if "diffvg" not in available_backends():
+    if "diffvg" not in list_rasterizers():
         with pytest.raises(BackendUnavailableError, match="diffvg"):
             rasterize(torch.zeros(1, 4, 2), 1.0, BLACK, size=8, backend="diffvg")
 
@@ -308,7 +308,7 @@ GRAD_COLORS = torch.tensor(
 
 
 def _exact_backends() -> list[str]:
-    return [n for n in available_backends() if getattr(RASTERIZERS.get(n), "exact", False)]
+    return [n for n in list_rasterizers() if getattr(RASTERIZERS.get(n), "exact", False)]
 
 
 @pytest.mark.parametrize("name", _exact_backends())
@@ -494,7 +494,7 @@ def test_empty_scene_and_float32_vs_float64(any_backend: Rasterizer) -> None:
 
 @settings(max_examples=10, deadline=None)
 @given(seed=seeds, background=st.sampled_from([1.0, 0.0, 0.3, (0.2, 0.5, 0.9)]))
-@pytest.mark.parametrize("backend", available_backends())
+@pytest.mark.parametrize("backend", list_rasterizers())
 def test_render_over_equals_composite_of_render(backend: str, seed: int, background: object) -> None:
     """`rasterize(..., background=g)` (the torch backend straight from its premultiplied canvas) is
     `composite(rasterize(...), g)`: values and gradients to points, widths and colours."""

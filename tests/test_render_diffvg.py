@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from clipasso.errors import InputError
-from clipasso.render import DiffvgRasterizer, available_backends, composite, rasterize
+from clipasso.render import DiffvgRasterizer, composite, list_rasterizers, rasterize
 
 pytestmark = [
     pytest.mark.diffvg,
-    pytest.mark.skipif("diffvg" not in available_backends(), reason="the real diffvg is not installed"),
+    pytest.mark.skipif("diffvg" not in list_rasterizers(), reason="the real diffvg is not installed"),
 ]
 
 BLACK = (0.0, 0.0, 0.0, 1.0)

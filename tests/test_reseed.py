@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from clipasso import Sketcher
 from clipasso.callbacks import SketchState
+from clipasso.engine import RunState
 from clipasso.errors import InputError
 from clipasso.image import Target
 from clipasso.metrics import binary_dilate
@@ -59,13 +60,10 @@ def _state(strokes: list[list[list[float]]], *, adam: bool = True) -> tuple[Sket
     sketcher = Sketcher(
         loss="edges", initializer="random", num_strokes=len(strokes), iterations=100, device="cpu"
     )
-    state = SketchState(
-        iteration=49,
-        strokes=s,
-        active=[0],
-        target=Target(_square_target(), None, (SIZE, SIZE)),
-        optimizer=opt,
+    state = RunState.start(
+        s, opt, seeds=[0], iterations=100, target=Target(_square_target(), None, (SIZE, SIZE))
     )
+    state.iteration = 49
     return state, sketcher
 
 
@@ -80,9 +78,9 @@ def test_curve_length_and_footprints() -> None:
     assert float(curve_length(two)) == pytest.approx(6.0)
     with pytest.raises(InputError, match="3k \\+ 1"):
         curve_length(torch.zeros(5, 2))
-    from clipasso.render import get_rasterizer
+    from clipasso.render import create_rasterizer
 
-    foot = stroke_footprints(get_rasterizer("torch"), pts, torch.full((2,), 1.5), (SIZE, SIZE))
+    foot = stroke_footprints(create_rasterizer("torch"), pts, torch.full((2,), 1.5), (SIZE, SIZE))
     assert foot.shape == (2, SIZE, SIZE) and foot.dtype == torch.bool
     assert bool(foot[0, 30, 15]) and not bool(foot[0, 30, 20]) and bool(foot[1, 5, 5])
     assert 4 <= int(foot[1].sum()) <= 12  # a dot of radius 1.5
@@ -170,11 +168,11 @@ def test_nothing_moves_when_the_edges_are_covered() -> None:
 
 def test_only_active_candidates_and_only_on_schedule() -> None:
     state, sketcher = _state([LEFT, DOT, TOP])
-    state.active = []  # a stopped candidate is never touched
+    state.stopped = [True]  # a stopped candidate is never touched
     before = state.strokes.points.detach().clone()
     cb = Reseed(every=50)
     assert cb.reseed(sketcher, state, 49) == []
-    state.active = [0]
+    state.stopped = [False]
     for it in (10, 48, 50):  # rounds run after steps 49, 99, ... only
         state.iteration = it
         cb.on_step(sketcher, state)

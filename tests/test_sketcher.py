@@ -105,7 +105,7 @@ def test_end_to_end_default_components(tiny_sketcher) -> None:  # type: ignore[n
         assert cand.history.eval_iterations[:3] == [0, 5, 10]
         assert set(cand.history.train) >= {"fc", "total"}
         assert cand.init is not None and cand.init.relevance is not None
-    assert result.best_index == min(range(2), key=lambda i: result.candidates[i].score)
+    assert result.best_index == min(range(2), key=lambda i: result.candidates[i].best_loss)
     assert result.render(scale=2.0).shape == (1, 3, 448, 448)
     torch.testing.assert_close(result.render(size=448), result.render(scale=2.0), atol=1e-4, rtol=0)
     assert result.render(size=(100, 150)).shape == (1, 3, 100, 150)
@@ -129,7 +129,7 @@ def test_batched_best_of_n_equals_separate_runs_exactly(tiny_sketcher) -> None: 
         cand = batched.candidates[b]
         assert cand.seed == seed
         assert torch.equal(cand.strokes.points, single.strokes.points)
-        assert cand.score == single.best_loss and cand.best_iteration == single.best_iteration
+        assert cand.best_loss == single.best_loss and cand.best_iteration == single.best_iteration
         assert cand.history.train == single.history.train and cand.history.eval == single.history.eval
 
 
@@ -205,7 +205,7 @@ def test_checkpoint_resume_equals_uninterrupted(
     resumed = tiny_sketcher(checkpoint_every=4, **settings).sketch(image, checkpoint=ckpt)
     for ca, cb in zip(reference.candidates, resumed.candidates):
         assert torch.equal(ca.strokes.points, cb.strokes.points)
-        assert ca.score == cb.score and ca.best_iteration == cb.best_iteration
+        assert ca.best_loss == cb.best_loss and ca.best_iteration == cb.best_iteration
         assert ca.stop_iteration == cb.stop_iteration
         assert ca.history.train == cb.history.train
         assert ca.history.eval == cb.history.eval
@@ -529,13 +529,16 @@ def test_pruning_races_the_candidates_then_keeps_the_best(tiny_sketcher, unraced
     for b, (cf, cr) in enumerate(zip(unraced.candidates, raced.candidates)):
         if b == keep:
             assert cr.stop_iteration == 12 and cr.history.eval_iterations == [0, 5, 10, 12]
-            assert torch.equal(cr.strokes.points, cf.strokes.points) and cr.score == cf.score
+            assert torch.equal(cr.strokes.points, cf.strokes.points) and cr.best_loss == cf.best_loss
             assert cr.history.train == cf.history.train
         else:
             assert cr.stop_iteration == 5 and cr.history.eval_iterations == [0, 5]
             assert len(cr.history.train["total"]) == 5
-            assert cr.score == at5[b]
-    assert raced.best_index == keep or raced.candidates[raced.best_index].score < raced.candidates[keep].score
+            assert cr.best_loss == at5[b]
+    assert (
+        raced.best_index == keep
+        or raced.candidates[raced.best_index].best_loss < raced.candidates[keep].best_loss
+    )
 
 
 @pytest.mark.parametrize(("after", "keep"), [(None, 1), (5, 2), (5, 3), (0, 3)])
@@ -621,7 +624,7 @@ def test_race_tolerance_keeps_close_candidates_until_the_final_round(
     assert stops == {order[2]: 5, winner: 12, ({order[0], order[1]} - {winner}).pop(): until}
     for b, (cf, cr) in enumerate(zip(unraced.candidates, raced.candidates)):
         assert cr.history.eval_iterations == [0, 5, 10, 12][: 2 + (stops[b] > 5) + (stops[b] > 10)]
-        assert cr.score == _best_up_to(cf, stops[b])
+        assert cr.best_loss == _best_up_to(cf, stops[b])
     assert torch.equal(raced.candidates[winner].strokes.points, unraced.candidates[winner].strokes.points)
 
 

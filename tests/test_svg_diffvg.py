@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from clipasso.render import available_backends, rasterize
+from clipasso.render import list_rasterizers, rasterize
 from clipasso.svg import read_svg, write_svg
 
 pytestmark = [
     pytest.mark.diffvg,
-    pytest.mark.skipif("diffvg" not in available_backends(), reason="the real diffvg is not installed"),
+    pytest.mark.skipif("diffvg" not in list_rasterizers(), reason="the real diffvg is not installed"),
 ]
 
 SIZE = (40, 48)  # (H, W): not square, so a swapped width and height shows

@@ -31,10 +31,13 @@ limit_spinning()
 # The public names, each imported from its module on first use (PEP 562): ``import clipasso`` and
 # the command line's ``--help`` do not pay for importing torch until something needs it.
 _EXPORTS: dict[str, str] = {
-    "available_backends": ".render",
+    "list_rasterizers": ".render",
     "available_models": ".models",
     "BackendUnavailableError": ".errors",
     "Callback": ".callbacks",
+    "Engine": ".engine",
+    "RunState": ".engine",
+    "ProgressBar": ".engine",
     "Candidate": ".result",
     "CheckpointError": ".errors",
     "ClipassoError": ".errors",
@@ -47,7 +50,7 @@ _EXPORTS: dict[str, str] = {
     "create_loss": ".losses",
     "EdgeInitializer": ".init",
     "EdgeLoss": ".losses",
-    "get_rasterizer": ".render",
+    "create_rasterizer": ".render",
     "Initializer": ".init",
     "INITIALIZERS": ".init",
     "InitResult": ".init",
@@ -96,6 +99,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
     from .augment import ReferenceViews
     from .callbacks import Callback, SketchState
     from .config import SketchConfig
+    from .engine import Engine, ProgressBar, RunState
     from .errors import (
         BackendUnavailableError,
         CheckpointError,
@@ -142,9 +146,9 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
     from .render import (
         RASTERIZERS,
         Rasterizer,
-        available_backends,
         composite,
-        get_rasterizer,
+        create_rasterizer,
+        list_rasterizers,
         rasterize,
         register_rasterizer,
     )
@@ -199,6 +203,7 @@ __all__ = [
     "ComposedLoss",
     "EdgeInitializer",
     "EdgeLoss",
+    "Engine",
     "InitResult",
     "Initializer",
     "InputError",
@@ -210,11 +215,13 @@ __all__ = [
     "NonFiniteLossError",
     "OpacitySparsityLoss",
     "PixelL2Loss",
+    "ProgressBar",
     "RandomInitializer",
     "Rasterizer",
     "ReferenceViews",
     "Registry",
     "Reseed",
+    "RunState",
     "SVGError",
     "SVGInitializer",
     "SVGWarning",
@@ -228,14 +235,14 @@ __all__ = [
     "Target",
     "WeightsError",
     "__version__",
-    "available_backends",
     "available_models",
     "composite",
     "create_initializer",
     "create_loss",
-    "get_rasterizer",
+    "create_rasterizer",
     "list_initializers",
     "list_losses",
+    "list_rasterizers",
     "load_clip",
     "otsu_threshold",
     "prepare_target",

@@ -453,7 +453,7 @@ def _info(args: argparse.Namespace) -> int:
 
     from .models import available_models, default_cache_dir
     from .models.loading import CLIP_MODELS, _file_name
-    from .render import available_backends
+    from .render import list_rasterizers
     from .sketcher import resolve_device
 
     try:
@@ -477,7 +477,7 @@ def _info(args: argparse.Namespace) -> int:
     print(f"cpu          {cpu['model']} ({cpu['cores']} cores; {features})")
     spin = os.environ.get("GOMP_SPINCOUNT", "libgomp's default")
     print(f"threads      {torch.get_num_threads()} (idle spin: {spin})")
-    print(f"rasterizers  {', '.join(available_backends())}")
+    print(f"rasterizers  {', '.join(list_rasterizers())}")
     print(f"weights      {cache}" + (f" (cached: {', '.join(cached)})" if cached else " (nothing cached)"))
     print(f"models       {', '.join(CLIP_MODELS)}")
     env = {k: v for k, v in os.environ.items() if k.startswith("CLIPASSO_")}

@@ -29,26 +29,19 @@ __all__ = ["MIN_CANVAS", "PRESETS", "SketchConfig", "check_setting", "read_toml"
 #: canvas costs rendering memory and time without showing CLIP more; an SVG scales freely.
 MIN_CANVAS = 16
 
-#: Named settings that :meth:`SketchConfig.preset` applies on top of the defaults.
+#: Named settings that :meth:`SketchConfig.preset` applies on top of the defaults: each preset is
+#: the difference from the defaults, nothing more.
 #:
-#: ``"reference"`` is the paper's recipe and arithmetic exactly (METHOD §5): Adam lr 1.0, constant,
-#: 2000 iterations, fp32 CLIP, contiguous (NCHW) inputs.
+#: ``"reference"``: the paper's arithmetic exactly (METHOD §5; the defaults already are its recipe):
+#: fp32 CLIP and contiguous (NCHW) inputs.
 #:
-#: ``"fast"`` races the candidates and makes each step cheaper. All ``num_sketches`` start; after 50
-#: steps only the one with the lowest evaluation loss goes on (``prune_after``), unless others are
-#: within 0.5 % of it: those run beside it until step 300, where the best of them goes on
-#: (``prune_tolerance=0.005, prune_until=300``). It runs 1400 iterations at the reference's Adam
-#: lr 1.0, constant up to step 980 and then decaying to 0 by a cosine over the last 420
-#: (``lr_decay_fraction=0.3``). Each step draws 2 random views instead of 4 and weights view 0 by
-#: 0.2 (``num_views=2, identity_weight=0.2``): an unbiased, noisier estimate of the reference's
-#: 5-view loss at about two thirds of its cost. A best-of-3 run then costs about 1500 cheaper
-#: sketch-steps (up to 2000 in a close race) instead of the reference's 6000. All three are
-#: deviations from the reference, measured on a random-weight RN101 proxy only
-#: (docs/performance.md); with real CLIP weights they have not been measured.
+#: ``"fast"``: races the candidates (only the leader goes on after 50 steps, with those within 0.5 %
+#: until step 300), 1400 iterations with a cosine decay over the last 30 %, and 2 random views per
+#: step with view 0 weighted 0.2. Deviations from the reference; what they cost and gain, as
+#: measured on a random-weight proxy, is in docs/performance.md ("The fast preset").
 PRESETS: dict[str, dict[str, Any]] = {
     "fast": {
         "iterations": 1400,
-        "lr": 1.0,
         "lr_schedule": "cosine",
         "lr_decay_fraction": 0.3,
         "prune_after": 50,
@@ -58,14 +51,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "identity_weight": 0.2,
     },
     "reference": {
-        "iterations": 2000,
-        "lr": 1.0,
-        "lr_schedule": None,
-        "prune_after": None,
-        "prune_tolerance": 0.0,
-        "prune_until": None,
-        "num_views": 4,
-        "identity_weight": None,
         "precision": "fp32",
         "channels_last": False,
     },

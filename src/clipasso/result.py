@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,9 +44,9 @@ class Candidate:
 
     Attributes:
         strokes: Its best strokes (the ones that were evaluated), ``B = 1``, on the CPU.
-        score: Its best un-augmented evaluation loss (lower is better).
+        best_loss: Its best un-augmented evaluation loss (lower is better).
         seed: The seed it was initialised and augmented with.
-        best_iteration: The step whose strokes scored ``score``.
+        best_iteration: The step whose strokes scored ``best_loss``.
         stop_iteration: The step at which it stopped (early stop or the last step).
         history: Its loss history.
         snapshots: ``[(iteration, points [N, P, 2])]`` at every evaluation.
@@ -53,13 +54,21 @@ class Candidate:
     """
 
     strokes: StrokeSet
-    score: float
+    best_loss: float
     seed: int
     best_iteration: int
     stop_iteration: int
     history: LossHistory
     snapshots: list[tuple[int, Tensor]] = field(default_factory=list)
     init: InitResult | None = None
+
+    @property
+    def score(self) -> float:
+        """Deprecated name of :attr:`best_loss`."""
+        warnings.warn(
+            "Candidate.score is deprecated; use Candidate.best_loss", DeprecationWarning, stacklevel=2
+        )
+        return self.best_loss
 
 
 @dataclass
@@ -90,7 +99,8 @@ class SketchResult:
 
     @property
     def best_loss(self) -> float:
-        return self.best.score
+        """The winner's best un-augmented evaluation loss."""
+        return self.best.best_loss
 
     @property
     def best_iteration(self) -> int:
@@ -139,7 +149,7 @@ class SketchResult:
             "candidates": [
                 {
                     "seed": c.seed,
-                    "score": c.score,
+                    "best_loss": c.best_loss,
                     "best_iteration": c.best_iteration,
                     "stop_iteration": c.stop_iteration,
                 }

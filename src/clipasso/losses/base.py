@@ -23,7 +23,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
@@ -155,6 +155,66 @@ def _check_images(sketch: Tensor, target: Tensor) -> None:
         raise InputError(f"sketch must be floating point, got {sketch.dtype}")
 
 
+@dataclass(frozen=True)
+class RunSettings:
+    """The settings of a run that reach every component through ONE call, ``configure(settings)``,
+    whether the component was built by name or passed as an object (:meth:`SketchLoss.configure`).
+    A :class:`~clipasso.Sketcher` builds them from its config (:meth:`~clipasso.Sketcher.run_settings`).
+
+    Attributes:
+        device: The run's device.
+        precision: ``"fp32"``, ``"bf16"`` or ``"auto"`` for the CLIP passes.
+        channels_last: ResNet towers on channels-last inputs.
+        target_pool: A fixed pool of random views whose target features are cached (0: off).
+        num_views: Random views per step in train mode.
+        identity_weight: Share of view 0 in the train-mode mean (None: the plain mean).
+
+    Example:
+        >>> RunSettings(precision="auto").num_views
+        4
+    """
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
+    channels_last: bool = False
+    target_pool: int = 0
+    num_views: int = 4
+    identity_weight: float | None = None
+
+
+def configure_views(loss: Any, settings: RunSettings) -> None:
+    """Give a loss with ``augment`` (:class:`~clipasso.augment.ReferenceViews`) the run's
+    ``num_views`` and, if it has one, ``identity_weight``, except those in ``loss.fixed``.
+
+    The views are rebuilt (seeded with ``loss.view_seed``) only when their number changes, so a
+    loss reused by several runs with the same settings keeps its views' own generator as it is.
+    """
+    from ..augment import ReferenceViews
+
+    fixed: frozenset[str] = getattr(loss, "fixed", frozenset())
+    augment = loss.augment
+    if "num_views" not in fixed and settings.num_views != augment.num_views:
+        n = settings.num_views
+        # aligned losses always include view 0; the semantic term only when it has no random views
+        identity = True if getattr(loss, "aligned_views", True) else n == 0
+        loss.augment = ReferenceViews(n, identity_view=identity, seed=getattr(loss, "view_seed", 0))
+    if hasattr(loss, "identity_weight") and "identity_weight" not in fixed:
+        from .clip_conv import check_identity_weight
+
+        loss.identity_weight = check_identity_weight(settings.identity_weight, loss.augment)
+
+
+def _sub_losses(module: nn.Module) -> list[SketchLoss]:
+    """The losses directly inside ``module`` (through plain containers such as ModuleList)."""
+    out: list[SketchLoss] = []
+    for child in module.children():
+        if isinstance(child, SketchLoss):
+            out.append(child)
+        else:
+            out.extend(_sub_losses(child))
+    return out
+
+
 class SketchLoss(nn.Module):
     """Base class of every loss term.
 
@@ -244,6 +304,15 @@ class SketchLoss(nn.Module):
                 )
             out[key] = value * self.weight if self.weight != 1.0 else value
         return out
+
+    def configure(self, settings: RunSettings) -> None:
+        """Adopt a run's settings (:class:`RunSettings`); :class:`~clipasso.Sketcher` calls it before
+        every run, for losses built by name and loss objects alike. The base passes them on to the
+        losses this one is composed of; override to adopt what applies (call ``super()``), leaving
+        what was given to the constructor as given.
+        """
+        for loss in _sub_losses(self):
+            loss.configure(settings)
 
     def load(self, device: torch.device) -> None:
         """Load every CLIP model this loss (and any loss it is composed of) references by name, now,

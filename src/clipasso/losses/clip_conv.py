@@ -48,19 +48,20 @@ Example:
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor, nn
 
 from ..augment import ReferenceViews, ViewParams
 from ..errors import InputError
 from ..models import is_resnet, is_vit, resnet_features, visual_of, vit_features
-from .base import CLIPModelRef, LossContext, SketchLoss, register_loss
+from .base import CLIPModelRef, LossContext, RunSettings, SketchLoss, configure_views, register_loss
+from .precision import Precision, bf16_supported, check_precision, choose_precision
 
 __all__ = [
     "RESNET_CONV_LAYERS",
@@ -76,19 +77,7 @@ RESNET_CONV_LAYERS: tuple[str, ...] = ("stem", "layer1", "layer2", "layer3", "la
 
 Distance = Literal["l2", "l1", "cos"]
 Arch = Literal["resnet", "vit"]
-Precision = Literal["fp32", "bf16", "auto"]
 Features = dict[str, Tensor]
-
-
-def bf16_supported(device: torch.device) -> bool:
-    """True where bf16 autocast is fast: CUDA with bf16 support, or a CPU with AVX512-BF16 or AMX."""
-    if device.type == "cuda":
-        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-    if device.type == "cpu":
-        cpu = getattr(torch, "cpu", None)
-        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-        return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
-    return False
 
 
 @dataclass
@@ -171,13 +160,17 @@ def identity_view_weights(
     return weights
 
 
-def _embedding_distance(x: Tensor, y: Tensor, view_weights: Tensor | None = None) -> Tensor:
+def embedding_distance(x: Tensor, y: Tensor, view_weights: Tensor | None = None) -> Tensor:
     """``mean_v (1 - cos(x[b, v], y[b, v]))`` for ``x [B, V, E]``, ``y [1 or B, V, E]`` → ``[B]``
     (a weighted sum over ``v`` with ``view_weights [V]``)."""
     d = (1.0 - F.cosine_similarity(x, y.expand_as(x), dim=-1)).clamp_min(0.0)
     if view_weights is not None:
         return d @ view_weights.to(d.dtype)
     return d.mean(dim=1)
+
+
+def _views(num_views: int | None) -> int:
+    return 4 if num_views is None else num_views
 
 
 def _guess_arch(model: nn.Module | str | os.PathLike[str]) -> Arch | None:
@@ -210,6 +203,12 @@ class CLIPConvLoss(SketchLoss):
         fc_weight: Weight of the embedding term ``1 - cos`` (0 switches it off and, on ResNets, skips
             the tower after the deepest weighted layer).
         num_views: Random views in train mode (reference: 4); view 0 is always included.
+
+            This and the other run settings (``identity_weight``, ``precision``,
+            ``channels_last``, ``target_pool``) are left unset by default: then a
+            :class:`~clipasso.Sketcher` run sets them from its config (:meth:`configure`), and a
+            standalone loss uses 4 views, the plain mean, fp32, contiguous inputs and no pool.
+            Given here, they stay as given (:attr:`fixed`).
         identity_weight: Share of view 0 in the train-mode mean over the views, the random views
             sharing the rest equally. None (default): the plain mean, ``1 / (1 + num_views)``, which
             is the reference's 0.2 with 4 views. With fewer views, 0.2 keeps the reference's
@@ -244,27 +243,33 @@ class CLIPConvLoss(SketchLoss):
         layer_weights: Sequence[float] | Mapping[str, float] | None = None,
         distance: Distance = "l2",
         fc_weight: float = 0.1,
-        num_views: int = 4,
+        num_views: int | None = None,
         identity_weight: float | None = None,
         augment: ReferenceViews | None = None,
         seed: int = 0,
         arch: Arch | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         weight: float = 1.0,
-        precision: Precision = "fp32",
+        precision: Precision | None = None,
         bf16_min_cosine: float = 0.97,
-        channels_last: bool = False,
+        channels_last: bool | None = None,
         cache_target_base: bool = True,
-        target_pool: int = 0,
+        target_pool: int | None = None,
         compile_model: bool = False,
     ) -> None:
         super().__init__(weight=weight)
+        given = {"num_views": num_views, "identity_weight": identity_weight, "precision": precision}
+        given |= {"channels_last": channels_last, "target_pool": target_pool}
+        #: The run settings given to the constructor: :meth:`configure` leaves them as they are.
+        self.fixed: frozenset[str] = frozenset(k for k, v in given.items() if v is not None)
+        if augment is not None:
+            self.fixed |= {"num_views"}
         if distance not in ("l2", "l1", "cos"):
             raise InputError(f"distance must be 'l2', 'l1' or 'cos', got {distance!r}")
-        if precision not in ("fp32", "bf16", "auto"):
-            raise InputError(f"precision must be 'fp32', 'bf16' or 'auto', got {precision!r}")
+        precision = check_precision("fp32" if precision is None else precision)
         if not -1.0 <= float(bf16_min_cosine) <= 1.0:
             raise InputError(f"bf16_min_cosine must be in [-1, 1], got {bf16_min_cosine!r}")
+        target_pool = 0 if target_pool is None else target_pool
         if isinstance(target_pool, bool) or not isinstance(target_pool, int) or target_pool < 0:
             raise InputError(f"target_pool must be a non-negative integer, got {target_pool!r}")
         self.precision: Precision = precision
@@ -272,6 +277,7 @@ class CLIPConvLoss(SketchLoss):
         self.channels_last = bool(channels_last)
         self.cache_target_base = bool(cache_target_base)
         self.target_pool = int(target_pool)
+        self.view_seed = seed
         self.compile_model = bool(compile_model)
         #: The precision in use (``"auto"`` resolves on the first call; None before).
         self.active_precision: Literal["fp32", "bf16"] | None = None if precision == "auto" else precision
@@ -291,8 +297,26 @@ class CLIPConvLoss(SketchLoss):
         if not self.layers and self.fc_weight == 0.0:
             raise InputError("every layer weight and fc_weight are 0: the loss would be empty")
         self.model = CLIPModelRef(model, cache_dir=cache_dir)
-        self.augment = augment if augment is not None else ReferenceViews(num_views, seed=seed)
+        self.augment = augment if augment is not None else ReferenceViews(_views(num_views), seed=seed)
         self.identity_weight = check_identity_weight(identity_weight, self.augment)
+
+    def configure(self, settings: RunSettings) -> None:
+        """Adopt a run's settings: precision, channels_last, target_pool, num_views and
+        identity_weight, except those given to the constructor (:attr:`fixed`)."""
+        super().configure(settings)
+        if "precision" not in self.fixed and settings.precision != self.precision:
+            self.precision = check_precision(settings.precision)
+            self.active_precision = None if self.precision == "auto" else self.precision
+        if "channels_last" not in self.fixed:
+            self.channels_last = bool(settings.channels_last)
+        if "target_pool" not in self.fixed and settings.target_pool != self.target_pool:
+            self.target_pool = int(settings.target_pool)
+            self.clear_cache()
+        configure_views(self, settings)
+
+    def visual(self, device: torch.device) -> nn.Module:
+        """The CLIP image tower on ``device`` (loaded on first use)."""
+        return visual_of(self.model.get(device))
 
     def _parse_weights(self, weights: Sequence[float] | Mapping[str, float] | None) -> dict[str, float]:
         if self.arch == "resnet":
@@ -383,13 +407,13 @@ class CLIPConvLoss(SketchLoss):
         with torch.autocast(device_type=images.device.type, dtype=torch.bfloat16, enabled=bf16):
             return fn(visual, images)
 
-    def _views_features(self, visual: nn.Module, views: Tensor, precision: str) -> Features:
+    def view_features(self, visual: nn.Module, views: Tensor, precision: str) -> Features:
         """Features of ``views [N, V, 3, S, S]`` as ``{name: [N, V, ...]}``."""
         n, v = views.shape[:2]
         if v == 0:
             raise InputError("no views to compute features of")
-        feats = self._run_features(visual, views.flatten(0, 1), precision)
-        return {k: f.reshape(n, v, *f.shape[1:]) for k, f in feats.items()}
+        feats = self._run_features(visual, rearrange(views, "n v c h w -> (n v) c h w"), precision)
+        return {k: rearrange(f, "(n v) ... -> n v ...", n=n) for k, f in feats.items()}
 
     def _cache_for(self, visual: nn.Module, target: Tensor, precision: str) -> _TargetCache:
         key = (
@@ -413,12 +437,12 @@ class CLIPConvLoss(SketchLoss):
         if cache is not None and cache.base is not None:
             return cache.base
         y0, _ = self.augment(target, None, train=False)
-        base = self._views_features(visual, y0, precision)
+        base = self.view_features(visual, y0, precision)
         if cache is not None:
             cache.base = base
         return base
 
-    def _target_features(
+    def target_features(
         self, visual: nn.Module, target: Tensor, ys: Tensor, base_first: bool, precision: str
     ) -> Features:
         """Target features ``{name: [Bt, V, ...]}`` of the views ``ys [Bt, V, 3, S, S]`` (no autograd).
@@ -428,12 +452,12 @@ class CLIPConvLoss(SketchLoss):
         """
         with torch.no_grad():
             if not (base_first and self.cache_target_base and target.shape[0] == 1):
-                return self._views_features(visual, ys, precision)
+                return self.view_features(visual, ys, precision)
             base = self._base_target_features(visual, target, precision)
             count = ys.shape[0]
             if ys.shape[1] == 1:
                 return {k: f.expand(count, *f.shape[1:]) for k, f in base.items()}
-            rest = self._views_features(visual, ys[:, 1:], precision)
+            rest = self.view_features(visual, ys[:, 1:], precision)
             return {k: torch.cat([base[k].expand(count, *base[k].shape[1:]), rest[k]], dim=1) for k in rest}
 
     @torch.no_grad()
@@ -447,7 +471,7 @@ class CLIPConvLoss(SketchLoss):
             step = 8
             for start in range(0, len(params), step):
                 views = self.augment.views_from(target, params[start : start + step], identity=False)
-                chunks.append(self._views_features(visual, views, precision))
+                chunks.append(self.view_features(visual, views, precision))
             cache.pool_params = list(params)
             cache.pool = {k: torch.cat([c[k] for c in chunks], dim=1) for k in chunks[0]}
         return cache
@@ -487,22 +511,19 @@ class CLIPConvLoss(SketchLoss):
             fy[k] = torch.stack(rows, dim=0)
         return xs, fy
 
-    def _resolve_precision(self, visual: nn.Module, sketch: Tensor, target: Tensor) -> str:
-        if self.active_precision is not None:
-            return self.active_precision
-        if not bf16_supported(sketch.device):
-            self.active_precision = "fp32"
-            return "fp32"
-        self.guard_cosines = self.gradient_cosines(sketch, target, ("fp32", "bf16"), visual=visual)
-        ok = all(c >= self.bf16_min_cosine for c in self.guard_cosines)
-        self.active_precision = "bf16" if ok else "fp32"
-        if not ok:
-            warnings.warn(
-                f"CLIPConvLoss(precision='auto'): bf16 input gradients agree with fp32 only to a cosine of "
-                f"{min(self.guard_cosines):.4f} (< bf16_min_cosine={self.bf16_min_cosine}); using fp32",
-                RuntimeWarning,
-                stacklevel=3,
+    def resolve_precision(self, visual: nn.Module, sketch: Tensor, target: Tensor) -> str:
+        """The precision of this run's CLIP passes (``"auto"`` is decided on the first call, by the
+        accuracy guard of :func:`~clipasso.losses.precision.choose_precision`, and kept)."""
+        if self.active_precision is None:
+            self.active_precision, cosines = choose_precision(
+                self.precision,
+                sketch.device,
+                lambda: self.gradient_cosines(sketch, target, ("fp32", "bf16"), visual=visual),
+                self.bf16_min_cosine,
+                type(self).__name__,
             )
+            if cosines:
+                self.guard_cosines = cosines
         return self.active_precision
 
     def gradient_cosines(
@@ -532,10 +553,10 @@ class CLIPConvLoss(SketchLoss):
                 x = sketch.detach().clone().requires_grad_(True)
                 xs, ys = self.augment(x, target, train=False)
                 assert ys is not None
-                fx = self._views_features(visual, xs, precision)
+                fx = self.view_features(visual, xs, precision)
                 with torch.no_grad():
-                    fy = self._views_features(visual, ys, precision)
-                total = sum(self._terms(fx, fy, sketch.dtype).values())
+                    fy = self.view_features(visual, ys, precision)
+                total = sum(self.terms(fx, fy, sketch.dtype).values())
                 (grad,) = torch.autograd.grad(cast(Tensor, total).sum(), x)
             grads.append(grad.flatten(1).double())
         cos = F.cosine_similarity(grads[0], grads[1], dim=1)
@@ -552,7 +573,7 @@ class CLIPConvLoss(SketchLoss):
         """
         return identity_view_weights(self.identity_weight, views, device)
 
-    def _terms(
+    def terms(
         self, fx: Features, fy: Features, dtype: torch.dtype, view_weights: Tensor | None = None
     ) -> dict[str, Tensor]:
         """The weighted terms from sketch features ``{name: [B, V, ...]}`` and target features
@@ -564,7 +585,7 @@ class CLIPConvLoss(SketchLoss):
             channel_dim = 2 if self.arch == "resnet" else x.dim() - 1
             out[f"conv_{key}"] = w * feature_distance(x, y, self.distance, channel_dim, view_weights)
         if self.fc_weight != 0.0:
-            out["fc"] = self.fc_weight * _embedding_distance(
+            out["fc"] = self.fc_weight * embedding_distance(
                 fx["fc"].to(dtype), fy["fc"].to(dtype), view_weights
             )
         return out
@@ -576,7 +597,7 @@ class CLIPConvLoss(SketchLoss):
             raise InputError(
                 f"CLIPConvLoss was configured for a {self.arch} tower but the model is a {actual}"
             )
-        precision = self._resolve_precision(visual, sketch, target)
+        precision = self.resolve_precision(visual, sketch, target)
         views = self.augment.num_outputs(context.train)
         pooled = (
             context.train
@@ -591,8 +612,8 @@ class CLIPConvLoss(SketchLoss):
             xs, ys = self.augment(sketch, target, context.generators, train=context.train)
             assert ys is not None
             base_first = not context.train or self.augment.identity_view
-            fy = self._target_features(visual, target, ys, base_first, precision)
+            fy = self.target_features(visual, target, ys, base_first, precision)
         assert xs.shape[1] == views
-        fx = self._views_features(visual, xs, precision)
+        fx = self.view_features(visual, xs, precision)
         weights = self.view_weights(views, sketch.device) if context.train else None
-        return self._terms(fx, fy, sketch.dtype, weights)
+        return self.terms(fx, fy, sketch.dtype, weights)

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from ..augment import ReferenceViews, base_view, clip_normalize
 from ..errors import InputError
 from ..models import visual_of
-from .base import CLIPModelRef, LossContext, SketchLoss, register_loss
+from .base import CLIPModelRef, LossContext, RunSettings, SketchLoss, configure_views, register_loss
 
 __all__ = ["CLIPSemanticLoss"]
 
@@ -48,7 +48,8 @@ class CLIPSemanticLoss(SketchLoss):
         model: A CLIP model or its ``.visual`` tower (shared, frozen on adoption), or a name/path loaded
             lazily on first use (default ``"ViT-B/32"``). A text target needs the full CLIP model.
         text: Optional prompt (or prompts) used as the target instead of the target image.
-        num_views: Random sketch views in train mode (reference: 4).
+        num_views: Random sketch views in train mode (reference: 4). Unset: a Sketcher run sets it
+            from its config (:meth:`configure`); standalone, 4.
         augment: A custom :class:`~clipasso.augment.ReferenceViews` (overrides ``num_views``/``seed``).
         seed: Seed of the augmentation's own generator (used when the context gives none).
         cache_dir: Weights cache for lazy loading.
@@ -65,7 +66,7 @@ class CLIPSemanticLoss(SketchLoss):
         model: nn.Module | str | os.PathLike[str] = "ViT-B/32",
         *,
         text: str | Sequence[str] | None = None,
-        num_views: int = 4,
+        num_views: int | None = None,
         augment: ReferenceViews | None = None,
         seed: int = 0,
         cache_dir: str | os.PathLike[str] | None = None,
@@ -84,14 +85,25 @@ class CLIPSemanticLoss(SketchLoss):
         else:
             self.prompts = None
         self.model = CLIPModelRef(model, cache_dir=cache_dir)
+        #: The run settings given to the constructor: :meth:`configure` leaves them as they are.
+        self.fixed: frozenset[str] = frozenset(
+            {"num_views"} if num_views is not None or augment is not None else ()
+        )
+        self.view_seed = seed
         if augment is None:  # random views only (view 0 alone when num_views is 0)
-            augment = ReferenceViews(num_views, identity_view=num_views == 0, seed=seed)
+            views = 4 if num_views is None else num_views
+            augment = ReferenceViews(views, identity_view=views == 0, seed=seed)
         self.augment = augment
         self._tokens: Tensor | None = None  # the prompts, tokenised once
         self._text_cache: dict[tuple[torch.device, torch.dtype], Tensor] = {}
 
     def extra_repr(self) -> str:
         return f"model={self.model!r}, text={self.prompts!r}, weight={self.weight}"
+
+    def configure(self, settings: RunSettings) -> None:
+        """Adopt a run's ``num_views`` unless given to the constructor."""
+        super().configure(settings)
+        configure_views(self, settings)
 
     @staticmethod
     def _embed(visual: nn.Module, images: Tensor) -> Tensor:

@@ -43,13 +43,14 @@ from collections.abc import Mapping, Sequence
 from typing import ClassVar, Literal
 
 import torch
+from einops import rearrange
 from torch import Tensor, nn
 
 from ..augment import ReferenceViews
 from ..errors import InputError
 from ..models import is_vit, visual_of, vit_block_index, vit_features, vit_tokens
-from .base import CLIPModelRef, LossContext, SketchLoss, register_loss
-from .clip_conv import _embedding_distance, check_identity_weight, feature_distance, identity_view_weights
+from .base import CLIPModelRef, LossContext, RunSettings, SketchLoss, configure_views, register_loss
+from .clip_conv import check_identity_weight, embedding_distance, feature_distance, identity_view_weights
 
 __all__ = ["CLIPViTLayerLoss", "LayerSpec", "parse_vit_layers"]
 
@@ -106,7 +107,9 @@ class CLIPViTLayerLoss(SketchLoss):
         class_token: Also compare the class token (default False: the patch tokens only, which carry
             where things are).
         fc_weight: Weight of the embedding term ``1 - cos`` (default 0: the layer terms only).
-        num_views: Random views in train mode (reference: 4); view 0 is always included.
+        num_views: Random views in train mode (reference: 4); view 0 is always included. Unset (with
+            ``identity_weight``): a Sketcher run sets them from its config (:meth:`configure`);
+            standalone, 4 views and the plain mean.
         identity_weight: Share of view 0 in the train-mode mean over the views (None: the plain
             mean), as for :class:`~clipasso.losses.CLIPConvLoss`.
         augment: A custom :class:`~clipasso.augment.ReferenceViews` (overrides ``num_views``/``seed``).
@@ -134,7 +137,7 @@ class CLIPViTLayerLoss(SketchLoss):
         distance: TokenDistance = "l2",
         class_token: bool = False,
         fc_weight: float = 0.0,
-        num_views: int = 4,
+        num_views: int | None = None,
         identity_weight: float | None = None,
         augment: ReferenceViews | None = None,
         seed: int = 0,
@@ -155,8 +158,19 @@ class CLIPViTLayerLoss(SketchLoss):
         self.distance: TokenDistance = distance
         self.class_token = bool(class_token)
         self.model = CLIPModelRef(model, cache_dir=cache_dir)
-        self.augment = augment if augment is not None else ReferenceViews(num_views, seed=seed)
+        #: The run settings given to the constructor: :meth:`configure` leaves them as they are.
+        self.fixed: frozenset[str] = frozenset(
+            k for k, v in (("num_views", num_views), ("identity_weight", identity_weight)) if v is not None
+        ) | (frozenset({"num_views"}) if augment is not None else frozenset())
+        self.view_seed = seed
+        views = 4 if num_views is None else num_views
+        self.augment = augment if augment is not None else ReferenceViews(views, seed=seed)
         self.identity_weight = check_identity_weight(identity_weight, self.augment)
+
+    def configure(self, settings: RunSettings) -> None:
+        """Adopt a run's ``num_views`` and ``identity_weight`` unless given to the constructor."""
+        super().configure(settings)
+        configure_views(self, settings)
 
     def term_names(self) -> list[str]:
         return [f"vit_{k}" for k in self.layers] + (["vit_fc"] if self.fc_weight != 0.0 else [])
@@ -196,18 +210,18 @@ class CLIPViTLayerLoss(SketchLoss):
         out["fc"] = full.embedding
         return out
 
-    def _views_features(self, visual: nn.Module, views: Tensor) -> dict[str, Tensor]:
-        n, v = views.shape[:2]
-        feats = self.features(visual, views.flatten(0, 1))
-        return {k: f.reshape(n, v, *f.shape[1:]) for k, f in feats.items()}
+    def view_features(self, visual: nn.Module, views: Tensor) -> dict[str, Tensor]:
+        n = views.shape[0]
+        feats = self.features(visual, rearrange(views, "n v c h w -> (n v) c h w"))
+        return {k: rearrange(f, "(n v) ... -> n v ...", n=n) for k, f in feats.items()}
 
     def compute(self, sketch: Tensor, target: Tensor, context: LossContext) -> dict[str, Tensor]:
         visual = self._tower(sketch.device)
         xs, ys = self.augment(sketch, target, context.generators, train=context.train)
         assert ys is not None
-        fx = self._views_features(visual, xs)  # {name: [B, V, L, D]}, {"fc": [B, V, E]}
+        fx = self.view_features(visual, xs)  # {name: [B, V, L, D]}, {"fc": [B, V, E]}
         with torch.no_grad():
-            fy = self._views_features(visual, ys)  # [1 or B, V, ...]
+            fy = self.view_features(visual, ys)  # [1 or B, V, ...]
         weights = (
             identity_view_weights(self.identity_weight, xs.shape[1], sketch.device) if context.train else None
         )
@@ -219,5 +233,5 @@ class CLIPViTLayerLoss(SketchLoss):
             out[f"vit_{key}"] = w * feature_distance(x, y, self.distance, x.dim() - 1, weights)
         if self.fc_weight != 0.0:
             ex, ey = fx["fc"].to(sketch.dtype), fy["fc"].to(sketch.dtype)
-            out["vit_fc"] = self.fc_weight * _embedding_distance(ex, ey, weights)
+            out["vit_fc"] = self.fc_weight * embedding_distance(ex, ey, weights)
         return out

@@ -15,13 +15,15 @@ Example:
 
 from __future__ import annotations
 
-from .base import (
+from .base import (  # noqa: F401  (deprecated names)
     ENV_VAR,
     RASTERIZERS,
     Rasterizer,
     available_backends,
     composite,
+    create_rasterizer,
     get_rasterizer,
+    list_rasterizers,
     rasterize,
     register_rasterizer,
     resolve_backend,
@@ -36,10 +38,10 @@ __all__ = [
     "DiffvgRasterizer",
     "Rasterizer",
     "TorchRasterizer",
-    "available_backends",
     "box_coverage",
     "composite",
-    "get_rasterizer",
+    "create_rasterizer",
+    "list_rasterizers",
     "rasterize",
     "rasterize_torch",
     "register_rasterizer",

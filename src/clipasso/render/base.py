@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import abc
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -145,8 +146,16 @@ def register_rasterizer(name: str, *, overwrite: bool = False) -> Any:
     return RASTERIZERS.register(name, overwrite=overwrite)
 
 
-def available_backends() -> list[str]:
-    """Names of the registered backends whose dependencies are importable here."""
+def list_rasterizers(available: bool = True) -> list[str]:
+    """Names of the registered backends; ``available=True`` (default): only those whose dependencies
+    are importable here.
+
+    Example:
+        >>> "torch" in list_rasterizers()
+        True
+    """
+    if not available:
+        return RASTERIZERS.names()
     out = []
     for name in RASTERIZERS.names():
         factory = RASTERIZERS.get(name)
@@ -173,8 +182,27 @@ def resolve_backend(backend: str = "auto") -> str:
     return backend
 
 
+def available_backends() -> list[str]:
+    """Deprecated name of :func:`list_rasterizers`."""
+    warnings.warn(
+        "available_backends() is deprecated; use list_rasterizers()", DeprecationWarning, stacklevel=2
+    )
+    return list_rasterizers()
+
+
 def get_rasterizer(backend: str | Rasterizer = "auto") -> Rasterizer:
+    """Deprecated name of :func:`create_rasterizer`."""
+    warnings.warn("get_rasterizer() is deprecated; use create_rasterizer()", DeprecationWarning, stacklevel=2)
+    return create_rasterizer(backend)
+
+
+def create_rasterizer(backend: str | Rasterizer = "auto") -> Rasterizer:
     """Return a ready :class:`Rasterizer` instance for a name (or pass an instance through).
+
+    Example:
+        >>> type(create_rasterizer("torch")).__name__
+        'TorchRasterizer'
+
 
     Raises:
         InputError: Unknown name.
@@ -190,7 +218,7 @@ def get_rasterizer(backend: str | Rasterizer = "auto") -> Rasterizer:
     if check is not None and not check():
         raise BackendUnavailableError(
             f"rasterizer backend {name!r} is not available in this environment "
-            f"(available: {', '.join(available_backends())})"
+            f"(available: {', '.join(list_rasterizers())})"
         )
     return RASTERIZERS.create(name)
 
@@ -307,8 +335,8 @@ def rasterize(
     p, w, c, hw = validate_strokes(points, widths, colors, size)
     _check_raster_size(hw)
     if background is not None:
-        return get_rasterizer(backend).render_over(p, w, c, hw, background)
-    return get_rasterizer(backend).render(p, w, c, hw)
+        return create_rasterizer(backend).render_over(p, w, c, hw, background)
+    return create_rasterizer(backend).render(p, w, c, hw)
 
 
 def composite(rgba: Tensor, background: float | Sequence[float] | Tensor = 1.0) -> Tensor:

@@ -25,8 +25,8 @@ transparent background. What the adapter adds, all checked against the real buil
   empty scenes (a segmentation fault in ``diffvg``) are handled here.
 
 Example:
-    >>> from clipasso.render import available_backends
-    >>> "torch" in available_backends()
+    >>> from clipasso.render import list_rasterizers
+    >>> "torch" in list_rasterizers()
     True
 """
 
