@@ -238,3 +238,15 @@ def test_the_deprecated_names_still_work_and_warn() -> None:
     result = _sketcher(iterations=1).sketch(_image())
     with pytest.warns(DeprecationWarning):
         assert result.best.score == result.best_loss
+
+
+def test_run_settings_reach_an_initializer_object() -> None:
+    from clipasso.init import RandomInitializer
+
+    given, pinned = RandomInitializer(), RandomInitializer(width=3.0)
+    for init in (given, pinned):
+        result = _sketcher(initializer=init, width=2.5, num_segments=2, iterations=1).sketch(_image())
+        assert result.strokes.num_segments == 2
+    assert (given.width, given.num_segments) == (2.5, 2) and pinned.width == 3.0
+    named = _sketcher(initializer="random", width=2.5).initializer
+    assert named.width == 2.5  # type: ignore[attr-defined]

@@ -357,10 +357,9 @@ class Sketcher:
         cfg = self.config
         factory = INITIALIZERS.get(name)
         options = self._with_model(factory, configured, self.saliency_model, cfg.saliency_model)
-        for key, value in (("num_segments", cfg.num_segments), ("width", cfg.width)):
-            if key not in options and _accepts(factory, key):
-                options[key] = value
-        return create_initializer(name, **options)
+        init = create_initializer(name, **options)
+        init.configure(self.run_settings())  # num_segments and width, as every run gives them
+        return init
 
     def _with_model(
         self,
@@ -555,8 +554,9 @@ class Sketcher:
             self._blank = False
 
     def run_settings(self) -> RunSettings:
-        """The settings every loss receives through ``configure`` before a run (device, precision,
-        channels_last, target_pool, num_views, identity_weight), from the config."""
+        """The settings every loss and initializer receives through ``configure`` before a run
+        (device, precision, channels_last, target_pool, num_views, identity_weight, num_segments,
+        width), from the config."""
         cfg = self.config
         return RunSettings(
             device=self.device,
@@ -565,6 +565,8 @@ class Sketcher:
             target_pool=cfg.target_pool,
             num_views=cfg.num_views,
             identity_weight=cfg.identity_weight,
+            num_segments=cfg.num_segments,
+            width=cfg.width,
         )
 
     def start(self, target: Target, seeds: Sequence[int]) -> tuple[RunState, list[InitResult]]:
@@ -614,7 +616,9 @@ class Sketcher:
             target.original_size,
         )
         self.loss.to(self.device)
-        self.loss.configure(self.run_settings())
+        settings = self.run_settings()
+        self.loss.configure(settings)
+        self.initializer.configure(settings)
         state, inits = self.start(work, seeds)
         t_init = time.perf_counter()
         engine = self.build_engine(checkpoint, key)

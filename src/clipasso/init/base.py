@@ -22,6 +22,7 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..registry import Registry
+from ..settings import RunSettings
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..strokes import StrokeSet
@@ -92,13 +93,27 @@ class Initializer(abc.ABC):
             An :class:`InitResult`.
         """
 
+    #: The run settings given to the constructor: :meth:`configure` leaves them as they are.
+    fixed: frozenset[str] = frozenset()
+
+    def configure(self, settings: RunSettings) -> None:
+        """Adopt a run's stroke settings (``num_segments``, ``width``) where this initializer has
+        them and its constructor was not given them (:attr:`fixed`). :class:`~clipasso.Sketcher`
+        calls it before every run, for initializers built by name and objects alike."""
+        if hasattr(self, "num_segments") and "num_segments" not in self.fixed:
+            self.num_segments = int(settings.num_segments)
+        if hasattr(self, "width") and "width" not in self.fixed:
+            self.width = float(settings.width)
+
     def load(self, device: torch.device) -> None:  # noqa: B027 - optional hook, nothing by default
         """Load any model this initializer reads lazily, now, on ``device`` (default: nothing to
         load). :meth:`clipasso.Sketcher.load` calls it so a missing weights file fails before any
         work."""
 
     def __repr__(self) -> str:
-        opts = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        opts = ", ".join(
+            f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_") and k != "fixed"
+        )
         return f"{type(self).__name__}({opts})"
 
 

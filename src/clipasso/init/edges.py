@@ -136,11 +136,16 @@ class EdgeInitializer(Initializer):
         spacing: float = 0.06,
         edges: Literal["outline", "fill"] = "outline",
         xdog_kwargs: Mapping[str, Any] | None = None,
-        num_segments: int = 1,
+        num_segments: int | None = None,
         radius: float = 0.05,
-        width: float = 1.5,
+        width: float | None = None,
         color: Sequence[float] = (0.0, 0.0, 0.0, 1.0),
     ) -> None:
+        self.fixed = frozenset(
+            k for k, v in (("num_segments", num_segments), ("width", width)) if v is not None
+        )
+        num_segments = 1 if num_segments is None else num_segments
+        width = 1.5 if width is None else width
         validate_walk_options(num_segments, radius, width)
         if relevance not in ("silhouette", "uniform"):
             raise InputError(f"relevance must be 'silhouette' or 'uniform', got {relevance!r}")

@@ -47,11 +47,16 @@ class RandomInitializer(Initializer):
     def __init__(
         self,
         *,
-        num_segments: int = 1,
+        num_segments: int | None = None,
         radius: float = 0.05,
-        width: float = 1.5,
+        width: float | None = None,
         color: Sequence[float] = (0.0, 0.0, 0.0, 1.0),
     ) -> None:
+        self.fixed = frozenset(
+            k for k, v in (("num_segments", num_segments), ("width", width)) if v is not None
+        )
+        num_segments = 1 if num_segments is None else num_segments
+        width = 1.5 if width is None else width
         validate_walk_options(num_segments, radius, width)
         self.num_segments = num_segments
         self.radius = float(radius)

@@ -178,12 +178,17 @@ class SaliencyInitializer(Initializer):
         model: nn.Module | str | Path = "ViT-B/32",
         temperature: float = 0.3,
         use_xdog: bool = True,
-        num_segments: int = 1,
+        num_segments: int | None = None,
         radius: float = 0.05,
-        width: float = 1.5,
+        width: float | None = None,
         color: Sequence[float] = (0.0, 0.0, 0.0, 1.0),
         cache_dir: str | Path | None = None,
     ) -> None:
+        self.fixed = frozenset(
+            k for k, v in (("num_segments", num_segments), ("width", width)) if v is not None
+        )
+        num_segments = 1 if num_segments is None else num_segments
+        width = 1.5 if width is None else width
         validate_walk_options(num_segments, radius, width)
         if not temperature > 0:
             raise InputError(f"temperature must be > 0, got {temperature}")

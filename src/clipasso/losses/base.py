@@ -23,7 +23,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from ..errors import ClipassoError, InputError
 from ..registry import Registry
+from ..settings import RunSettings
 
 if TYPE_CHECKING:
     from .compose import ComposedLoss
@@ -153,33 +154,6 @@ def _check_images(sketch: Tensor, target: Tensor) -> None:
         )
     if not sketch.dtype.is_floating_point:
         raise InputError(f"sketch must be floating point, got {sketch.dtype}")
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    """The settings of a run that reach every component through ONE call, ``configure(settings)``,
-    whether the component was built by name or passed as an object (:meth:`SketchLoss.configure`).
-    A :class:`~clipasso.Sketcher` builds them from its config (:meth:`~clipasso.Sketcher.run_settings`).
-
-    Attributes:
-        device: The run's device.
-        precision: ``"fp32"``, ``"bf16"`` or ``"auto"`` for the CLIP passes.
-        channels_last: ResNet towers on channels-last inputs.
-        target_pool: A fixed pool of random views whose target features are cached (0: off).
-        num_views: Random views per step in train mode.
-        identity_weight: Share of view 0 in the train-mode mean (None: the plain mean).
-
-    Example:
-        >>> RunSettings(precision="auto").num_views
-        4
-    """
-
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    precision: Literal["fp32", "bf16", "auto"] = "fp32"
-    channels_last: bool = False
-    target_pool: int = 0
-    num_views: int = 4
-    identity_weight: float | None = None
 
 
 def configure_views(loss: Any, settings: RunSettings) -> None:
