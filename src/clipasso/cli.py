@@ -36,7 +36,16 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _strokes(text: str) -> list[int]:
+def _counts(text: str) -> list[int]:
+    counts = _strokes(text)
+    if isinstance(counts, str):
+        raise argparse.ArgumentTypeError(f"expected stroke counts like 4,8 (got {text!r})")
+    return counts
+
+
+def _strokes(text: str) -> list[int] | str:
+    if text.strip().lower() == "auto":
+        return "auto"
     try:
         counts = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
@@ -65,7 +74,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="output folder (default: clipasso-out)",
     )
     sk.add_argument(
-        "--strokes", type=_strokes, default=None, help="number of strokes, or a ladder such as 4,8,16,32"
+        "--strokes",
+        type=_strokes,
+        default=None,
+        help="number of strokes; a ladder such as 4,8,16,32 (one nested run: its prefixes; --separate: "
+        "one run per count); or auto (the count chosen by --abstraction)",
+    )
+    sk.add_argument(
+        "--separate",
+        action="store_true",
+        help="a ladder as separate runs (the paper's way) instead of one nested run",
+    )
+    sk.add_argument(
+        "--nested",
+        type=_counts,
+        metavar="K,K",
+        help="nested training: the first K strokes must also be a K-stroke sketch (e.g. 4,8)",
+    )
+    sk.add_argument(
+        "--nested-mode", choices=("all", "sample"), help="every prefix each step (all) or one drawn (sample)"
+    )
+    sk.add_argument(
+        "--abstraction",
+        type=float,
+        metavar="EPS",
+        help="with --strokes auto: the share of the full sketch's gain one gives up for fewer strokes (0.1)",
+    )
+    sk.add_argument(
+        "--max-strokes", type=int, metavar="N", help="with --strokes auto: strokes optimised (32)"
+    )
+    sk.add_argument(
+        "--order",
+        action="store_true",
+        help="reorder the strokes by importance (greedy removal) before saving",
     )
     sk.add_argument(
         "--preset",
@@ -263,8 +304,22 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     if args.init_svg is not None:
         data["initializer"] = "svg"
         data["initializer_options"] = {**data.get("initializer_options", {}), "source": str(args.init_svg)}
-    if args.strokes is not None:
-        data["num_strokes"] = args.strokes[0]
+    for key, value in (
+        ("nested", args.nested),
+        ("nested_mode", args.nested_mode),
+        ("abstraction", args.abstraction),
+        ("auto_max_strokes", args.max_strokes),
+    ):
+        if value is not None:
+            data[key] = value
+    if args.strokes == "auto":
+        data["auto_strokes"] = True
+        data["num_strokes"] = data.get("auto_max_strokes", SketchConfig().auto_max_strokes)
+    elif args.strokes is not None:
+        counts = sorted(args.strokes)
+        data["num_strokes"] = counts[-1] if len(counts) > 1 and not args.separate else args.strokes[0]
+        if len(counts) > 1 and not args.separate:  # one nested run: the ladder is its prefixes
+            data["nested"] = counts[:-1]
     return data
 
 
@@ -346,7 +401,8 @@ def _sketch(args: argparse.Namespace) -> int:
         raise UsageError("--canvas-size is the canvas of a sketch without IMAGE; images use image_size")
     if not args.images and config.fidelity is not None:
         raise UsageError("--fidelity sets how closely a sketch follows its image: it needs an IMAGE")
-    counts = args.strokes or [config.num_strokes]
+    nested_ladder = isinstance(args.strokes, list) and len(args.strokes) > 1 and not args.separate
+    counts = [config.num_strokes] if not isinstance(args.strokes, list) or nested_ladder else args.strokes
     for n in counts:  # every count of a ladder is checked before any work
         config.replace(num_strokes=n)
     out_root: Path = args.output
@@ -383,13 +439,25 @@ def _sketch(args: argparse.Namespace) -> int:
                 label = f"{image.name if image is not None else name} ({n} strokes)"
                 sketcher.callbacks = [_progress(args.quiet, label, config.iterations)]
                 results.append(sketcher.sketch(image, mask=mask, num_strokes=n, checkpoint=ckpt))
+            if args.order:
+                results = [sketcher.order_strokes(r) for r in results]
+            if nested_ladder:  # the ladder is the nested run's prefixes
+                assert isinstance(args.strokes, list)
+                ladder = sorted(args.strokes)
+                results = [results[0].prefix(k) for k in ladder[:-1]] + [results[0]]
+            shown = sorted(args.strokes) if nested_ladder and isinstance(args.strokes, list) else counts
             extra = {"image": str(image) if image is not None else None, "mask": str(mask) if mask else None}
 
-            def write(folder: Path, results: list[Any] = results, extra: dict[str, Any] = extra) -> None:
+            def write(
+                folder: Path,
+                results: list[Any] = results,
+                extra: dict[str, Any] = extra,
+                shown: list[int] = shown,
+            ) -> None:
                 if len(results) == 1:
                     save_outputs(results[0], folder, extra_config=extra)
                 else:
-                    for n, res in zip(counts, results):
+                    for n, res in zip(shown, results):
                         save_outputs(res, folder / f"strokes-{n}", extra_config=extra)
                     save_ladder(results, folder / "ladder.png")
 

@@ -157,6 +157,23 @@ class SketchConfig:
         threads: CPU intra-op threads during a run (``torch.set_num_threads`` for the run, restored
             after it); None leaves torch's setting (one per core). See :mod:`clipasso.threads`.
         checkpoint_every: Steps between checkpoint writes (when a checkpoint path is given).
+        nested: None (a plain run), or stroke counts ``k``: nested (prefix) training, where each
+            step's loss combines the losses of the first-``k``-stroke sketches for every ``k`` here
+            and ``num_strokes`` (always included), so that the first ``k`` strokes are themselves a
+            ``k``-stroke sketch and the order carries importance (docs/abstraction.md). A deviation
+            from the paper.
+        nested_mode: ``"all"`` (every prefix every step: ``len(K)`` times the loss's cost) or
+            ``"sample"`` (the full sketch and one prefix drawn per step, importance-weighted so that
+            the expected loss is the ``"all"`` objective: twice the cost). Evaluations score all.
+        nested_weights: Weights of the prefixes' losses, one per prefix in increasing order
+            (``nested`` and ``num_strokes``, sorted); None: equal weights (their mean).
+        auto_strokes: Choose the stroke count (``Sketcher(num_strokes="auto")``): optimise
+            ``num_strokes`` nested strokes (``nested`` defaults to the powers of two below it),
+            then keep the smallest prefix whose loss keeps ``1 - abstraction`` of the loss
+            reduction the whole sketch achieves over the blank canvas.
+        abstraction: ε of ``auto_strokes``, in ``[0, 1]``: the share of that reduction one gives
+            up for fewer strokes (larger: fewer strokes, a more abstract sketch).
+        auto_max_strokes: ``num_strokes`` of an automatic run (``num_strokes="auto"``).
 
     Example:
         >>> cfg = SketchConfig(num_strokes=8)
@@ -209,12 +226,21 @@ class SketchConfig:
     device: str = "auto"
     threads: int | None = None
     checkpoint_every: int = 50
+    nested: list[int] | None = None
+    nested_mode: str = "all"
+    nested_weights: list[float] | None = None
+    auto_strokes: bool = False
+    abstraction: float = 0.1
+    auto_max_strokes: int = 32
 
     def __post_init__(self) -> None:
         if isinstance(self.text, str):  # one prompt
             self.text = [self.text]
         elif isinstance(self.text, tuple):
             self.text = list(self.text)
+        for name in ("nested", "nested_weights"):
+            if isinstance(getattr(self, name), tuple):
+                setattr(self, name, list(getattr(self, name)))
         self.validate()
 
     def validate(self) -> None:
@@ -247,6 +273,39 @@ class SketchConfig:
                 f"{_MAX_SEED} (seeds are 63-bit integers)"
             )
         self._validate_text_and_fidelity()
+        self._validate_nested()
+
+    def prefix_set(self) -> list[int] | None:
+        """The stroke counts of nested training, sorted, with ``num_strokes`` (None: a plain run).
+
+        Example:
+            >>> SketchConfig(num_strokes=16, nested=[4, 8]).prefix_set()
+            [4, 8, 16]
+        """
+        if self.nested is None and self.auto_strokes:
+            return [
+                k for k in (1 << i for i in range(self.num_strokes.bit_length())) if k < self.num_strokes
+            ] + [self.num_strokes]
+        if self.nested is None:
+            return None
+        return sorted(set(self.nested) | {self.num_strokes})
+
+    def _validate_nested(self) -> None:
+        ks = self.prefix_set()
+        if ks is None or self.nested is None:
+            if self.nested_weights is not None and self.nested is None:
+                raise InputError("nested_weights weigh the prefixes of nested training: set nested too")
+            return
+        if max(ks) > self.num_strokes:
+            raise InputError(
+                f"nested stroke counts must be at most num_strokes ({self.num_strokes}), got {self.nested}"
+            )
+        if self.nested_weights is not None and len(self.nested_weights) != len(ks):
+            raise InputError(
+                f"nested_weights needs one weight per prefix {ks} ({len(ks)}), got {len(self.nested_weights)}"
+            )
+        if self.nested_weights is not None and not sum(self.nested_weights) > 0:
+            raise InputError(f"nested_weights must not all be 0, got {self.nested_weights}")
 
     def _validate_text_and_fidelity(self) -> None:
         text = self.text
@@ -444,6 +503,27 @@ def _text_check(name: str, value: Any) -> None:
         raise InputError(f"{name} must be None, a prompt or a non-empty list of prompts, got {value!r}")
 
 
+def _stroke_counts(name: str, value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, (list, tuple)) or not value or not all(_is_int(v) and v >= 1 for v in value):
+        raise InputError(f"{name} must be None or a non-empty list of stroke counts >= 1, got {value!r}")
+    for v in value:
+        check_limit(v, "max_strokes", name)
+
+
+def _fraction_closed(name: str, value: Any) -> None:
+    if not _is_number(value) or not 0.0 <= value <= 1.0:
+        raise InputError(f"{name} must be a number in [0, 1], got {value!r}")
+
+
+def _weights_list(name: str, value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, (list, tuple)) or not value or not all(_is_number(v) and v >= 0 for v in value):
+        raise InputError(f"{name} must be None or a non-empty list of numbers >= 0, got {value!r}")
+
+
 def _canvas_size(name: str, value: Any) -> None:
     if value is not None:
         _image_size(name, value)
@@ -501,6 +581,12 @@ _CHECKS: dict[str, Callable[[str, Any], None]] = {
     "canvas_size": _canvas_size,
     "fidelity": _int_check(0, optional=True),
     "checkpoint_every": _int_check(1),
+    "nested": _stroke_counts,
+    "nested_mode": _str_check(("all", "sample")),
+    "nested_weights": _weights_list,
+    "auto_strokes": _bool_check,
+    "abstraction": _fraction_closed,
+    "auto_max_strokes": _int_check(1, "max_strokes"),
 }
 
 

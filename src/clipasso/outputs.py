@@ -25,10 +25,14 @@ from PIL import Image
 from ._io import atomic_write_bytes, atomic_write_text, publish_mode
 from ._version import __version__
 from .errors import InputError
+from .render import create_rasterizer
 from .result import SketchResult, save_png, to_uint8
 
 __all__ = [
     "check_output_folder",
+    "drawing_svg",
+    "save_curve_plot",
+    "save_drawing_gif",
     "save_ladder",
     "save_loss_plot",
     "save_outputs",
@@ -56,6 +60,77 @@ def save_progress_gif(result: SketchResult, path: str | os.PathLike[str], *, fra
             frames.append(Image.fromarray(to_uint8(best.strokes.render(backend=result.rasterizer)[0])))
     buffer = io.BytesIO()
     frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=frame_ms, loop=0)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def save_drawing_gif(result: SketchResult, path: str | os.PathLike[str], *, frame_ms: int = 250) -> Path:
+    """An animation that draws the winner's strokes one by one, in their order (the importance order
+    after :meth:`~clipasso.Sketcher.order_strokes` or a nested run), from the blank canvas."""
+    strokes = result.strokes
+    ks = list(range(strokes.num_strokes + 1))
+    rasterizer = create_rasterizer(result.rasterizer)
+    with torch.no_grad():
+        renders = rasterizer.render_prefixes(
+            strokes.points, strokes.widths, strokes.colors, strokes.canvas_size, ks, 1.0
+        )[0]
+    frames = [Image.fromarray(to_uint8(im)) for im in renders]
+    buffer = io.BytesIO()
+    durations = [frame_ms] * (len(frames) - 1) + [frame_ms * 8]  # the finished sketch stays a while
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def drawing_svg(result: SketchResult, *, seconds_per_stroke: float = 0.25) -> str:
+    """The winner as an SVG that draws its strokes one by one in their order (SMIL ``<set>``: each
+    path appears at ``i * seconds_per_stroke`` s in a browser; where animation is off, as in
+    rsvg-convert or print, it shows the finished sketch)."""
+    import re
+
+    text = result.svg()
+    count = 0
+
+    def appear(m: re.Match[str]) -> str:
+        nonlocal count
+        begin = count * seconds_per_stroke
+        count += 1
+        if begin == 0:
+            return m.group(0)
+        # hidden from the start until its turn; without animation (rsvg, print) the whole sketch shows
+        return (
+            f'{m.group(1)}><set attributeName="visibility" to="hidden" begin="0s" end="{begin:g}s"/></path>'
+        )
+
+    return re.sub(r"(<path\b[^>]*?)\s*/>", appear, text)
+
+
+def save_curve_plot(result: SketchResult, path: str | os.PathLike[str]) -> Path | None:
+    """The loss-vs-strokes curve (:attr:`SketchResult.curve`) as a PNG (matplotlib, Agg), with the
+    automatic count marked. None without a curve or without matplotlib."""
+    curve = result.curve
+    if curve is None:
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=True)
+        from matplotlib.figure import Figure
+    except ImportError:
+        warnings.warn(
+            "matplotlib is not installed: curve.png skipped (pip install 'clipasso[plots]')", stacklevel=2
+        )
+        return None
+    fig = Figure(figsize=(5, 3.5), dpi=100)
+    ax = fig.subplots()
+    ax.plot(range(len(curve)), curve, "o-", markersize=3, linewidth=1)
+    if result.auto_strokes is not None:
+        ax.axvline(result.auto_strokes, color="tab:red", linestyle="--", linewidth=1)
+        ax.set_title(f"automatic count: {result.auto_strokes} strokes", fontsize=9)
+    ax.set_xlabel("strokes (prefix k)")
+    ax.set_ylabel("eval loss")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
     return atomic_write_bytes(path, buffer.getvalue())
 
 
@@ -136,6 +211,13 @@ def save_outputs(
     plot = save_loss_plot(result, out / "loss.png")
     if plot is not None:
         written["loss.png"] = plot
+    if result.curve is not None:
+        curve_plot = save_curve_plot(result, out / "curve.png")
+        if curve_plot is not None:
+            written["curve.png"] = curve_plot
+    if result.stroke_order is not None or result.curve is not None:  # strokes in a meaningful order
+        written["drawing.gif"] = save_drawing_gif(result, out / "drawing.gif")
+        written["drawing.svg"] = atomic_write_text(out / "drawing.svg", drawing_svg(result))
     config = {
         "clipasso_version": __version__,
         "config": result.config.to_dict(),

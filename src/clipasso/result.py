@@ -86,6 +86,18 @@ class SketchResult:
     config: SketchConfig
     timings: dict[str, float] = field(default_factory=dict)
     rasterizer: Any = "torch"
+    #: The winner's un-augmented evaluation loss of every prefix ``k = 0 .. N`` (``k = 0``: the blank
+    #: canvas), where computed (nested or automatic runs; :meth:`clipasso.Sketcher.loss_curve`).
+    curve: list[float] | None = None
+    #: The importance order of the winner's strokes (indices into the strokes as optimised, most
+    #: important first), where computed (:meth:`clipasso.Sketcher.order_strokes`); the strokes of
+    #: this result are already in that order.
+    stroke_order: list[int] | None = None
+    #: The stroke count chosen by ``num_strokes="auto"`` (this result holds that prefix; the whole
+    #: ``auto_max_strokes`` run is :attr:`full`).
+    auto_strokes: int | None = None
+    #: For a prefix or an automatic count: the result it was taken from.
+    full: SketchResult | None = None
 
     @property
     def best(self) -> Candidate:
@@ -115,6 +127,44 @@ class SketchResult:
     def init(self) -> InitResult | None:
         """The winner's initialisation (relevance map, edges, distribution, chosen pixels)."""
         return self.best.init
+
+    def prefix(self, k: int) -> SketchResult:
+        """The same run with every candidate cut to its first ``k`` strokes (render, save_svg,
+        save_png work on it); :attr:`full` is this result, the curve is kept.
+
+        Raises:
+            InputError: ``k`` is not in ``1 .. N``.
+        """
+        from dataclasses import replace
+
+        from .errors import InputError
+
+        n = self.strokes.num_strokes
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
+            raise InputError(f"a prefix has 1 to {n} strokes, got {k!r}")
+        cut = [
+            replace(c, strokes=c.strokes.subset(range(k)), snapshots=[(it, p[:k]) for it, p in c.snapshots])
+            for c in self.candidates
+        ]
+        return replace(self, candidates=cut, full=self, auto_strokes=None)
+
+    def reordered(self, order: list[int]) -> SketchResult:
+        """The same run with the winner's strokes in ``order`` (a permutation of ``0 .. N-1``)."""
+        from dataclasses import replace
+
+        from .errors import InputError
+
+        n = self.strokes.num_strokes
+        if sorted(order) != list(range(n)):
+            raise InputError(f"a stroke order must be a permutation of 0..{n - 1}, got {order}")
+        cands = list(self.candidates)
+        best = cands[self.best_index]
+        cands[self.best_index] = replace(
+            best,
+            strokes=best.strokes.subset(order),
+            snapshots=[(it, p[order]) for it, p in best.snapshots],
+        )
+        return replace(self, candidates=cands, stroke_order=list(order))
 
     def svg(self, scale: float = 1.0) -> str:
         """The winning sketch as SVG text (canvas scaled by ``scale``)."""
@@ -156,6 +206,9 @@ class SketchResult:
                 for c in self.candidates
             ],
             "timings": dict(self.timings),
+            **({"curve": list(self.curve)} if self.curve is not None else {}),
+            **({"stroke_order": list(self.stroke_order)} if self.stroke_order is not None else {}),
+            **({"auto_strokes": self.auto_strokes} if self.auto_strokes is not None else {}),
         }
 
 

@@ -49,6 +49,7 @@ from .errors import InputError, NonFiniteLossError
 from .image import ImageLike, Matting, Target, prepare_target
 from .init.base import Initializer, InitResult, create_initializer
 from .losses.base import LossContext, RunSettings, SketchLoss, create_loss
+from .prefixes import choose_stroke_count, nested_loss, prefix_weights
 from .render import Rasterizer, create_rasterizer
 from .result import Candidate, SketchResult
 from .strokes import StrokeSet
@@ -153,6 +154,9 @@ class Sketcher:
             settings["saliency_model"], saliency_model = os.fspath(saliency_model), None
         if isinstance(text_model, (str, os.PathLike)):
             settings["text_model"], text_model = os.fspath(text_model), None
+        if settings.get("num_strokes") == "auto":  # the stroke count chosen after the run
+            settings["auto_strokes"] = True
+            settings["num_strokes"] = settings.get("auto_max_strokes", config.auto_max_strokes)
         self.config = config.replace(**settings) if settings else config
         self._given_loss = loss if isinstance(loss, SketchLoss) else None
         self._loss: SketchLoss | None = None
@@ -461,17 +465,34 @@ class Sketcher:
         return strokes, inits, generators
 
     def render(self, strokes: StrokeSet, index: Tensor | None = None) -> Tensor:
-        """Render (a subset of) the candidates over white: ``[B, 3, H, W]``."""
+        """Render (a subset of) the candidates over white: ``[B, 3, H, W]``; with nested training
+        (``config.nested``), the prefixes of each, ``[B, K, 3, H, W]``, from one pass."""
         points, widths, colors = strokes.points, strokes.widths, strokes.colors
         if self.config.optimize_opacity:
             colors = torch.cat([colors[..., :3], colors[..., 3:].clamp(0, 1)], dim=-1)
         if index is not None:
             points, widths, colors = points[index], widths[index], colors[index]
+        ks = self.config.prefix_set()
+        if ks is not None:
+            return self.rasterizer.render_prefixes(points, widths, colors, strokes.canvas_size, ks, 1.0)
         return self.rasterizer.render_over(points, widths, colors, strokes.canvas_size, 1.0)
 
     def compute_loss(self, sketch: Tensor, target: Target, context: LossContext) -> dict[str, Tensor]:
-        """The loss terms ``{name: [B]}`` of rendered sketches."""
+        """The loss terms ``{name: [B]}`` of rendered sketches; of prefix renders ``[B, K, 3, H, W]``,
+        the nested objective (:func:`clipasso.prefixes.nested_loss`)."""
         image = target.image.to(sketch.device)
+        if sketch.dim() == 5:
+            cfg = self.config
+            ks = cfg.prefix_set() or [sketch.shape[1]]
+            weights = prefix_weights(ks, cfg.nested_weights)
+            return nested_loss(
+                lambda x, ctx: dict(self.loss(x, image, ctx)),
+                sketch,
+                context,
+                weights,
+                mode=cfg.nested_mode,
+                seed=cfg.seed,
+            )
         return dict(self.loss(sketch, image, context))
 
     def update_best(self, state: RunState, b: int, loss: float) -> bool:
@@ -497,7 +518,7 @@ class Sketcher:
         image: ImageLike | None = None,
         *,
         mask: ImageLike | None = None,
-        num_strokes: int | None = None,
+        num_strokes: int | str | None = None,
         num_sketches: int | None = None,
         seed: int | None = None,
         iterations: int | None = None,
@@ -534,6 +555,8 @@ class Sketcher:
             )
             if v is not None
         }
+        if overrides.get("num_strokes") == "auto":
+            overrides.update(num_strokes=self.config.auto_max_strokes, auto_strokes=True)
         cfg = self.config.replace(**overrides) if overrides else self.config
         if image is None and not cfg.text:
             raise InputError("nothing to sketch: pass an image, or a text prompt (text=...) to draw")
@@ -637,6 +660,13 @@ class Sketcher:
             "per_step": (t_end - t_init) / steps,
         }
         result = self.build_result(state, target, inits, timings)
+        if cfg.prefix_set() is not None:  # nested or automatic: the winner's loss-vs-strokes curve
+            result.curve = self.loss_curve(result.strokes, work)
+        if cfg.auto_strokes:
+            assert result.curve is not None
+            chosen = choose_stroke_count(result.curve, cfg.abstraction)
+            result = result.prefix(chosen)
+            result.auto_strokes = chosen
         for cb in engine.callbacks:
             cb.on_end(self, result)
         return result
@@ -658,6 +688,75 @@ class Sketcher:
             timings=timings,
             rasterizer=self.rasterizer,
         )
+
+    # ------------------------------------------------------------------ prefixes and order
+
+    def loss_curve(self, strokes: StrokeSet, target: Target, batch: int = 8) -> list[float]:
+        """The un-augmented loss (the objective as at the run's last step) of every prefix
+        ``k = 0 .. N`` of a sketch ``strokes [1, N, P, 2]`` on ``target``, without gradients, in
+        batches of ``batch`` prefix renders (one pass of the rasterizer each).
+
+        Returns:
+            ``[L(0), ..., L(N)]`` (``L(0)``: the blank canvas).
+        """
+        points, widths, colors = (
+            t.detach().to(self.device) for t in (strokes.points, strokes.widths, strokes.colors)
+        )
+        ks = list(range(strokes.num_strokes + 1))
+        return self._eval_batches(
+            [(points, widths, colors, ks[i : i + batch]) for i in range(0, len(ks), batch)], strokes, target
+        )
+
+    def order_strokes(self, result: SketchResult, batch: int = 8) -> SketchResult:
+        """The winner's strokes in importance order, by greedy removal: each round removes the stroke
+        whose removal raises the un-augmented loss least (it goes last), scoring the round's
+        leave-one-out sketches in batches. Returns the result reordered (most important first),
+        with :attr:`~clipasso.result.SketchResult.stroke_order` and its curve in that order.
+        """
+        with intra_op_threads(self.config.threads):
+            strokes = result.strokes
+            work = Target(
+                result.target.image.to(self.device),
+                result.target.mask.to(self.device) if result.target.mask is not None else None,
+                result.target.original_size,
+            )
+            p, w, c = (t.detach().to(self.device) for t in (strokes.points, strokes.widths, strokes.colors))
+            remaining, dropped = list(range(strokes.num_strokes)), []
+            while len(remaining) > 1:
+                subsets = [[i for i in remaining if i != r] for r in remaining]
+                chunks = []
+                for i in range(0, len(subsets), batch):
+                    sel = torch.tensor(subsets[i : i + batch], device=self.device)  # [M, m - 1]
+                    chunks.append((p[0][sel], w[0][sel], c[0][sel], None))
+                losses = self._eval_batches(chunks, strokes, work)
+                out = min(range(len(remaining)), key=lambda j: (losses[j], j))
+                dropped.append(remaining.pop(out))
+            order = remaining + dropped[::-1]
+            ordered = result.reordered(order)
+            ordered.curve = self.loss_curve(ordered.strokes, work)
+            return ordered
+
+    def _eval_batches(
+        self,
+        chunks: Sequence[tuple[Tensor, Tensor, Tensor, list[int] | None]],
+        strokes: StrokeSet,
+        target: Target,
+    ) -> list[float]:
+        """Total un-augmented losses of rendered chunks: ``(points, widths, colors, prefixes)``, the
+        prefixes of one sketch (``prefixes`` a list) or a batch of sketches (None)."""
+        image = target.image.to(self.device)
+        final = max(self.config.iterations - 1, 0)
+        out: list[float] = []
+        with torch.no_grad():
+            for pts, wid, col, ks in chunks:
+                if ks is not None:
+                    sketch = self.rasterizer.render_prefixes(pts, wid, col, strokes.canvas_size, ks, 1.0)[0]
+                else:
+                    sketch = self.rasterizer.render_over(pts, wid, col, strokes.canvas_size, 1.0)
+                ctx = LossContext(iteration=final, mode="eval", mask=target.mask, schedule_iteration=final)
+                terms = self.loss(sketch, image, ctx)
+                out += torch.stack(list(terms.values())).sum(0).tolist()
+        return out
 
     # ------------------------------------------------------------------ checkpoints
 

@@ -207,6 +207,26 @@ class StrokeSet(nn.Module):
             raise IndexError("empty selection of sketches")
         return self._new(pts, self.widths[index], self.colors[index], self._canvas)
 
+    def subset(self, strokes: Sequence[int] | range) -> StrokeSet:
+        """The strokes ``strokes`` (indices, in that order) of every sketch, as a detached copy.
+
+        Example:
+            >>> s = StrokeSet(torch.rand(1, 5, 4, 2) * 10, canvas_size=10)
+            >>> s.subset([4, 0]).num_strokes, torch.equal(s.subset([4, 0]).points[0, 0], s.points[0, 4])
+            (2, True)
+        """
+        idx = [int(i) for i in strokes]
+        n = self.num_strokes
+        if not idx or any(not -n <= i < n for i in idx):
+            raise InputError(f"stroke indices must be in 0..{n - 1} and not empty, got {list(strokes)}")
+        sel = torch.tensor(idx, dtype=torch.long, device=self.points.device)
+        return self._new(
+            self.points.index_select(1, sel),
+            self.widths.index_select(1, sel),
+            self.colors.index_select(1, sel),
+            self._canvas,
+        )
+
     def __len__(self) -> int:
         return self.batch_size
 

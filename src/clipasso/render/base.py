@@ -113,6 +113,40 @@ class Rasterizer(abc.ABC):
         """
         return composite(self.render(points, widths, colors, size), background)
 
+    def render_prefixes(
+        self,
+        points: Tensor,
+        widths: Tensor,
+        colors: Tensor,
+        size: tuple[int, int],
+        prefixes: Sequence[int],
+        background: float = 1.0,
+    ) -> Tensor:
+        """The sketches of the first ``k`` strokes, for every ``k`` in ``prefixes``, over a grey
+        background: ``[B, len(prefixes), 3, H, W]`` (``k = 0``: the background alone).
+
+        The default renders each prefix on its own; the torch backend draws the strokes once and
+        takes each prefix from the running canvas (a cumulative "over": the cost of one render).
+
+        Example:
+            >>> import torch
+            >>> from clipasso.render import create_rasterizer
+            >>> pts, widths = torch.rand(1, 3, 4, 2) * 16, torch.ones(1, 3)
+            >>> colors = torch.tensor([0.0, 0.0, 0.0, 1.0]).expand(1, 3, 4)
+            >>> r = create_rasterizer("torch")
+            >>> out = r.render_prefixes(pts, widths, colors, (16, 16), [1, 3])
+            >>> out.shape, torch.equal(out[:, 1], r.render_over(pts, widths, colors, (16, 16)))
+            (torch.Size([1, 2, 3, 16, 16]), True)
+        """
+        check_prefixes(prefixes, points.shape[1])
+        return torch.stack(
+            [
+                self.render_over(points[:, :k], widths[:, :k], colors[:, :k], size, background)
+                for k in prefixes
+            ],
+            dim=1,
+        )
+
     def __call__(
         self, points: Tensor, widths: Tensor | float, colors: Tensor | Sequence[float], size: tuple[int, int]
     ) -> Tensor:
@@ -135,6 +169,18 @@ class Rasterizer(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+def check_prefixes(prefixes: Sequence[int], num_strokes: int) -> list[int]:
+    """``prefixes`` as a list of stroke counts in ``[0, num_strokes]``; else :class:`InputError`."""
+    out = []
+    for k in prefixes:
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= num_strokes:
+            raise InputError(f"a prefix must be a stroke count in [0, {num_strokes}], got {k!r}")
+        out.append(k)
+    if not out:
+        raise InputError("prefixes must name at least one stroke count")
+    return out
 
 
 #: Registry of rasterizer backends (``"torch"``, ``"diffvg"``, user plug-ins).

@@ -45,7 +45,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from .base import Rasterizer, register_rasterizer
+from .base import Rasterizer, check_prefixes, register_rasterizer
 
 __all__ = ["TorchRasterizer", "box_coverage", "rasterize_torch"]
 
@@ -341,6 +341,70 @@ class _OverComposite(torch.autograd.Function):
         return d_alpha, d_rgb, None, None, None, None
 
 
+class _OverCompositePrefixes(torch.autograd.Function):
+    """:class:`_OverComposite` that also returns the canvas after the first ``k`` strokes, for every
+    ``k`` in ``snaps`` (strokes are drawn in order, so each prefix is a snapshot of the one pass)."""
+
+    @staticmethod
+    def forward(
+        ctx: FunctionCtx,
+        alpha: Tensor,
+        rgb: Tensor,
+        pair_stroke: Tensor,
+        pair_pixel: Tensor,
+        bounds: list[int],
+        numel: int,
+        snaps: list[int],
+    ) -> Tensor:
+        count = alpha.shape[0]
+        u = alpha.new_ones(count, 4)
+        u[:, :3] = rgb.index_select(0, pair_stroke)
+        canvas = alpha.new_zeros(numel, 4)
+        below = alpha.new_empty(count, 4)
+        a_col = alpha.unsqueeze(-1)
+        out = alpha.new_zeros(len(snaps), numel, 4)
+        where: dict[int, list[int]] = {}
+        for j, k in enumerate(snaps):
+            where.setdefault(k, []).append(j)
+        for i, (s, e) in enumerate(itertools.pairwise(bounds)):
+            if s != e:
+                idx = pair_pixel[s:e]
+                xp = canvas.index_select(0, idx)
+                below[s:e] = xp
+                canvas.index_copy_(0, idx, torch.addcmul(xp, a_col[s:e], u[s:e] - xp))
+            for j in where.get(i + 1, ()):
+                out[j] = canvas
+        ctx.save_for_backward(alpha, u, below, pair_stroke, pair_pixel)
+        ctx.bounds = bounds  # type: ignore[attr-defined]
+        ctx.num_strokes = rgb.shape[0]  # type: ignore[attr-defined]
+        ctx.where = where  # type: ignore[attr-defined]
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        alpha, u, below, pair_stroke, pair_pixel = ctx.saved_tensors
+        bounds: list[int] = ctx.bounds
+        where: dict[int, list[int]] = ctx.where
+        g_canvas = grad.new_zeros(grad.shape[1:])
+        d_alpha = torch.zeros_like(alpha)
+        d_u = alpha.new_zeros(alpha.shape[0], 3)
+        a_col = alpha.unsqueeze(-1)
+        for i in reversed(range(len(bounds) - 1)):
+            for j in where.get(i + 1, ()):  # the prefix of the first i + 1 strokes ends here
+                g_canvas += grad[j]
+            s, e = bounds[i], bounds[i + 1]
+            if s == e:
+                continue
+            idx = pair_pixel[s:e]
+            gp = g_canvas.index_select(0, idx)
+            d_alpha[s:e] = (gp * (u[s:e] - below[s:e])).sum(-1)
+            d_u[s:e] = gp[:, :3] * a_col[s:e]
+            g_canvas.index_copy_(0, idx, gp * (1.0 - a_col[s:e]))
+        d_rgb = alpha.new_zeros(ctx.num_strokes, 3).index_add_(0, pair_stroke, d_u)
+        return d_alpha, d_rgb, None, None, None, None, None
+
+
 def rasterize_torch(
     points: Tensor,
     widths: Tensor,
@@ -349,6 +413,7 @@ def rasterize_torch(
     *,
     newton_steps: int | None = None,
     background: float | None = None,
+    prefixes: list[int] | None = None,
 ) -> Tensor:
     """Rasterize validated batched strokes with the pure-PyTorch algorithm.
 
@@ -361,6 +426,8 @@ def rasterize_torch(
             float64).
         background: None for straight-alpha RGBA; a grey level for the strokes drawn onto it,
             taken from the premultiplied canvas directly.
+        prefixes: Stroke counts ``k``: return the sketches of the first ``k`` strokes over
+            ``background`` (required then), ``[B, len(prefixes), 3, H, W]``, from the one pass.
 
     Returns:
         ``[B, 4, H, W]`` straight-alpha RGBA, or ``[B, 3, H, W]`` over ``background``, in the dtype
@@ -375,6 +442,11 @@ def rasterize_torch(
     h, w = size
     steps = newton_steps if newton_steps is not None else (7 if dtype == torch.float64 else 3)
     tiny = torch.finfo(dtype).tiny
+    if prefixes is not None and (background is None or n * b == 0):
+        if background is None:
+            raise ValueError("prefixes need a background")
+        zero = points.sum() * 0 + widths.sum() * 0 + colors.sum() * 0
+        return (points.new_full((b, len(prefixes), 3, h, w), float(background)) + zero).to(out_dtype)
     if n * b == 0:
         zero = points.sum() * 0 + widths.sum() * 0 + colors.sum() * 0  # keeps the graph connected
         if background is not None:
@@ -482,6 +554,12 @@ def rasterize_torch(
         cov = cov.new_zeros(pairs).scatter_reduce(0, group, cov, "amax", include_self=False)
     alpha = cov * col[:, 3].index_select(0, pair_g)
 
+    if prefixes is not None:
+        assert background is not None
+        snaps = _OverCompositePrefixes.apply(alpha, col[:, :3], pair_g, pixel, bounds, b * h * w, prefixes)
+        grey = snaps.new_tensor(float(background))
+        over = torch.addcmul(snaps[..., :3], 1.0 - snaps[..., 3:], grey)  # [K, B*H*W, 3]
+        return over.view(len(prefixes), b, h, w, 3).permute(1, 0, 4, 2, 3).to(out_dtype)
     canvas = _OverComposite.apply(alpha, col[:, :3], pair_g, pixel, bounds, b * h * w)
     if background is not None:  # premultiplied over a grey: no round trip through straight alpha
         over = torch.addcmul(canvas[:, :3], 1.0 - canvas[:, 3:], canvas.new_tensor(float(background)))
@@ -533,3 +611,24 @@ class TorchRasterizer(Rasterizer):
                 points, widths, colors, size, newton_steps=self.newton_steps, background=float(background)
             )
         return super().render_over(points, widths, colors, size, background)
+
+    def render_prefixes(
+        self,
+        points: Tensor,
+        widths: Tensor,
+        colors: Tensor,
+        size: tuple[int, int],
+        prefixes: Sequence[int],
+        background: float = 1.0,
+    ) -> Tensor:
+        """See :meth:`Rasterizer.render_prefixes`: one pass, each prefix a snapshot of the canvas."""
+        ks = check_prefixes(prefixes, points.shape[1])
+        return rasterize_torch(
+            points,
+            widths,
+            colors,
+            size,
+            newton_steps=self.newton_steps,
+            background=float(background),
+            prefixes=ks,
+        )
