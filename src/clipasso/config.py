@@ -174,6 +174,11 @@ class SketchConfig:
         abstraction: ε of ``auto_strokes``, in ``[0, 1]``: the share of that reduction one gives
             up for fewer strokes (larger: fewer strokes, a more abstract sketch).
         auto_max_strokes: ``num_strokes`` of an automatic run (``num_strokes="auto"``).
+        free_evaluations: Take each evaluation from the training step's own un-augmented view 0
+            (its CLIP features are computed anyway) instead of a second forward pass, where every
+            loss term can give it; otherwise evaluate as usual. The values equal a separate
+            evaluation to the kernels' rounding (bit for bit for the pixel and edge terms); off by
+            default and in the reference (docs/performance.md, "Free evaluations").
 
     Example:
         >>> cfg = SketchConfig(num_strokes=8)
@@ -232,6 +237,7 @@ class SketchConfig:
     auto_strokes: bool = False
     abstraction: float = 0.1
     auto_max_strokes: int = 32
+    free_evaluations: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.text, str):  # one prompt
@@ -587,6 +593,7 @@ _CHECKS: dict[str, Callable[[str, Any], None]] = {
     "auto_strokes": _bool_check,
     "abstraction": _fraction_closed,
     "auto_max_strokes": _int_check(1, "max_strokes"),
+    "free_evaluations": _bool_check,
 }
 
 

@@ -622,7 +622,10 @@ class Sketcher:
                 self._load_checkpoint_extra,
             )
         settings = LoopSettings(
-            iterations=cfg.iterations, eval_every=cfg.eval_every, shared_views=cfg.shared_views
+            iterations=cfg.iterations,
+            eval_every=cfg.eval_every,
+            shared_views=cfg.shared_views,
+            free_evaluations=cfg.free_evaluations,
         )
         return Engine(self, settings, [*self.callbacks, *self.build_callbacks()], checkpointer)
 

@@ -81,11 +81,14 @@ class LoopSettings:
         iterations: Steps of the run.
         eval_every: Evaluate at every ``eval_every``-th step (and after the last).
         shared_views: All candidates draw their views from candidate 0's generator.
+        free_evaluations: Take an evaluation from the training step's own un-augmented view where
+            every loss term can give it (``LossContext.view0``), instead of a second forward.
     """
 
     iterations: int
     eval_every: int = 10
     shared_views: bool = False
+    free_evaluations: bool = False
 
 
 class Engine:
@@ -170,18 +173,26 @@ class Engine:
         if cfg.shared_views:
             gens = state.generators[0]
         opacity = state.strokes.colors[..., 3].clamp(0, 1)
+        evaluating = state.iteration % cfg.eval_every == 0
+        sink: dict[str, Tensor] | None = {} if evaluating and cfg.free_evaluations else None
         ctx = LossContext(
             iteration=state.iteration,
             mode="train",
             generators=gens,
             mask=target.mask,
             strokes=opacity if index is None else opacity[index],
+            view0=sink,
+            view0_schedule=self._final(state) if sink is not None else None,
         )
         terms = self.program.compute_loss(sketch, target, ctx)
         total = torch.stack(list(terms.values())).sum(0)
         self._check_finite(state, terms, total)
-        if state.iteration % cfg.eval_every == 0:
-            self.evaluate(state, sketch.detach(), active, index)
+        if evaluating:
+            free = None
+            if sink is not None and set(sink) == set(terms):
+                if all(sink[k].shape == v.shape for k, v in terms.items()):
+                    free = sink  # every term gave its evaluation: no second forward
+            self.evaluate(state, sketch.detach(), active, index, terms=free)
         state.optimizer.zero_grad(set_to_none=True)
         total.sum().backward()
         for cb in self.callbacks:
@@ -193,7 +204,12 @@ class Engine:
         return {k: v.detach() for k, v in terms.items()} | {"total": total.detach()}
 
     def evaluate(
-        self, state: RunState, sketch: Tensor, active: Sequence[int], index: Tensor | None = None
+        self,
+        state: RunState,
+        sketch: Tensor,
+        active: Sequence[int],
+        index: Tensor | None = None,
+        terms: dict[str, Tensor] | None = None,
     ) -> list[float]:
         """Score the rendered ``sketch`` of the ``active`` candidates on the un-augmented objective,
         record it, and apply the program's rules: ``update_best`` to each, then ``prune``.
@@ -202,16 +218,22 @@ class Engine:
         final weight (``loss.after(k)``, a text term's ``text_start``), whatever the step, so that
         the best-strokes choice compares scores of one objective throughout the run.
 
+        ``terms``: the evaluation's terms when already known (a free evaluation, from the training
+        step's view 0); None: computed here.
+
         Returns:
             The losses, len ``B`` (NaN for inactive candidates).
         """
         target = _target(state)
         with torch.no_grad():
-            final = max(state.iteration, self.settings.iterations - 1)
-            ctx = LossContext(
-                iteration=state.iteration, mode="eval", mask=target.mask, schedule_iteration=final
-            )
-            terms = self.program.compute_loss(sketch, target, ctx)
+            if terms is None:
+                ctx = LossContext(
+                    iteration=state.iteration,
+                    mode="eval",
+                    mask=target.mask,
+                    schedule_iteration=self._final(state),
+                )
+                terms = self.program.compute_loss(sketch, target, ctx)
             total = torch.stack(list(terms.values())).sum(0)
         values = total.tolist()
         full = [math.nan] * state.batch
@@ -231,6 +253,10 @@ class Engine:
             self.stop_candidate(state, b)
         state.last_eval = full
         return full
+
+    def _final(self, state: RunState) -> int:
+        """The step evaluations read schedules at: the run's last (or this one, past it)."""
+        return max(state.iteration, self.settings.iterations - 1)
 
     def stop_candidate(self, state: RunState, b: int) -> None:
         """Stop candidate ``b`` (it keeps its current strokes) and tell the callbacks."""

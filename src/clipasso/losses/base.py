@@ -69,6 +69,12 @@ class LossContext:
         schedule_iteration: The iteration at which term schedules (``loss.after(k)``, weights that
             are functions of the iteration) are read; None: ``iteration``. The Sketcher's evaluations
             pass the run's last step, so that a term switched on late counts in every score.
+        view0: A sink for free evaluations (train mode only): a loss that can tell, from this step's
+            own forward pass, what an evaluation of the same sketches would return for its terms
+            (``mode="eval"``, schedules read at ``view0_schedule``) writes those values here,
+            ``{term: [B]}``, weighted as the evaluation would weigh them. The engine uses them
+            instead of a second forward when every term is there (``SketchConfig.free_evaluations``).
+        view0_schedule: The iteration the evaluation reads schedules at (the run's last step).
     """
 
     iteration: int = 0
@@ -77,6 +83,8 @@ class LossContext:
     mask: Tensor | None = None
     strokes: Any = None
     schedule_iteration: int | None = None
+    view0: dict[str, Tensor] | None = None
+    view0_schedule: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("train", "eval"):
@@ -216,6 +224,9 @@ class SketchLoss(nn.Module):
     """
 
     name: ClassVar[str] = "loss"
+    #: True when :meth:`compute` does not depend on the mode (no views, no randomness): an
+    #: evaluation equals the training value bit for bit, so free evaluations take it as it is.
+    mode_independent: ClassVar[bool] = False
     is_distance: ClassVar[bool] = True
     needs_strokes: ClassVar[bool] = False
     aligned_views: ClassVar[bool] = True
@@ -259,7 +270,9 @@ class SketchLoss(nn.Module):
         if not isinstance(ctx, LossContext):
             raise InputError(f"context must be a LossContext, got {type(ctx).__name__}")
         target = target.to(device=sketch.device, dtype=sketch.dtype)
-        raw = self.compute(sketch, target, ctx)
+        sink = ctx.view0 if ctx.train else None
+        local: dict[str, Tensor] | None = {} if sink is not None else None
+        raw = self.compute(sketch, target, ctx if local is None else ctx.evolve(view0=local))
         terms = {self.name: raw} if isinstance(raw, Tensor) else dict(raw)
         batch = sketch.shape[0]
         expected = self.term_names()
@@ -277,6 +290,13 @@ class SketchLoss(nn.Module):
                     f"{type(self).__name__} term {key!r} must have shape [{batch}], got {got}"
                 )
             out[key] = value * self.weight if self.weight != 1.0 else value
+        if sink is not None and local is not None:
+            if self.mode_independent:
+                local = {k: v.detach() for k, v in terms.items()}
+            for key in expected:
+                if key in local:
+                    v0 = local[key].detach()
+                    sink[key] = v0 * self.weight if self.weight != 1.0 else v0
         return out
 
     def configure(self, settings: RunSettings) -> None:

@@ -616,4 +616,11 @@ class CLIPConvLoss(SketchLoss):
         assert xs.shape[1] == views
         fx = self.view_features(visual, xs, precision)
         weights = self.view_weights(views, sketch.device) if context.train else None
+        if context.train and context.view0 is not None and self.augment.identity_view:
+            # free evaluations: view 0 is the un-augmented sketch, its features are computed anyway
+            with torch.no_grad():
+                first = self.terms(
+                    {k: f[:, :1] for k, f in fx.items()}, {k: f[:, :1] for k, f in fy.items()}, sketch.dtype
+                )
+            context.view0.update(first)
         return self.terms(fx, fy, sketch.dtype, weights)

@@ -207,9 +207,15 @@ class ComposedLoss(SketchLoss):
                 for key in term.names():
                     out[key] = zeros
                 continue
-            values = term.loss(sketch, target, context)
+            sub: dict[str, Tensor] | None = {} if context.view0 is not None else None
+            values = term.loss(sketch, target, context if sub is None else context.evolve(view0=sub))
             for key, value in values.items():
                 out[term.prefix + key] = value * factor if factor != 1.0 else value
+            if sub is not None and context.view0 is not None:  # the evaluation's weight of the term
+                at = context.view0_schedule if context.view0_schedule is not None else context.scheduled_at
+                final = term.factor(at)
+                for key, value in sub.items():
+                    context.view0[term.prefix + key] = value * final if final != 1.0 else value
         return out
 
     def extra_repr(self) -> str:

@@ -56,6 +56,7 @@ class EdgeLoss(SketchLoss):
     """
 
     name = "edge"
+    mode_independent = True
     is_distance = False  # 0 when the sketch equals the target's edge drawing, not the target itself
 
     def __init__(

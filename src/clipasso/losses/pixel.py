@@ -56,6 +56,7 @@ class PixelL2Loss(SketchLoss):
     """
 
     name = "pixel_l2"
+    mode_independent = True
 
     def compute(self, sketch: Tensor, target: Tensor, context: LossContext) -> Tensor:
         return masked_mean((sketch - target) ** 2, context.mask)
