@@ -134,15 +134,16 @@ class SketchConfig:
             see :class:`~clipasso.losses.CLIPConvLoss` and docs/performance.md). ``"fp32"`` is the
             reference's arithmetic.
         channels_last: Channels-last inputs for CLIP ResNets (losses that take ``channels_last``).
-        target_pool: For losses that take ``target_pool``: 0 (the reference) or the size K of a
-            fixed pool of random views whose target features are computed once, so the iterations
-            skip the target's CLIP pass (about 30 % of a step). A deviation from the reference
-            (each sketch still draws its own views, but only among those K); see
+            These speed settings reach the losses through ``SketchLoss.configure`` (names and objects).
+        target_pool: 0 (the reference) or the size K of a fixed pool of random views whose target
+            features are computed once, so the iterations skip the target's CLIP pass (its measured
+            effect: docs/performance.md). A deviation from the reference (each sketch still draws
+            its own views, but only among those K); see
             :class:`~clipasso.losses.CLIPConvLoss` and docs/performance.md.
-        num_views: For losses that take ``num_views``: random views per sketch and training step
-            (the reference: 4, plus view 0). Fewer views make a step cheaper (about 32-40 % less with
-            2, 54-59 % less with 1, for the RN101 loss in bf16) and its gradient noisier.
-        identity_weight: For losses that take ``identity_weight``: the share of view 0 in the mean
+        num_views: Random views per sketch and training step
+            (the reference: 4, plus view 0). Fewer views make a step cheaper and its gradient
+            noisier (measured in docs/performance.md).
+        identity_weight: The share of view 0 in the mean
             over the views (None: the plain mean, ``1 / (1 + num_views)``). 0.2 with fewer than 4
             random views keeps the reference's objective in expectation (view 0 at 1/5, the random
             views sharing 4/5), so the step estimates the reference's gradient, unbiased but noisier.
