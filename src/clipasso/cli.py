@@ -104,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-strokes", type=int, metavar="N", help="with --strokes auto: strokes optimised (32)"
     )
     sk.add_argument(
+        "--schedule",
+        choices=("progressive",),
+        help="progressive: add the strokes one by one, each where the sketch explains the target least",
+    )
+    sk.add_argument(
         "--order",
         action="store_true",
         help="reorder the strokes by importance (greedy removal) before saving",
@@ -309,6 +314,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         ("nested_mode", args.nested_mode),
         ("abstraction", args.abstraction),
         ("auto_max_strokes", args.max_strokes),
+        ("schedule", args.schedule),
     ):
         if value is not None:
             data[key] = value

@@ -180,6 +180,10 @@ class SketchConfig:
             loss term can give it; otherwise evaluate as usual. The values equal a separate
             evaluation to the kernels' rounding (bit for bit for the pixel and edge terms); off by
             default and in the reference (docs/performance.md, "Free evaluations").
+        schedule: None (every stroke drawn from the start, the paper's way) or ``"progressive"``:
+            strokes are added one by one, each where the sketch so far explains the target least,
+            all drawn ones optimising on (:class:`~clipasso.progressive.ProgressiveDrawing`).
+        schedule_options: Keyword options of the schedule's callback (e.g. ``start``, ``until``).
 
     Example:
         >>> cfg = SketchConfig(num_strokes=8)
@@ -239,6 +243,8 @@ class SketchConfig:
     abstraction: float = 0.1
     auto_max_strokes: int = 32
     free_evaluations: bool = False
+    schedule: str | None = None
+    schedule_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.text, str):  # one prompt
@@ -595,6 +601,8 @@ _CHECKS: dict[str, Callable[[str, Any], None]] = {
     "abstraction": _fraction_closed,
     "auto_max_strokes": _int_check(1, "max_strokes"),
     "free_evaluations": _bool_check,
+    "schedule": _str_check(("progressive",), optional=True),
+    "schedule_options": _options_check,
 }
 
 

@@ -408,17 +408,23 @@ class Reseed(Callback):
 
     @staticmethod
     def _reset_moments(state: SketchState, b: int, moved: list[int], live: list[int]) -> None:
-        optimizer = state.optimizer
-        if optimizer is None:
-            return
-        param = state.strokes.points
-        slots: dict[str, Any] = optimizer.state.get(param, {})
-        with torch.no_grad():
-            for key, value in slots.items():
-                if not isinstance(value, Tensor) or value.shape != param.shape:
-                    continue
-                if key.endswith("exp_avg_sq"):  # exp_avg_sq, max_exp_avg_sq: the live strokes' mean
-                    fill = value[b, live].mean() if live else value.new_zeros(())
-                    value[b, moved] = fill
-                else:  # exp_avg, momentum buffers: no direction at the new place
-                    value[b, moved] = 0.0
+        _reset_moments_of(state, b, moved, live)
+
+
+def _reset_moments_of(state: SketchState, b: int, moved: list[int], live: list[int]) -> None:
+    """Fresh optimiser moments for strokes ``moved`` of candidate ``b``: first moments 0, second
+    moments the mean of the ``live`` strokes' (see the module notes)."""
+    optimizer = state.optimizer
+    if optimizer is None:
+        return
+    param = state.strokes.points
+    slots: dict[str, Any] = optimizer.state.get(param, {})
+    with torch.no_grad():
+        for key, value in slots.items():
+            if not isinstance(value, Tensor) or value.shape != param.shape:
+                continue
+            if key.endswith("exp_avg_sq"):  # exp_avg_sq, max_exp_avg_sq: the live strokes' mean
+                fill = value[b, live].mean() if live else value.new_zeros(())
+                value[b, moved] = fill
+            else:  # exp_avg, momentum buffers: no direction at the new place
+                value[b, moved] = 0.0

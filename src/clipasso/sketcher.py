@@ -404,15 +404,25 @@ class Sketcher:
     def build_callbacks(self) -> list[Callback]:
         """The callbacks the settings ask for, added to ``self.callbacks`` for each run.
 
-        A :class:`~clipasso.reseed.Reseed` every :meth:`reseed_every` steps (when > 0), with
-        ``config.reseed_options``. Built afresh for every :meth:`sketch` call (override to add your own).
+        A :class:`~clipasso.progressive.ProgressiveDrawing` for ``schedule="progressive"`` (with
+        ``config.schedule_options``), then a :class:`~clipasso.reseed.Reseed` every
+        :meth:`reseed_every` steps (when > 0), with ``config.reseed_options``. Built afresh for
+        every :meth:`sketch` call (override to add your own).
         """
-        every = self.reseed_every()
-        if every <= 0:
-            return []
-        from .reseed import Reseed
+        out: list[Callback] = []
+        if self.config.schedule == "progressive":
+            from .progressive import ProgressiveDrawing
 
-        return [Reseed(every, **self.config.reseed_options)]
+            try:
+                out.append(ProgressiveDrawing(**self.config.schedule_options))
+            except TypeError as exc:
+                raise InputError(f"schedule_options: {exc}") from None
+        every = self.reseed_every()
+        if every > 0:
+            from .reseed import Reseed
+
+            out.append(Reseed(every, **self.config.reseed_options))
+        return out
 
     def reseed_every(self) -> int:
         """``config.reseed_every``, with None resolved: 50 for the ``edges`` objective, else 0.
@@ -607,6 +617,7 @@ class Sketcher:
             generators=generators,
             target=target,
         )
+        state.extra["inits"] = inits  # read by callbacks that place strokes (progressive drawing)
         return state, inits
 
     def build_engine(self, checkpoint: str | os.PathLike[str] | None, fingerprint: str) -> Engine:
