@@ -515,7 +515,10 @@ class Sketcher:
         """The race after an evaluation (``config.prune_*``; :func:`~clipasso.engine.race_stops`):
         the candidates to stop now. With ``prune_after=None`` (the reference) nothing is pruned."""
         cfg = self.config
-        return race_stops(state, cfg.prune_after, cfg.prune_keep, cfg.prune_tolerance, cfg.prune_until)
+        race = (cfg.prune_after, cfg.prune_keep, cfg.prune_tolerance, cfg.prune_until)
+        if state.groups is None:
+            return race_stops(state, *race)
+        return sorted(b for group in state.groups for b in race_stops(state, *race, among=group))
 
     def select(self, candidates: Sequence[Candidate]) -> int:
         """Best-of-N: the index of the candidate with the lowest best evaluation loss."""
@@ -585,6 +588,143 @@ class Sketcher:
         finally:
             self.config = saved
             self._blank = False
+
+    def sketch_many(
+        self,
+        images: Sequence[ImageLike],
+        *,
+        masks: Sequence[ImageLike | None] | None = None,
+        seed: int | None = None,
+        iterations: int | None = None,
+    ) -> list[SketchResult]:
+        """Sketch several images in ONE optimisation: their ``K × num_sketches`` candidates are one
+        batch (``B = K × N``), each candidate against its own image, so each image's result equals
+        its own :meth:`sketch` (the same seeds; to the float rounding of batched kernels).
+        Early stops, races and best-of-N apply per image.
+
+        Args:
+            images: The images (paths, PIL images, arrays or tensors), all prepared to the same
+                ``image_size`` canvas.
+            masks: Optional object masks, one per image (None entries: none).
+            seed, iterations: Per-call overrides of the config.
+
+        Returns:
+            One :class:`~clipasso.result.SketchResult` per image, in order.
+
+        Raises:
+            InputError: No images, masks that do not match, or settings a batch of images does not
+                support (text-only runs, nested or automatic stroke counts).
+
+        Example:
+            >>> from clipasso.data import sample_tensor
+            >>> sk = Sketcher(loss="edges", initializer="random", num_strokes=3, iterations=2,
+            ...               num_sketches=1, image_size=64, device="cpu")
+            >>> [r.strokes.num_strokes for r in sk.sketch_many([sample_tensor("house", size=64)[0],
+            ...                                                 sample_tensor("mug", size=64)[0]])]
+            [3, 3]
+        """
+        images = list(images)
+        if not images:
+            raise InputError("sketch_many needs at least one image")
+        masks = list(masks) if masks is not None else [None] * len(images)
+        if len(masks) != len(images):
+            raise InputError(f"got {len(masks)} masks for {len(images)} images; give one per image (or None)")
+        overrides = {k: v for k, v in (("seed", seed), ("iterations", iterations)) if v is not None}
+        cfg = self.config.replace(**overrides) if overrides else self.config
+        if cfg.prefix_set() is not None or cfg.auto_strokes:
+            raise InputError("a batch of images does not support nested or automatic stroke counts yet")
+        saved, self.config = self.config, cfg
+        try:
+            with intra_op_threads(cfg.threads):
+                return self._sketch_many(images, masks)
+        finally:
+            self.config = saved
+
+    def _sketch_many(self, images: list[ImageLike], masks: list[ImageLike | None]) -> list[SketchResult]:
+        cfg = self.config
+        t0 = time.perf_counter()
+        targets = [self.prepare(image, mask) for image, mask in zip(images, masks)]
+        shapes = {tuple(t.image.shape) for t in targets}
+        if len(shapes) != 1:
+            raise InputError(f"the images were prepared to different sizes {sorted(shapes)}")
+        seeds = [cfg.seed + b * cfg.seed_stride for b in range(cfg.num_sketches)]
+        dev = self.device
+        self.loss.to(dev)
+        settings = self.run_settings()
+        self.loss.configure(settings)
+        self.initializer.configure(settings)
+        parts, inits, generators = [], [], []
+        for t in targets:
+            work = Target(t.image.to(dev), t.mask.to(dev) if t.mask is not None else None, t.original_size)
+            strokes, init, gens = self.initialize(work, cfg.num_strokes, seeds)
+            parts.append(strokes)
+            inits += init
+            generators += gens
+        n = cfg.num_sketches
+        trainable = ("points", "colors") if cfg.optimize_opacity else ("points",)
+        cat = StrokeSet.cat(parts)
+        strokes = StrokeSet(
+            cat.points.detach(),
+            cat.widths.detach(),
+            cat.colors.detach(),
+            canvas_size=cat.canvas_size,
+            trainable=trainable,
+        )
+        image = torch.cat([t.image.to(dev).expand(n, -1, -1, -1) for t in targets])
+        mask = None
+        if any(t.mask is not None for t in targets):
+            mask = torch.cat(
+                [
+                    (t.mask if t.mask is not None else torch.ones_like(t.image[:, :1]))
+                    .to(dev)
+                    .expand(n, -1, -1, -1)
+                    for t in targets
+                ]
+            )
+        optimizer = self.build_optimizer(strokes)
+        state = RunState.start(
+            strokes,
+            optimizer,
+            seeds=seeds * len(targets),
+            iterations=cfg.iterations,
+            scheduler=self.build_scheduler(optimizer, cfg.iterations),
+            generators=generators,
+            target=Target(image, mask, targets[0].original_size),
+        )
+        state.groups = [list(range(i * n, (i + 1) * n)) for i in range(len(targets))]
+        state.extra["inits"] = inits
+        t_init = time.perf_counter()
+        engine = self.build_engine(None, "")
+        engine.run(state)
+        t_end = time.perf_counter()
+        steps = max(len(state.train_history), 1)
+        timings = {
+            "prepare_and_init": t_init - t0,
+            "optimize": t_end - t_init,
+            "total": t_end - t0,
+            "per_step": (t_end - t_init) / steps,
+            "images": float(len(targets)),
+        }
+        everyone = candidates_from_state(state, inits)
+        results = []
+        for group, t in zip(state.groups, targets):
+            candidates = [everyone[b] for b in group]
+            results.append(
+                SketchResult(
+                    candidates=candidates,
+                    best_index=self.select(candidates),
+                    target=Target(
+                        t.image.cpu(), t.mask.cpu() if t.mask is not None else None, t.original_size
+                    ),
+                    config=self.config,
+                    timings=timings,
+                    rasterizer=self.rasterizer,
+                )
+            )
+        for cb in engine.callbacks:
+            for r in results:
+                cb.on_end(self, r)
+        return results
 
     def run_settings(self) -> RunSettings:
         """The settings every loss and initializer receives through ``configure`` before a run

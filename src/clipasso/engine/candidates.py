@@ -116,7 +116,12 @@ def race_survivors(best: Mapping[int, float], keep: int, tolerance: float = 0.0)
 
 
 def race_stops(
-    state: RunState, prune_after: int | None, keep: int, tolerance: float, prune_until: int | None
+    state: RunState,
+    prune_after: int | None,
+    keep: int,
+    tolerance: float,
+    prune_until: int | None,
+    among: Sequence[int] | None = None,
 ) -> list[int]:
     """The race (``SketchConfig.prune_*``): which running candidates stop at this evaluation.
 
@@ -126,10 +131,12 @@ def race_stops(
     the first evaluation at or after it, where only ``keep`` go on. ``prune_after=None`` (the
     reference): nothing is pruned.
 
+    ``among``: race only these candidates (one image's, in a batch of images); None: all.
+
     Returns:
         The indices of the candidates to stop.
     """
-    active = state.active
+    active = state.active if among is None else [b for b in state.active if b in set(among)]
     before = state.eval_history[-2][0] if len(state.eval_history) >= 2 else -1  # the previous evaluation
     rnd = race_round(before, state.iteration, prune_after, prune_until, tolerance)
     if rnd is None or len(active) <= keep:

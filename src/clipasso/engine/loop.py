@@ -165,9 +165,9 @@ class Engine:
             The training terms and their sum, ``{name: [B_active], "total": [B_active]}``, detached.
         """
         cfg = self.settings
-        target = _target(state)
         active = state.active
         index = state.step_index = state.active_index()
+        target = _target(state, index)
         sketch = self.program.render(state.strokes, index)
         gens: list[torch.Generator] | torch.Generator = [state.generators[b] for b in active]
         if cfg.shared_views:
@@ -224,7 +224,7 @@ class Engine:
         Returns:
             The losses, len ``B`` (NaN for inactive candidates).
         """
-        target = _target(state)
+        target = _target(state, index)
         with torch.no_grad():
             if terms is None:
                 ctx = LossContext(
@@ -285,7 +285,15 @@ class Engine:
         )
 
 
-def _target(state: RunState) -> Target:
-    if state.target is None:
+def _target(state: RunState, index: Tensor | None = None) -> Target:
+    """The run's target; with one target per candidate (``image [B, 3, H, W]``, a batch of images),
+    the targets of the candidates in ``index``."""
+    target = state.target
+    if target is None:
         raise ValueError("the run state has no target")
-    return state.target
+    if index is None or target.image.shape[0] == 1:
+        return target
+    mask = target.mask
+    if mask is not None and mask.shape[0] > 1:
+        mask = mask[index]
+    return Target(target.image[index], mask, target.original_size)

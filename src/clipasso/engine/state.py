@@ -66,6 +66,9 @@ class RunState:
         step_index: The candidates of the last step as an index tensor (None: all of them).
         stop: Set to True to end the run after this step (the best strokes so far are kept).
         extra: Free space for hooks and callbacks (not checkpointed).
+        groups: The candidates of each image when several images are optimised as one batch
+            (their targets are ``target.image [B, 3, H, W]``, one per candidate); None: one image.
+            Races and best-of-N apply within a group.
     """
 
     strokes: StrokeSet
@@ -93,6 +96,7 @@ class RunState:
     step_index: Tensor | None = None
     stop: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    groups: list[list[int]] | None = None
     _indices: dict[tuple[int, ...], Tensor] = field(default_factory=dict, repr=False)
 
     @classmethod
