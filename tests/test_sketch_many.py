@@ -119,3 +119,14 @@ def test_masks_reach_their_images() -> None:
 def test_bad_batches_are_refused(call: Any) -> None:
     with pytest.raises(InputError):
         call(_sketcher())
+
+
+def test_callbacks_that_read_the_target_see_each_candidates_image() -> None:
+    """Re-seeding and progressive drawing place strokes on each candidate's own image's edges."""
+    images = _images()[:2]
+    sk = _sketcher(reseed_every=4, iterations=9, schedule="progressive", num_strokes=3)
+    many = sk.sketch_many(images)
+    for got, image in zip(many, images):
+        want = sk.sketch(image)
+        for a, b in zip(got.candidates, want.candidates):
+            torch.testing.assert_close(a.strokes.points, b.strokes.points, atol=0.05, rtol=0)

@@ -123,11 +123,11 @@ class ProgressiveDrawing(Callback):
         strokes = state.strokes
         h, w = strokes.canvas_size
         hidden = self.hidden(state)
-        edges, weight = self._placer.edge_map(sketcher, state)
         dev = strokes.points.device
-        edges, weight = edges.to(dev), weight.to(dev)
         added: list[tuple[int, int]] = []
         for b in state.active:
+            edges, weight = self._placer.edge_map(sketcher, state, b)
+            edges, weight = edges.to(dev), weight.to(dev)
             todo = [n for n in range(strokes.num_strokes) if bool(hidden[b, n])]
             if not todo:
                 continue

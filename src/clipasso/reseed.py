@@ -283,7 +283,7 @@ class Reseed(Callback):
         self.edges = edges
         self.relevance = relevance
         self.events: list[ReseedEvent] = []
-        self._edge_cache: tuple[Tensor, Tensor, Tensor] | None = None
+        self._edge_maps: dict[int, tuple[Tensor, Tensor, Tensor]] = {}
 
     def __repr__(self) -> str:
         return (
@@ -296,7 +296,7 @@ class Reseed(Callback):
 
     def on_start(self, sketcher: Sketcher, state: SketchState) -> None:
         self.events = []
-        self._edge_cache = None
+        self._edge_maps = {}
 
     def on_step(self, sketcher: Sketcher, state: SketchState) -> None:
         step = state.iteration + 1
@@ -307,26 +307,33 @@ class Reseed(Callback):
 
     # ------------------------------------------------------------------ the rule
 
-    def edge_map(self, sketcher: Sketcher, state: SketchState) -> tuple[Tensor, Tensor]:
+    def edge_map(self, sketcher: Sketcher, state: SketchState, b: int = 0) -> tuple[Tensor, Tensor]:
         """The target's edges ``E``, bool ``[H, W]``, and the weights of places, ``[H, W]`` (cached
-        for the run's target)."""
+        for the run's target); in a batch of images (one target per candidate), candidate ``b``'s."""
         target = state.target
         assert target is not None
-        image = target.image
-        if self._edge_cache is not None and self._edge_cache[0] is image:
-            return self._edge_cache[1], self._edge_cache[2]
+        image, mask = target.image, target.mask
+        row = 0
+        if image.shape[0] > 1:
+            row = b
+            image = image[b : b + 1]
+            if mask is not None and mask.shape[0] > 1:
+                mask = mask[b : b + 1]
+        cached = self._edge_maps.get(row)
+        if cached is not None and cached[0] is target.image:
+            return cached[1], cached[2]
         fn = self.edges if self.edges is not None else getattr(sketcher.loss, "edge_ink", None)
         if fn is None:
             fn = edge_ink
         with torch.no_grad():
             e = fn(image)[0, 0] > 0.5
-        if target.mask is not None:
-            e = e & binary_dilate(target.mask[0, 0].to(e.device), self.tol)
+        if mask is not None:
+            e = e & binary_dilate(mask[0, 0].to(e.device), self.tol)
         if self.relevance == "silhouette":
             weight = silhouette_relevance(image).to(e.device)
         else:
             weight = torch.ones(e.shape, device=e.device)
-        self._edge_cache = (image, e, weight)
+        self._edge_maps[row] = (target.image, e, weight)
         return e, weight
 
     def dead(self, footprints: Tensor, lengths: Tensor, near_edges: Tensor) -> list[str | None]:
@@ -354,11 +361,11 @@ class Reseed(Callback):
         """One round over the active candidates; returns (and logs) the moved strokes."""
         strokes = state.strokes
         h, w = strokes.canvas_size
-        edges, weight = self.edge_map(sketcher, state)
-        edges, weight = edges.to(strokes.points.device), weight.to(strokes.points.device)
-        near_edges = binary_dilate(edges, self.tol)
         moved: list[ReseedEvent] = []
         for b in state.active:
+            edges, weight = self.edge_map(sketcher, state, b)
+            edges, weight = edges.to(strokes.points.device), weight.to(strokes.points.device)
+            near_edges = binary_dilate(edges, self.tol)
             points = strokes.points.detach()[b]  # [N, P, 2]
             foot = stroke_footprints(sketcher.rasterizer, points, strokes.widths.detach()[b], (h, w))
             reasons = self.dead(foot, curve_length(points), near_edges)
