@@ -30,21 +30,20 @@ Usage:
     python benchmarks/bench_sketch.py --profile                 # where one iteration's time goes
     python benchmarks/bench_sketch.py --options                 # each speed-up switched on/off
     python benchmarks/bench_sketch.py --only none --machine-check   # METHOD §7's parts timed here
-    python benchmarks/bench_sketch.py --only none --schedule 2000   # eval loss vs iteration, schedules
     python benchmarks/bench_sketch.py --preset fast --iterations 1000 --baseline-iterations 4
         # time to a whole best-of-3 sketch with a preset vs the reference recipe, same process
 
 Timings on a machine shared with other jobs: use ``--threads 1`` (see docs/performance.md); it also
 pins the process to one core (``--cores``), since diffvg starts a worker per system core on every
 render whatever torch's thread count. The first line of the output (and ``machine`` in the JSON)
-names the CPU and whether it has AMX. Results are recorded in docs/performance.md.
+names the CPU and whether it has AMX. Results are recorded in docs/performance.md. The proxy
+models and inputs come from ``benchmarks/_proxy.py`` (shared with ``studies/``); the learning-rate
+schedule study is ``studies/schedule_study.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
-import gc
 import json
 import math
 import os
@@ -53,8 +52,8 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -62,97 +61,16 @@ from typing import Any, cast
 import psutil
 import torch
 from _machine import machine_info, machine_line, pin_cores
+from _proxy import SEEDS, Models, load_models, parse_options, random_sketches
 from torch import Tensor, nn
 
 from clipasso import Sketcher
-from clipasso.augment import ReferenceViews
 from clipasso.config import SketchConfig
-from clipasso.data import list_samples, load_sample
-from clipasso.engine import Engine, cosine_lr_factor, race_round, race_survivors
-from clipasso.image import prepare_target
+from clipasso.data import list_samples
+from clipasso.engine import Engine
 from clipasso.losses import CLIPConvLoss, LossContext
-from clipasso.models import load_clip, visual_of
+from clipasso.models import visual_of
 from clipasso.render import composite, list_rasterizers, rasterize
-from clipasso.testing import recalibrate_batchnorm
-
-#: ``clip.model.CLIP`` constructor arguments of the released models (same shapes, same cost).
-REAL_SPECS: dict[str, dict[str, Any]] = {
-    "RN101": dict(
-        embed_dim=512, image_resolution=224, vision_layers=(3, 4, 23, 3), vision_width=64,
-        vision_patch_size=None, context_length=77, vocab_size=49408, transformer_width=512,
-        transformer_heads=8, transformer_layers=12,
-    ),
-    "ViT-B/32": dict(
-        embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_patch_size=32,
-        context_length=77, vocab_size=49408, transformer_width=512, transformer_heads=8,
-        transformer_layers=12,
-    ),
-}  # fmt: skip
-
-SEEDS = (0, 1000, 2000)
-
-
-# ---------------------------------------------------------------------------------------- inputs
-
-
-def synthetic_target(size: int = 224) -> Tensor:
-    """A deterministic object on white ``[1, 3, size, size]``: a disk, a bar and a ring, coloured."""
-    yy, xx = torch.meshgrid(
-        torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij"
-    )
-    s = size / 224.0
-    img = torch.ones(3, size, size)
-    disk = ((xx - 90 * s) ** 2 + (yy - 100 * s) ** 2).sqrt() < 48 * s
-    bar = (xx > 110 * s) & (xx < 190 * s) & (yy > 130 * s) & (yy < 160 * s)
-    r = ((xx - 150 * s) ** 2 + (yy - 70 * s) ** 2).sqrt()
-    ring = (r > 22 * s) & (r < 32 * s)
-    for region, colour in ((disk, (0.85, 0.3, 0.2)), (bar, (0.2, 0.35, 0.8)), (ring, (0.1, 0.1, 0.1))):
-        for c in range(3):
-            img[c][region] = colour[c]
-    return img.unsqueeze(0)
-
-
-def random_sketches(count: int, size: int = 224, strokes: int = 16, seed: int = 0) -> Tensor:
-    """``count`` renders of random 16-stroke sketches ``[count, 3, size, size]`` (black on white)."""
-    g = torch.Generator().manual_seed(seed)
-    p0 = torch.rand(count, strokes, 1, 2, generator=g) * size
-    steps = 0.05 * size * (torch.rand(count, strokes, 3, 2, generator=g) - 0.5)
-    pts = torch.cat([p0, p0 + steps.cumsum(2)], dim=2)
-    widths = torch.full((count, strokes), 1.5)
-    colors = torch.tensor([0.0, 0.0, 0.0, 1.0]).expand(count, strokes, 4)
-    with torch.no_grad():
-        return composite(rasterize(pts, widths, colors, size=size))
-
-
-def calibration_images(target: Tensor) -> Tensor:
-    """Images the ResNet's BatchNorm statistics are re-estimated on: the target, 7 random views of
-    it and 8 random stroke sketches (what the loss sees during a run)."""
-    views = ReferenceViews(7, normalize=False, seed=123)
-    xs, _ = views(target)
-    return torch.cat([xs[0], random_sketches(8, target.shape[-1])], dim=0)
-
-
-def build_models(workdir: Path, target: Tensor, seed: int = 0) -> dict[str, Path]:
-    """Write random-weight RN101 (BatchNorm recalibrated) and ViT-B/32 state dicts into ``workdir``."""
-    from clip.model import CLIP
-
-    workdir.mkdir(parents=True, exist_ok=True)
-    paths: dict[str, Path] = {}
-    for name, spec in REAL_SPECS.items():
-        path = workdir / f"random-{name.replace('/', '-')}-seed{seed}.pt"
-        paths[name] = path
-        if path.exists():
-            continue
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = CLIP(**spec).float().eval()
-        if name.startswith("RN"):
-            recalibrate_batchnorm(model, calibration_images(target))
-        torch.save(model.state_dict(), path)
-        del model
-        gc.collect()
-    return paths
-
 
 # ---------------------------------------------------------------------------------------- memory
 
@@ -185,281 +103,6 @@ class PeakRSS:
 
 def gib(n: float) -> float:
     return n / 2**30
-
-
-# ---------------------------------------------------------------------------------------- models
-
-
-@dataclass
-class Models:
-    rn101: nn.Module
-    vit: nn.Module
-    target: Tensor
-
-
-def load_models(workdir: Path, target_name: str = "synthetic") -> Models:
-    """The random-weight RN101 and ViT-B/32, written once into ``workdir``, loaded via ``load_clip``.
-
-    The models are always calibrated on the synthetic target (the same proxy models for every
-    target); ``target_name`` picks the target of the runs: ``"synthetic"`` or a
-    :func:`clipasso.data.list_samples` name (prepared as the Sketcher prepares it, 224 px, RGB).
-    """
-    paths = build_models(workdir, synthetic_target())
-    if target_name == "synthetic":
-        target = synthetic_target()
-    else:
-        target = prepare_target(load_sample(target_name).convert("RGB"), size=224).image
-    return Models(rn101=load_clip(paths["RN101"]), vit=load_clip(paths["ViT-B/32"]), target=target)
-
-
-# ---------------------------------------------------------------------------------------- schedule
-
-
-VIEW_STRIDE = 7919
-
-
-@dataclass
-class Schedule:
-    """One learning-rate schedule of the schedule study: ``lr`` constant, or cosine to 0 over ``horizon``.
-
-    With ``decay`` the lr stays constant until ``horizon - decay`` and then decays to 0 by a cosine
-    over the last ``decay`` iterations (constant, then a cosine warm-down).
-    """
-
-    name: str
-    lr: float
-    horizon: int | None = None  # None: constant
-    race: int | None = None  # keep only the best seed's row after this many iterations
-    views: int = 0  # view sequence: the rows' generators are seeded with seed + VIEW_STRIDE * views
-    seeds: tuple[int, ...] | None = None  # None: the study's seeds
-    decay: int | None = None  # cosine over the last `decay` iterations of `horizon` only
-    tolerance: float = 0.0  # race: rows within this (relative) of the leader go on too ...
-    until: int | None = None  # ... until this iteration (SketchConfig.prune_tolerance / prune_until)
-
-    @classmethod
-    def parse(cls, spec: str) -> Schedule:
-        """``LR:HORIZON[:decay=D][:race=P[:tol=T:until=U]][:views=K][:seeds=A+B]``; HORIZON ``-``
-        means constant lr."""
-        lr_s, horizon_s, *opts = spec.split(":")
-        horizon = None if horizon_s == "-" else int(horizon_s)
-        name = f"lr {lr_s}, " + ("constant" if horizon is None else f"cosine over {horizon}")
-        race, views, seeds, decay, tolerance, until = None, 0, None, None, 0.0, None
-        for opt in opts:
-            key, _, value = opt.partition("=")
-            if key == "decay":
-                if horizon is None or not 0 < int(value) <= horizon:
-                    raise ValueError(f"decay needs a horizon and 0 < decay <= horizon in {spec!r}")
-                decay = int(value)
-                name = f"lr {lr_s}, constant to {horizon - decay}, then cosine to 0 at {horizon}"
-            elif key == "race":
-                race = int(value)
-                name += f", race at {race}"
-            elif key == "tol":
-                tolerance = float(value)
-            elif key == "until":
-                until = int(value)
-            elif key == "views":
-                views = int(value)
-                name += f", views {views}"
-            elif key == "seeds":
-                seeds = tuple(int(x) for x in value.split("+"))
-                name += f", seeds {'+'.join(value.split('+'))}"
-            else:
-                raise ValueError(f"unknown schedule option {opt!r} in {spec!r}")
-        if tolerance or until is not None:
-            if race is None or until is None or until < race:
-                raise ValueError(f"tol=T needs race=P and until=U >= P in {spec!r}")
-            name = name.replace(
-                f", race at {race}", f", race at {race} (tolerance {tolerance} until {until})"
-            )
-        return cls(name, float(lr_s), horizon, race, views, seeds, decay, tolerance, until)
-
-    def at(self, step: int) -> float:
-        if self.horizon is None:
-            return self.lr
-        return self.lr * cosine_lr_factor(step, self.horizon, self.decay or self.horizon)
-
-
-def schedule_study(
-    models: Models,
-    schedules: list[Schedule],
-    iterations: int,
-    *,
-    seeds: tuple[int, ...] = (0,),
-    loss_options: dict[str, Any] | None = None,
-    eval_every: int = 10,
-    log: Path | None = None,
-    state: Path | None = None,
-) -> dict[str, dict[int, list[tuple[int, float]]]]:
-    """Eval loss vs iteration for several schedules and seeds, optimised side by side as ONE batch.
-
-    One row per (schedule, seed). The rows of a seed start from that seed's saliency initialisation
-    and see the same random views at every step (identically seeded generators: common random
-    numbers), so within a seed the curves differ only by the schedule. A per-row learning rate is
-    exact with Adam: its update is ``lr * m / (sqrt(v) + eps)`` with ``m, v`` independent of ``lr``,
-    so one Adam step at lr 1 is taken and each row's displacement is scaled by its own lr.
-
-    A cosine row stops moving once its lr reaches 0 at its horizon; it then leaves the batch (its
-    eval loss, view 0 without augmentation, is constant from there on and is carried forward), so
-    the short candidates cost only their horizon. ``state`` is a checkpoint written every 100
-    iterations (atomically) and resumed from when present.
-
-    Returns:
-        ``{schedule name: {seed: [(iteration, eval loss), ...]}}``.
-    """
-    rows = [(s, seed) for s in schedules for seed in (s.seeds or seeds)]
-    count = len(rows)
-    sk = Sketcher(
-        clip_model=models.rn101,
-        saliency_model=models.vit,
-        num_sketches=1,
-        device="cpu",
-        rasterizer="torch",
-        loss_options=dict(loss_options or {}),
-    )
-    target = sk.prepare(models.target[0])
-    strokes, _, _ = sk.initialize(target, sk.config.num_strokes, list(seeds))
-    by_seed = {seed: i for i, seed in enumerate(seeds)}
-    pick = torch.tensor([by_seed[seed] for _, seed in rows])
-    points = strokes.points.detach()[pick].clone().requires_grad_(True)
-    widths = strokes.widths.detach()[pick].clone()
-    colors = strokes.colors.detach()[pick].clone()
-    opt = torch.optim.Adam([points], lr=1.0)
-    gens = [torch.Generator().manual_seed(seed + VIEW_STRIDE * s.views) for s, seed in rows]
-    evals: list[list[tuple[int, float]]] = [[] for _ in rows]
-    first = 0
-    if state is not None and state.exists():
-        saved = torch.load(state, weights_only=False)
-        with torch.no_grad():
-            points.copy_(saved["points"])
-        opt.load_state_dict(saved["adam"])
-        for g, st in zip(gens, saved["generators"]):
-            g.set_state(st)
-        first = saved["iteration"]  # saved after that iteration's evaluation, before its step
-        evals = [[(i, v) for i, v in e if i < first] for e in saved["evals"]]  # re-evaluated below
-        print(f"schedule study: resumed at iteration {first} from {state}", flush=True)
-    image = target.image
-    t0 = time.perf_counter()
-
-    out_from: dict[int, int] = {}  # row -> the first iteration it no longer moves (lost its race)
-
-    def settle_races(it: int, before: int) -> None:
-        """After the evaluation at ``it`` (the previous one: ``before``): the Sketcher's racing rule
-        (``Sketcher.prune``: a round at the first evaluation at or after ``race``, with the tolerance,
-        and a final one at the first at or after ``until``), on the rows' best-so-far eval losses; a
-        row that loses stops from ``it + 1``."""
-        for s in schedules:
-            tolerance = race_round(before, it, s.race, s.until, s.tolerance)
-            if tolerance is None:
-                continue
-            mates = [j for j in range(count) if rows[j][0] is s and j not in out_from]
-            best = {j: min(v for k, v in evals[j] if k <= it) for j in mates}
-            for j in set(mates) - set(race_survivors(best, 1, tolerance)):
-                out_from[j] = it + 1
-
-    done_evals = sorted({k for e in evals for k, _ in e})
-    for before, k in zip([-1, *done_evals], done_evals):  # a resumed study replays its races
-        settle_races(k, before)
-
-    def raced_out(i: int, it: int) -> bool:
-        """Row ``i`` lost its schedule's race before iteration ``it``."""
-        return i in out_from and it >= out_from[i]
-
-    def moving(i: int, it: int) -> bool:
-        h = rows[i][0].horizon
-        return (h is None or it < h) and not raced_out(i, it)
-
-    for it in range(first, iterations + 1):
-        # a row past its horizon is frozen: one eval at or after the horizon gives its final value
-        active = [
-            i for i in range(count)
-            if not raced_out(i, it) and (
-                rows[i][0].horizon is None or not evals[i] or evals[i][-1][0] < int(rows[i][0].horizon or 0)
-            )
-        ]  # fmt: skip
-        if (it % eval_every == 0 or it == iterations) and active:
-            idx = torch.tensor(active)
-            with torch.no_grad():
-                sketch = composite(
-                    rasterize(points[idx], widths[idx], colors[idx], size=strokes.canvas_size), 1.0
-                )
-                ev = sum(sk.loss(sketch, image, LossContext(iteration=it, mode="eval")).values()).tolist()
-            done = dict(zip(active, ev))
-            before = evals[0][-1][0] if evals[0] else -1
-            for i in range(count):
-                evals[i].append((it, done[i] if i in done else evals[i][-1][1]))
-            settle_races(it, before)
-            if log is not None:
-                log.write_text(
-                    json.dumps(
-                        {
-                            "iteration": it,
-                            "seconds": time.perf_counter() - t0,
-                            "rows": [
-                                {"schedule": s.name, "seed": seed, "evals": e}
-                                for (s, seed), e in zip(rows, evals)
-                            ],
-                        }
-                    )
-                )
-        if it == iterations:
-            break
-        if state is not None and it % 100 == 0 and it > first:
-            tmp = state.with_suffix(".tmp")
-            torch.save(
-                {
-                    "points": points.detach(),
-                    "adam": opt.state_dict(),
-                    "generators": [g.get_state() for g in gens],
-                    "evals": evals,
-                    "iteration": it,
-                },
-                tmp,
-            )
-            os.replace(tmp, state)
-        train = [i for i in range(count) if moving(i, it)]
-        if not train:
-            continue
-        idx = torch.tensor(train)
-        sub = points[idx]
-        sketch = composite(rasterize(sub, widths[idx], colors[idx], size=strokes.canvas_size), 1.0)
-        terms = sk.loss(
-            sketch, image, LossContext(iteration=it, mode="train", generators=[gens[i] for i in train])
-        )
-        opt.zero_grad(set_to_none=True)
-        sum(terms.values()).sum().backward()
-        before = points.detach().clone()
-        opt.step()
-        lrs = torch.tensor([rows[i][0].at(it) if moving(i, it) else 0.0 for i in range(count)]).view(
-            count, 1, 1, 1
-        )
-        with torch.no_grad():
-            points.copy_(before + (points - before) * lrs)
-    curves: dict[str, dict[int, list[tuple[int, float]]]] = {}
-    for (s, seed), e in zip(rows, evals):
-        curves.setdefault(s.name, {})[seed] = e
-    return curves
-
-
-def first_reaching(curve: list[tuple[int, float]], value: float) -> int | None:
-    """The first iteration whose best-so-far eval loss is at or below ``value`` (None: never)."""
-    best = math.inf
-    for it, v in curve:
-        best = min(best, v)
-        if best <= value:
-            return it
-    return None
-
-
-def best_of(curves: dict[int, list[tuple[int, float]]]) -> list[tuple[int, float]]:
-    """Best-of-seeds curve: at each iteration, the lowest best-so-far eval loss over the seeds."""
-    seeds = list(curves)
-    out, best = [], {s: math.inf for s in seeds}
-    for k, (it, _) in enumerate(curves[seeds[0]]):
-        for s in seeds:
-            best[s] = min(best[s], curves[s][k][1])
-        out.append((it, min(best.values())))
-    return out
 
 
 # ------------------------------------------------------------------------------- the two configurations
@@ -497,22 +140,6 @@ def drop_weight_grads(model: nn.Module) -> None:
     visual.requires_grad_(False)
     for p in visual.parameters():
         p.grad = None
-
-
-@contextmanager
-def trainable(model: nn.Module, clear: bool = True) -> Iterator[None]:
-    """CLIP weights with ``requires_grad=True`` inside (the reference's setting), frozen again after;
-    ``clear`` drops the accumulated weight gradients on exit (False: they keep accumulating across
-    uses, as in a reference run, where nothing ever zeroes them)."""
-    visual = visual_of(model)
-    visual.requires_grad_(True)
-    try:
-        yield
-    finally:
-        visual.requires_grad_(False)
-        if clear:
-            for p in visual.parameters():
-                p.grad = None
 
 
 class TimedEngine(Engine):
@@ -699,35 +326,34 @@ class IterationProfiler:
     def run(self) -> None:
         loss, target = self.loss, self.models.target
         visual = visual_of(loss.model.get(target.device))
-        with nullcontext():
-            t = time.perf_counter()
-            sketch = composite(rasterize(self.points, self.widths, self.colors, size=224), 1.0)
-            t = self._tick("render", t)
-            precision = loss.resolve_precision(visual, sketch.detach(), target)  # "auto": guard on 1st call
-            t = time.perf_counter()
-            leaf = sketch.detach().requires_grad_(True)
-            xs, ys = loss.augment(leaf, target, self.gens, train=True)
-            assert ys is not None
-            t = self._tick("augment", t)
-            fx = loss.view_features(visual, xs, precision)
-            t = self._tick("clip_forward_sketch", t)
-            if self.reference_cost:
-                fy = loss.view_features(visual, ys, precision)
-            else:
-                fy = loss.target_features(visual, target, ys, True, precision)
-            t = self._tick("target_features", t)
-            total = torch.stack(list(loss.terms(fx, fy, leaf.dtype).values())).sum()
-            t = self._tick("loss_terms", t)
-            total.backward()
-            t = self._tick("backward_clip", t)
-            sketch.backward(leaf.grad)
-            t = self._tick("backward_render", t)
-            self.opt.step()
-            self.opt.zero_grad(set_to_none=True)
-            t = self._tick("optimizer", t)
-            with torch.no_grad():
-                loss(sketch.detach(), target, LossContext(mode="eval"))
-            self.parts.setdefault("eval/10", []).append((time.perf_counter() - t) / 10)
+        t = time.perf_counter()
+        sketch = composite(rasterize(self.points, self.widths, self.colors, size=224), 1.0)
+        t = self._tick("render", t)
+        precision = loss.resolve_precision(visual, sketch.detach(), target)  # "auto": guard on 1st call
+        t = time.perf_counter()
+        leaf = sketch.detach().requires_grad_(True)
+        xs, ys = loss.augment(leaf, target, self.gens, train=True)
+        assert ys is not None
+        t = self._tick("augment", t)
+        fx = loss.view_features(visual, xs, precision)
+        t = self._tick("clip_forward_sketch", t)
+        if self.reference_cost:
+            fy = loss.view_features(visual, ys, precision)
+        else:
+            fy = loss.target_features(visual, target, ys, True, precision)
+        t = self._tick("target_features", t)
+        total = torch.stack(list(loss.terms(fx, fy, leaf.dtype).values())).sum()
+        t = self._tick("loss_terms", t)
+        total.backward()
+        t = self._tick("backward_clip", t)
+        sketch.backward(leaf.grad)
+        t = self._tick("backward_render", t)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        t = self._tick("optimizer", t)
+        with torch.no_grad():
+            loss(sketch.detach(), target, LossContext(mode="eval"))
+        self.parts.setdefault("eval/10", []).append((time.perf_counter() - t) / 10)
 
     def summary(self, skip: int = 1) -> dict[str, float]:
         """Per part the median over the repetitions after the first ``skip`` (warm-up); ``total`` =
@@ -887,20 +513,6 @@ def machine_check(models: Models, reps: int = 5) -> dict[str, dict[str, float]]:
 # ---------------------------------------------------------------------------------------- main
 
 
-def parse_options(text: str) -> dict[str, Any]:
-    """``"target_pool=64,precision='fp32'"`` -> ``{"target_pool": 64, "precision": "fp32"}``."""
-    out: dict[str, Any] = {}
-    for item in filter(None, text.split(",")):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {item!r}")
-        try:
-            out[key.strip()] = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            out[key.strip()] = value.strip()
-    return out
-
-
 def _fmt_phase(p: PhaseResult, eval_every: int) -> str:
     per_it = p.per_iteration(eval_every)
     return (
@@ -958,37 +570,6 @@ def main() -> None:
         help="time METHOD §7's parts of the reference (bare RN101 on 5 views) to compare machines",
     )
     parser.add_argument(
-        "--schedule",
-        type=int,
-        default=0,
-        metavar="N",
-        help="eval loss vs iteration for N iterations, reference vs candidate schedules",
-    )
-    parser.add_argument(
-        "--candidates",
-        default="2:400,3:400",
-        help="with --schedule: candidate schedules as LR:HORIZON (cosine to 0; '-': constant), "
-        "comma-separated, each optionally followed by :decay=D (constant lr until HORIZON - D, then cosine "
-        "to 0 over the last D), :race=P (after P iterations only the best "
-        "seed's row goes on; :tol=T:until=U after it: rows within T (relative) of the best go on "
-        "too, and only the best of them after U), :views=K (another view sequence), "
-        ":seeds=A+B (a subset of --seeds)",
-    )
-    parser.add_argument("--seeds", default="0,1000,2000", help="with --schedule: seeds, comma-separated")
-    parser.add_argument(
-        "--reference-race",
-        type=int,
-        metavar="P",
-        help="with --schedule: race the reference rows too (only the best seed's row goes on after P: "
-        "cheaper, and an upper bound on the reference's best of seeds)",
-    )
-    parser.add_argument(
-        "--reference-curves",
-        type=Path,
-        help="with --schedule: take the reference rows from this earlier study's curves (e.g. "
-        "benchmarks/results/schedule-2000.json) instead of running them again",
-    )
-    parser.add_argument(
         "--pool-study",
         type=int,
         default=0,
@@ -1000,7 +581,7 @@ def main() -> None:
         type=parse_options,
         default={},
         metavar="K=V,...",
-        help="loss options for (b) and --schedule, e.g. target_pool=64 (values read as Python literals)",
+        help="loss options for (b), e.g. target_pool=64 (values read as Python literals)",
     )
     parser.add_argument(
         "--settings",
@@ -1011,8 +592,6 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     args = parser.parse_args()
-    if args.reference_curves and args.reference_race is not None:
-        parser.error("--reference-race applies to reference rows that run; --reference-curves reuses them")
     if args.iterations < 3:
         parser.error("--iterations must be >= 3 (step 0 pays one-off set-up and is not counted)")
     baseline_rasterizers = [r.strip() for r in args.baseline_rasterizer.split(",") if r.strip()]
@@ -1168,50 +747,6 @@ def main() -> None:
                 flush=True,
             )
         report["pool_study"] = pool
-    if args.schedule:
-        ref = "reference (lr 1, constant)"
-        scheds = [] if args.reference_curves else [Schedule(ref, 1.0, race=args.reference_race)]
-        scheds += [Schedule.parse(spec) for spec in args.candidates.split(",")]
-        seeds = tuple(int(x) for x in args.seeds.split(","))
-        tag = f"{args.schedule}-{args.candidates}-{args.seeds}".replace(",", "_").replace(":", "h")
-        tag += "" if args.target == "synthetic" else f"-{args.target}"
-        tag += "" if args.reference_race is None else f"-refrace{args.reference_race}"
-        tag += "".join(f"-{k}{v}" for k, v in sorted(args.loss_options.items()))
-        tag = tag.replace("=", "").replace("+", "p")
-        curves = schedule_study(
-            models,
-            scheds,
-            args.schedule,
-            seeds=seeds,
-            loss_options=args.loss_options,
-            log=args.workdir / f"schedule-{tag}.json",
-            state=args.workdir / f"schedule-{tag}.pt",
-        )
-        if args.reference_curves:  # the reference rows of an earlier study (same seeds, same views)
-            earlier = json.loads(args.reference_curves.read_text())["rows"]
-            curves = {
-                ref: {r["seed"]: [tuple(e) for e in r["evals"]] for r in earlier if r["schedule"] == ref},
-                **curves,
-            }
-        report["schedule"] = curves
-        ref_best = {seed: min(v for _, v in c) for seed, c in curves[ref].items()}
-        ref_bo = min(ref_best.values())
-        print(
-            f"reference after {args.schedule} iterations: best eval per seed {ref_best}; "
-            f"best of seeds {ref_bo:.5f}"
-        )
-        for name, per_seed in curves.items():
-            for seed, c in per_seed.items():
-                print(
-                    f"schedule {name} seed {seed}: "
-                    + ", ".join(f"{it}:{v:.4f}" for it, v in c if it % 50 == 0)
-                )
-            reach = {seed: first_reaching(c, ref_best[seed]) for seed, c in per_seed.items()}
-            bo = first_reaching(best_of(per_seed), ref_bo)
-            print(
-                f"schedule {name}: first iteration at the reference's final best eval, per seed {reach}; "
-                f"best of seeds {bo}"
-            )
     print(
         f"load average {os.getloadavg()[0]:.2f} at the end; process max RSS "
         f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (getrusage)"
