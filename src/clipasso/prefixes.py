@@ -16,17 +16,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from .errors import InputError
+from .image import Target
 from .losses.base import LossContext
+from .strokes import StrokeSet
+from .threads import intra_op_threads
+
+if TYPE_CHECKING:
+    from .result import SketchResult
 
 __all__ = [
     "choose_stroke_count",
     "curve_area",
+    "loss_curve",
     "nested_loss",
+    "order_strokes",
     "prefix_weights",
     "sample_prefix",
 ]
@@ -155,3 +164,79 @@ def curve_area(curve: Sequence[float]) -> float:
     if n < 1 or not gain > 0:
         return math.nan
     return sum((x - curve[n]) / gain for x in curve) / (n + 1)
+
+
+# ---------------------------------------------------------------------------- a Sketcher's sketches
+
+
+def loss_curve(sketcher: Any, strokes: StrokeSet, target: Target, batch: int = 8) -> list[float]:
+    """The un-augmented loss (the objective as at the run's last step) of every prefix
+    ``k = 0 .. N`` of a sketch ``strokes [1, N, P, 2]`` on ``target``, without gradients, in
+    batches of ``batch`` prefix renders (one pass of the rasterizer each).
+
+    Returns:
+        ``[L(0), ..., L(N)]`` (``L(0)``: the blank canvas).
+    """
+    points, widths, colors = (
+        t.detach().to(sketcher.device) for t in (strokes.points, strokes.widths, strokes.colors)
+    )
+    ks = list(range(strokes.num_strokes + 1))
+    return _eval_batches(
+        sketcher,
+        [(points, widths, colors, ks[i : i + batch]) for i in range(0, len(ks), batch)],
+        strokes,
+        target,
+    )
+
+
+def order_strokes(sketcher: Any, result: SketchResult, batch: int = 8) -> SketchResult:
+    """The winner's strokes in importance order, by greedy removal: each round removes the stroke
+    whose removal raises the un-augmented loss least (it goes last), scoring the round's
+    leave-one-out sketches in batches. Returns the result reordered (most important first),
+    with :attr:`~clipasso.result.SketchResult.stroke_order` and its curve in that order.
+    """
+    with intra_op_threads(sketcher.config.threads):
+        strokes = result.strokes
+        work = Target(
+            result.target.image.to(sketcher.device),
+            result.target.mask.to(sketcher.device) if result.target.mask is not None else None,
+            result.target.original_size,
+        )
+        p, w, c = (t.detach().to(sketcher.device) for t in (strokes.points, strokes.widths, strokes.colors))
+        remaining, dropped = list(range(strokes.num_strokes)), []
+        while len(remaining) > 1:
+            subsets = [[i for i in remaining if i != r] for r in remaining]
+            chunks = []
+            for i in range(0, len(subsets), batch):
+                sel = torch.tensor(subsets[i : i + batch], device=sketcher.device)  # [M, m - 1]
+                chunks.append((p[0][sel], w[0][sel], c[0][sel], None))
+            losses = _eval_batches(sketcher, chunks, strokes, work)
+            out = min(range(len(remaining)), key=lambda j: (losses[j], j))
+            dropped.append(remaining.pop(out))
+        order = remaining + dropped[::-1]
+        ordered = result.reordered(order)
+        ordered.curve = loss_curve(sketcher, ordered.strokes, work)
+        return ordered
+
+
+def _eval_batches(
+    sketcher: Any,
+    chunks: Sequence[tuple[Tensor, Tensor, Tensor, list[int] | None]],
+    strokes: StrokeSet,
+    target: Target,
+) -> list[float]:
+    """Total un-augmented losses of rendered chunks: ``(points, widths, colors, prefixes)``, the
+    prefixes of one sketch (``prefixes`` a list) or a batch of sketches (None)."""
+    image = target.image.to(sketcher.device)
+    final = max(sketcher.config.iterations - 1, 0)
+    out: list[float] = []
+    with torch.no_grad():
+        for pts, wid, col, ks in chunks:
+            if ks is not None:
+                sketch = sketcher.rasterizer.render_prefixes(pts, wid, col, strokes.canvas_size, ks, 1.0)[0]
+            else:
+                sketch = sketcher.rasterizer.render_over(pts, wid, col, strokes.canvas_size, 1.0)
+            ctx = LossContext(iteration=final, mode="eval", mask=target.mask, schedule_iteration=final)
+            terms = sketcher.loss(sketch, image, ctx)
+            out += torch.stack(list(terms.values())).sum(0).tolist()
+    return out

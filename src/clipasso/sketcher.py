@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from . import batched, prefixes
 from .callbacks import Callback
 from .config import SketchConfig
 from .device import resolve_device
@@ -636,95 +637,9 @@ class Sketcher:
         saved, self.config = self.config, cfg
         try:
             with intra_op_threads(cfg.threads):
-                return self._sketch_many(images, masks)
+                return batched.run_many(self, images, masks)
         finally:
             self.config = saved
-
-    def _sketch_many(self, images: list[ImageLike], masks: list[ImageLike | None]) -> list[SketchResult]:
-        cfg = self.config
-        t0 = time.perf_counter()
-        targets = [self.prepare(image, mask) for image, mask in zip(images, masks)]
-        shapes = {tuple(t.image.shape) for t in targets}
-        if len(shapes) != 1:
-            raise InputError(f"the images were prepared to different sizes {sorted(shapes)}")
-        seeds = [cfg.seed + b * cfg.seed_stride for b in range(cfg.num_sketches)]
-        dev = self.device
-        self.loss.to(dev)
-        settings = self.run_settings()
-        self.loss.configure(settings)
-        self.initializer.configure(settings)
-        parts, inits, generators = [], [], []
-        for t in targets:
-            work = Target(t.image.to(dev), t.mask.to(dev) if t.mask is not None else None, t.original_size)
-            strokes, init, gens = self.initialize(work, cfg.num_strokes, seeds)
-            parts.append(strokes)
-            inits += init
-            generators += gens
-        n = cfg.num_sketches
-        trainable = ("points", "colors") if cfg.optimize_opacity else ("points",)
-        cat = StrokeSet.cat(parts)
-        strokes = StrokeSet(
-            cat.points.detach(),
-            cat.widths.detach(),
-            cat.colors.detach(),
-            canvas_size=cat.canvas_size,
-            trainable=trainable,
-        )
-        image = torch.cat([t.image.to(dev).expand(n, -1, -1, -1) for t in targets])
-        mask = None
-        if any(t.mask is not None for t in targets):
-            mask = torch.cat(
-                [
-                    (t.mask if t.mask is not None else torch.ones_like(t.image[:, :1]))
-                    .to(dev)
-                    .expand(n, -1, -1, -1)
-                    for t in targets
-                ]
-            )
-        optimizer = self.build_optimizer(strokes)
-        state = RunState.start(
-            strokes,
-            optimizer,
-            seeds=seeds * len(targets),
-            iterations=cfg.iterations,
-            scheduler=self.build_scheduler(optimizer, cfg.iterations),
-            generators=generators,
-            target=Target(image, mask, targets[0].original_size),
-        )
-        state.groups = [list(range(i * n, (i + 1) * n)) for i in range(len(targets))]
-        state.extra["inits"] = inits
-        t_init = time.perf_counter()
-        engine = self.build_engine(None, "")
-        engine.run(state)
-        t_end = time.perf_counter()
-        steps = max(len(state.train_history), 1)
-        timings = {
-            "prepare_and_init": t_init - t0,
-            "optimize": t_end - t_init,
-            "total": t_end - t0,
-            "per_step": (t_end - t_init) / steps,
-            "images": float(len(targets)),
-        }
-        everyone = candidates_from_state(state, inits)
-        results = []
-        for group, t in zip(state.groups, targets):
-            candidates = [everyone[b] for b in group]
-            results.append(
-                SketchResult(
-                    candidates=candidates,
-                    best_index=self.select(candidates),
-                    target=Target(
-                        t.image.cpu(), t.mask.cpu() if t.mask is not None else None, t.original_size
-                    ),
-                    config=self.config,
-                    timings=timings,
-                    rasterizer=self.rasterizer,
-                )
-            )
-        for cb in engine.callbacks:
-            for r in results:
-                cb.on_end(self, r)
-        return results
 
     def run_settings(self) -> RunSettings:
         """The settings every loss and initializer receives through ``configure`` before a run
@@ -846,71 +761,14 @@ class Sketcher:
     # ------------------------------------------------------------------ prefixes and order
 
     def loss_curve(self, strokes: StrokeSet, target: Target, batch: int = 8) -> list[float]:
-        """The un-augmented loss (the objective as at the run's last step) of every prefix
-        ``k = 0 .. N`` of a sketch ``strokes [1, N, P, 2]`` on ``target``, without gradients, in
-        batches of ``batch`` prefix renders (one pass of the rasterizer each).
-
-        Returns:
-            ``[L(0), ..., L(N)]`` (``L(0)``: the blank canvas).
-        """
-        points, widths, colors = (
-            t.detach().to(self.device) for t in (strokes.points, strokes.widths, strokes.colors)
-        )
-        ks = list(range(strokes.num_strokes + 1))
-        return self._eval_batches(
-            [(points, widths, colors, ks[i : i + batch]) for i in range(0, len(ks), batch)], strokes, target
-        )
+        """The un-augmented loss of every prefix ``k = 0 .. N`` of ``strokes [1, N, P, 2]``
+        (:func:`clipasso.prefixes.loss_curve`)."""
+        return prefixes.loss_curve(self, strokes, target, batch)
 
     def order_strokes(self, result: SketchResult, batch: int = 8) -> SketchResult:
-        """The winner's strokes in importance order, by greedy removal: each round removes the stroke
-        whose removal raises the un-augmented loss least (it goes last), scoring the round's
-        leave-one-out sketches in batches. Returns the result reordered (most important first),
-        with :attr:`~clipasso.result.SketchResult.stroke_order` and its curve in that order.
-        """
-        with intra_op_threads(self.config.threads):
-            strokes = result.strokes
-            work = Target(
-                result.target.image.to(self.device),
-                result.target.mask.to(self.device) if result.target.mask is not None else None,
-                result.target.original_size,
-            )
-            p, w, c = (t.detach().to(self.device) for t in (strokes.points, strokes.widths, strokes.colors))
-            remaining, dropped = list(range(strokes.num_strokes)), []
-            while len(remaining) > 1:
-                subsets = [[i for i in remaining if i != r] for r in remaining]
-                chunks = []
-                for i in range(0, len(subsets), batch):
-                    sel = torch.tensor(subsets[i : i + batch], device=self.device)  # [M, m - 1]
-                    chunks.append((p[0][sel], w[0][sel], c[0][sel], None))
-                losses = self._eval_batches(chunks, strokes, work)
-                out = min(range(len(remaining)), key=lambda j: (losses[j], j))
-                dropped.append(remaining.pop(out))
-            order = remaining + dropped[::-1]
-            ordered = result.reordered(order)
-            ordered.curve = self.loss_curve(ordered.strokes, work)
-            return ordered
-
-    def _eval_batches(
-        self,
-        chunks: Sequence[tuple[Tensor, Tensor, Tensor, list[int] | None]],
-        strokes: StrokeSet,
-        target: Target,
-    ) -> list[float]:
-        """Total un-augmented losses of rendered chunks: ``(points, widths, colors, prefixes)``, the
-        prefixes of one sketch (``prefixes`` a list) or a batch of sketches (None)."""
-        image = target.image.to(self.device)
-        final = max(self.config.iterations - 1, 0)
-        out: list[float] = []
-        with torch.no_grad():
-            for pts, wid, col, ks in chunks:
-                if ks is not None:
-                    sketch = self.rasterizer.render_prefixes(pts, wid, col, strokes.canvas_size, ks, 1.0)[0]
-                else:
-                    sketch = self.rasterizer.render_over(pts, wid, col, strokes.canvas_size, 1.0)
-                ctx = LossContext(iteration=final, mode="eval", mask=target.mask, schedule_iteration=final)
-                terms = self.loss(sketch, image, ctx)
-                out += torch.stack(list(terms.values())).sum(0).tolist()
-        return out
+        """The winner's strokes in importance order by greedy removal, most important first
+        (:func:`clipasso.prefixes.order_strokes`)."""
+        return prefixes.order_strokes(self, result, batch)
 
     # ------------------------------------------------------------------ checkpoints
 
