@@ -747,3 +747,20 @@ def test_text_target_is_tokenised_once_and_its_embedding_cached(
     assert loss.text_tokens().shape == (2, 77)
     loss.text_embedding(torch.device("cpu"), torch.float64)  # another dtype: embedded again, not tokenised
     assert len(tokenised) == 1 and encoded == [2, 2]
+
+
+def test_the_edge_term_computes_a_targets_maps_once_and_the_same() -> None:
+    from clipasso.losses import EdgeLoss
+
+    g = torch.Generator().manual_seed(3)
+    sketch, target = torch.rand(2, 3, 48, 48, generator=g), torch.rand(1, 3, 48, 48, generator=g)
+    loss = EdgeLoss()
+    first = loss(sketch, target, LossContext(mode="eval"))["edge"]
+    maps = loss.target_maps(target)
+    assert loss.target_maps(target.clone()) is maps  # an equal target: the cached maps
+    again = loss(sketch, target, LossContext(mode="eval"))["edge"]
+    assert torch.equal(first, again) and torch.equal(
+        first, EdgeLoss()(sketch, target, LossContext(mode="eval"))["edge"]
+    )
+    other = target.flip(-1)
+    assert loss.target_maps(other) is not maps  # another target: computed afresh

@@ -84,6 +84,8 @@ class EdgeLoss(SketchLoss):
             raise InputError(f"edges must be 'outline' or 'fill', got {edges!r}")
         self.edges = edges
         self.xdog_kwargs = dict(xdog_kwargs or {})
+        # the target's blurred edge maps, kept while the target is the same (they need no gradient)
+        self._target_maps: tuple[Tensor, list[Tensor]] | None = None
 
     def extra_repr(self) -> str:
         return (
@@ -96,15 +98,31 @@ class EdgeLoss(SketchLoss):
         :func:`clipasso.xdog.edge_ink` with this loss's ``edges`` and ``xdog_kwargs``."""
         return edge_ink(target, mode=self.edges, **self.xdog_kwargs)
 
+    def target_maps(self, target: Tensor) -> list[Tensor]:
+        """The target's edge ink blurred at each of :attr:`sigmas`, ``[Bt, 1, H, W]`` each (no
+        gradient), computed once per target: the same values as computing them every call."""
+        cached = self._target_maps
+        if (
+            cached is not None
+            and cached[0].shape == target.shape
+            and cached[0].device == target.device
+            and cached[0].dtype == target.dtype
+            and bool(torch.equal(cached[0], target))
+        ):
+            return cached[1]
+        with torch.no_grad():
+            ink_t = self.edge_ink(target)
+            maps = [gaussian_blur(ink_t, sigma) if sigma > 0 else ink_t for sigma in self.sigmas]
+        self._target_maps = (target.detach().clone(), maps)
+        return maps
+
     def compute(self, sketch: Tensor, target: Tensor, context: LossContext) -> Tensor:
         ink_s = 1.0 - rgb_to_grey(sketch)
-        ink_t = self.edge_ink(target)
+        maps = self.target_maps(target)
         out = sketch.new_zeros(sketch.shape[0])
-        for sigma, w in zip(self.sigmas, self.scale_weights):
+        for sigma, w, bt in zip(self.sigmas, self.scale_weights, maps):
             if w == 0.0:
                 continue
             bs = gaussian_blur(ink_s, sigma) if sigma > 0 else ink_s
-            with torch.no_grad():
-                bt = gaussian_blur(ink_t, sigma) if sigma > 0 else ink_t
             out = out + w * masked_mean((bs - bt) ** 2, context.mask)
         return out
