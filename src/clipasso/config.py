@@ -103,6 +103,11 @@ class SketchConfig:
             saliency, :func:`~clipasso.init.weights_free.weights_free_mask`).
         u2net_weights: Path of ``u2net.pth`` / ``u2netp.pth`` for ``mask_source="u2net"`` (None:
             ``$CLIPASSO_U2NET_WEIGHTS``).
+        mask_weighting: With ``background="weight"``: what the loss does with the weight map, for
+            losses that take ``mask_weighting`` (:mod:`clipasso.losses.masking`): ``"target"`` (the
+            target composited onto white by it; the edge term: the target's edges weighted),
+            ``"features"`` (each layer's differences weighted by it at the layer's resolution; the
+            edge term: its per-pixel errors) or ``"both"``.
         loss: Registry name of the objective (see :func:`clipasso.losses.list_losses`).
         loss_options: Keyword options for the loss.
         clip_model: CLIP weights (name or path) for losses that take a ``model``; None leaves each
@@ -206,6 +211,7 @@ class SketchConfig:
     background: str = "keep"
     mask_source: str | None = None
     u2net_weights: str | None = None
+    mask_weighting: str = "target"
     loss: str = "clip_conv"
     loss_options: dict[str, Any] = field(default_factory=dict)
     clip_model: str | None = None
@@ -489,6 +495,9 @@ BACKGROUND_MODES: tuple[str, ...] = ("keep", "cutout", "weight")
 #: Mask sources named by a string (``SketchConfig.mask_source``, ``--mask NAME``).
 MASK_SOURCES: tuple[str, ...] = ("u2net", "saliency", "weights-free")
 
+#: What the loss does with the weight map in ``background="weight"`` (:mod:`clipasso.losses.masking`).
+MASK_WEIGHTINGS: tuple[str, ...] = ("target", "features", "both")
+
 _CHECKS: dict[str, Callable[[str, Any], None]] = {
     "num_strokes": _int_check(1, "max_strokes"),
     "num_segments": _int_check(1, "max_segments"),
@@ -506,6 +515,7 @@ _CHECKS: dict[str, Callable[[str, Any], None]] = {
     "background": _str_check(BACKGROUND_MODES),
     "mask_source": _str_check(MASK_SOURCES, optional=True),
     "u2net_weights": _str_check(optional=True),
+    "mask_weighting": _str_check(MASK_WEIGHTINGS),
     "loss": _str_check(),
     "loss_options": _options_check,
     "clip_model": _str_check(optional=True),

@@ -436,6 +436,12 @@ class Sketcher:
         for key, value in speed:
             if key not in options and _accepts(factory, key):  # speed settings (docs/performance.md)
                 options[key] = value
+        if (
+            cfg.background == "weight"
+            and "mask_weighting" not in options
+            and _accepts(factory, "mask_weighting")
+        ):
+            options["mask_weighting"] = cfg.mask_weighting  # the weight map inside the loss (issue 21)
         base = create_loss(name, **options)
         return base if text is None else base + text
 

@@ -61,6 +61,7 @@ from ..augment import ReferenceViews, ViewParams
 from ..errors import InputError
 from ..models import is_resnet, is_vit, resnet_features, visual_of, vit_features
 from .base import CLIPModelRef, LossContext, SketchLoss, register_loss
+from .masking import MaskWeighting, check_mask_weighting, masked_layer_terms
 
 __all__ = [
     "RESNET_CONV_LAYERS",
@@ -230,6 +231,8 @@ class CLIPConvLoss(SketchLoss):
         target_pool: Size of a fixed pool of random views whose target features are cached (0: off,
             the reference behaviour; > 0 is a deviation from the reference).
         compile_model: ``torch.compile`` the feature pass.
+        mask_weighting: What ``LossContext.mask`` does (:mod:`clipasso.losses.masking`):
+            ``"ignore"`` (default, the reference), ``"target"``, ``"features"`` or ``"both"``.
 
     Terms (already weighted, ``[B]`` each): ``conv_<layer>`` per layer with non-zero weight (e.g.
     ``conv_layer2``, ``conv_layer3``; ViT ``conv_block3``) and ``fc``.
@@ -257,8 +260,10 @@ class CLIPConvLoss(SketchLoss):
         cache_target_base: bool = True,
         target_pool: int = 0,
         compile_model: bool = False,
+        mask_weighting: str = "ignore",
     ) -> None:
         super().__init__(weight=weight)
+        self.mask_weighting = check_mask_weighting(mask_weighting)  # LossContext.mask (masking.py)
         if distance not in ("l2", "l1", "cos"):
             raise InputError(f"distance must be 'l2', 'l1' or 'cos', got {distance!r}")
         if precision not in ("fp32", "bf16", "auto"):
@@ -570,6 +575,10 @@ class CLIPConvLoss(SketchLoss):
         return out
 
     def compute(self, sketch: Tensor, target: Tensor, context: LossContext) -> dict[str, Tensor]:
+        # -- background weighting (issue 21): LossContext.mask as a soft weight, losses/masking.py --
+        masking = MaskWeighting.start(self.mask_weighting, context, self.augment)
+        target = masking.target(target)
+        # -- end of the background-weighting hook --
         visual = visual_of(self.model.get(sketch.device))
         actual = "vit" if is_vit(visual) else "resnet" if is_resnet(visual) else None
         if actual != self.arch:
@@ -595,4 +604,10 @@ class CLIPConvLoss(SketchLoss):
         assert xs.shape[1] == views
         fx = self._views_features(visual, xs, precision)
         weights = self.view_weights(views, sketch.device) if context.train else None
-        return self._terms(fx, fy, sketch.dtype, weights)
+        terms = self._terms(fx, fy, sketch.dtype, weights)
+        if masking.weights_features:  # background weighting hook: the layer terms weighted by the mask
+            if pooled:
+                raise InputError("mask_weighting 'features' / 'both' does not work with target_pool > 0")
+            mviews = masking.views(sketch)
+            terms |= masked_layer_terms(self.layers, fx, fy, mviews, self.distance, sketch.dtype, weights)
+        return terms

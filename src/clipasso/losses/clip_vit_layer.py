@@ -50,6 +50,7 @@ from ..errors import InputError
 from ..models import is_vit, visual_of, vit_block_index, vit_features, vit_tokens
 from .base import CLIPModelRef, LossContext, SketchLoss, register_loss
 from .clip_conv import _embedding_distance, check_identity_weight, feature_distance, identity_view_weights
+from .masking import MaskWeighting, check_mask_weighting, masked_layer_terms
 
 __all__ = ["CLIPViTLayerLoss", "LayerSpec", "parse_vit_layers"]
 
@@ -113,6 +114,9 @@ class CLIPViTLayerLoss(SketchLoss):
         seed: Seed of the augmentation's own generator (used when the context gives none).
         cache_dir: Weights cache for lazy loading.
         weight: Factor on every term.
+        mask_weighting: What ``LossContext.mask`` does (:mod:`clipasso.losses.masking`):
+            ``"ignore"`` (default), ``"target"``, ``"features"`` (tokens weighted on the patch grid)
+            or ``"both"``.
 
     Terms (already weighted, ``[B]`` each): ``vit_block<i>`` per block with a non-zero weight, and
     ``vit_fc`` when ``fc_weight > 0``.
@@ -140,8 +144,10 @@ class CLIPViTLayerLoss(SketchLoss):
         seed: int = 0,
         cache_dir: str | os.PathLike[str] | None = None,
         weight: float = 1.0,
+        mask_weighting: str = "ignore",
     ) -> None:
         super().__init__(weight=weight)
+        self.mask_weighting = check_mask_weighting(mask_weighting)  # LossContext.mask (masking.py)
         if distance not in ("l2", "cos"):
             raise InputError(f"distance must be 'l2' or 'cos', got {distance!r}")
         if isinstance(fc_weight, bool) or not isinstance(fc_weight, (int, float)) or not fc_weight >= 0:
@@ -203,6 +209,8 @@ class CLIPViTLayerLoss(SketchLoss):
 
     def compute(self, sketch: Tensor, target: Tensor, context: LossContext) -> dict[str, Tensor]:
         visual = self._tower(sketch.device)
+        masking = MaskWeighting.start(self.mask_weighting, context, self.augment)  # losses/masking.py
+        target = masking.target(target)
         xs, ys = self.augment(sketch, target, context.generators, train=context.train)
         assert ys is not None
         fx = self._views_features(visual, xs)  # {name: [B, V, L, D]}, {"fc": [B, V, E]}
@@ -217,6 +225,19 @@ class CLIPViTLayerLoss(SketchLoss):
             x = fx[key][:, :, first:].to(sketch.dtype)
             y = fy[key][:, :, first:].to(sketch.dtype)
             out[f"vit_{key}"] = w * feature_distance(x, y, self.distance, x.dim() - 1, weights)
+        if masking.weights_features:  # the token terms weighted by the mask on the patch grid
+            mviews = masking.views(sketch)
+            out |= masked_layer_terms(
+                self.layers,
+                fx,
+                fy,
+                mviews,
+                self.distance,
+                sketch.dtype,
+                weights,
+                prefix="vit_",
+                first_token=first,
+            )
         if self.fc_weight != 0.0:
             ex, ey = fx["fc"].to(sketch.dtype), fy["fc"].to(sketch.dtype)
             out["vit_fc"] = self.fc_weight * _embedding_distance(ex, ey, weights)

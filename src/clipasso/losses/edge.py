@@ -33,6 +33,7 @@ from torch import Tensor
 from ..errors import InputError
 from ..xdog import edge_ink, gaussian_blur, rgb_to_grey
 from .base import LossContext, SketchLoss, register_loss
+from .masking import MaskWeighting, check_mask_weighting
 from .pixel import masked_mean
 
 __all__ = ["EdgeLoss"]
@@ -51,6 +52,10 @@ class EdgeLoss(SketchLoss):
         xdog_kwargs: Options passed to :func:`clipasso.xdog.xdog` (e.g. ``sigma``, ``binarize``).
             The target is passed in [0, 1] (not CLIP-normalised).
         weight: Factor on the term.
+        mask_weighting: What ``LossContext.mask`` does (:mod:`clipasso.losses.masking`):
+            ``"features"`` (default, as before: the per-pixel errors weighted), ``"target"`` (the
+            target's edge ink weighted instead: background edges fade out, background ink still
+            costs), ``"both"`` or ``"ignore"``.
 
     Term: ``"edge"``, ``[B]``.
     """
@@ -66,8 +71,10 @@ class EdgeLoss(SketchLoss):
         edges: Literal["outline", "fill"] = "outline",
         xdog_kwargs: Mapping[str, Any] | None = None,
         weight: float = 1.0,
+        mask_weighting: str = "features",
     ) -> None:
         super().__init__(weight=weight)
+        self.mask_weighting = check_mask_weighting(mask_weighting)  # LossContext.mask (masking.py)
         sig = [float(s) for s in sigmas]
         if not sig or any(s < 0 for s in sig):
             raise InputError(f"sigmas must be a non-empty list of values >= 0, got {list(sigmas)}")
@@ -98,6 +105,10 @@ class EdgeLoss(SketchLoss):
     def compute(self, sketch: Tensor, target: Tensor, context: LossContext) -> Tensor:
         ink_s = 1.0 - rgb_to_grey(sketch)
         ink_t = self.edge_ink(target)
+        masking = MaskWeighting.start(self.mask_weighting, context)  # losses/masking.py
+        if masking.composites and masking.mask is not None:
+            ink_t = ink_t * masking.mask.to(ink_t).clamp(0, 1)  # the target's edges, weighted
+        error_mask = masking.mask if masking.weights_features else None
         out = sketch.new_zeros(sketch.shape[0])
         for sigma, w in zip(self.sigmas, self.scale_weights):
             if w == 0.0:
@@ -105,5 +116,5 @@ class EdgeLoss(SketchLoss):
             bs = gaussian_blur(ink_s, sigma) if sigma > 0 else ink_s
             with torch.no_grad():
                 bt = gaussian_blur(ink_t, sigma) if sigma > 0 else ink_t
-            out = out + w * masked_mean((bs - bt) ** 2, context.mask)
+            out = out + w * masked_mean((bs - bt) ** 2, error_mask)
         return out
