@@ -193,12 +193,19 @@ class EdgeInitializer(Initializer):
     def maps(self, target: Tensor, *, mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """The maps for ``target`` ``[1, 3, H, W]``.
 
+        With a mask (hard, or the soft weight map of ``background="weight"``), the maps are those of
+        the target composited onto white by it (``m · t + 1 − m``): the object's own edges, not
+        where the object meets its background; the starts lie inside ``m > 0.5``.
+
         Returns:
             ``(relevance, edges, distribution)``, each ``[H, W]``; ``edges`` in the XDoG convention
             of :class:`~clipasso.init.InitResult` (0 on an edge, 1 elsewhere).
         """
         h, w = check_target(target)
         m = check_mask(mask, (h, w), target.device)
+        if mask is not None:  # the object's own edges: the target composited onto white by the mask
+            weight = mask.reshape(1, 1, h, w).to(device=target.device, dtype=target.dtype).clamp(0, 1)
+            target = target * weight + (1.0 - weight)
         ink = edge_ink(target.detach(), mode=self.edges, **self.xdog_kwargs)[0, 0].to(torch.float32)
         rel = self.relevance_map(target).to(ink)
         dist = saliency_distribution(rel, 1.0 - ink, temperature=self.temperature, mask=m)
