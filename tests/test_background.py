@@ -240,3 +240,22 @@ def test_cli_mask_sources_and_background(
         ]
     )
     assert code == 2 and "give it once" in capsys.readouterr().err
+
+
+def test_edge_starts_follow_the_objects_own_edges() -> None:
+    """With a mask, the edges initializer reads the target composited onto white by it."""
+    from clipasso.init import EdgeInitializer
+    from clipasso.xdog import edge_ink
+
+    img, mask = _scene()
+    target = img[None]
+    w = weight_map(mask[None, None])
+    res = EdgeInitializer()(target, 6, generator=torch.Generator().manual_seed(0), mask=w)
+    composite = target * w + (1 - w)
+    assert res.edges is not None and res.pixels is not None
+    assert torch.equal(res.edges, 1.0 - edge_ink(composite)[0, 0])
+    assert bool((w[0, 0][res.pixels[:, 0], res.pixels[:, 1]] > 0.5).all())  # every start on the object
+    # the texture's own edges, away from the object, are not in the map
+    plain = 1.0 - edge_ink(target)[0, 0]
+    far = w[0, 0] < 0.01
+    assert float((plain[far] == 0).float().mean()) > 0.05 and bool((res.edges[far] == 1).all())

@@ -105,7 +105,7 @@ class SketchConfig:
             ``$CLIPASSO_U2NET_WEIGHTS``).
         mask_weighting: With ``background="weight"``: what the loss does with the weight map, for
             losses that take ``mask_weighting`` (:mod:`clipasso.losses.masking`): ``"target"`` (the
-            target composited onto white by it; the edge term: the target's edges weighted),
+            target composited onto white by it, for the edge term too),
             ``"features"`` (each layer's differences weighted by it at the layer's resolution; the
             edge term: its per-pixel errors) or ``"both"``.
         loss: Registry name of the objective (see :func:`clipasso.losses.list_losses`).

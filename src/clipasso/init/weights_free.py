@@ -21,9 +21,9 @@ pixels within ``close`` px of it closed and filled by a blur): the ``--mask weig
 :func:`weights_free_relevance` is ``S · mask``: zero off the mask, so stroke starts drawn from it
 (``p ∝ exp(M / τ)`` over ``M > 0``) never land on the background's edges. The edge initializer uses
 it with ``relevance="saliency"`` (and ``"auto"`` on a cluttered border); the CLIP-ViT saliency
-initializer falls back to it (with a note) when its weights are unavailable. Measured on cluttered
-scenes (``benchmarks/bench_background.py``): 97 % of 16 edge starts on the object over textures,
-67 % over photographs' corners, against 30 % and 28 % for every edge alike. These are rough cues:
+initializer falls back to it (with a note) when its weights are unavailable. Measured once on the
+cluttered scenes of ``benchmarks/_scenes.py``: 99 % of 16 edge starts on the object over textures,
+63 % over photographs' corners, against 30 % and 28 % for every edge alike. These are rough cues:
 they find an object that differs in colour from the border, not one that looks like its surroundings.
 
 Example:

@@ -54,8 +54,8 @@ class EdgeLoss(SketchLoss):
         weight: Factor on the term.
         mask_weighting: What ``LossContext.mask`` does (:mod:`clipasso.losses.masking`):
             ``"features"`` (default, as before: the per-pixel errors weighted), ``"target"`` (the
-            target's edge ink weighted instead: background edges fade out, background ink still
-            costs), ``"both"`` or ``"ignore"``.
+            edges of the target composited onto white by the mask instead: background edges fade
+            out, background ink still costs), ``"both"`` or ``"ignore"``.
 
     Term: ``"edge"``, ``[B]``.
     """
@@ -103,12 +103,11 @@ class EdgeLoss(SketchLoss):
         return edge_ink(target, mode=self.edges, **self.xdog_kwargs)
 
     def compute(self, sketch: Tensor, target: Tensor, context: LossContext) -> Tensor:
+        masking = MaskWeighting.start(self.mask_weighting, context)  # losses/masking.py
+        target = masking.target(target)  # "target"/"both": composited onto white by the mask
+        error_mask = masking.mask if masking.weights_features else None
         ink_s = 1.0 - rgb_to_grey(sketch)
         ink_t = self.edge_ink(target)
-        masking = MaskWeighting.start(self.mask_weighting, context)  # losses/masking.py
-        if masking.composites and masking.mask is not None:
-            ink_t = ink_t * masking.mask.to(ink_t).clamp(0, 1)  # the target's edges, weighted
-        error_mask = masking.mask if masking.weights_features else None
         out = sketch.new_zeros(sketch.shape[0])
         for sigma, w in zip(self.sigmas, self.scale_weights):
             if w == 0.0:

@@ -7,8 +7,7 @@ weight ``W [1 or B, 1, H, W]`` in [0, 1] travels as ``LossContext.mask``. A loss
 * ``"target"``: the target composited onto white by ``W``, ``t' = W · t + (1 − W)``, before the
   views and features: the background fades to white around the object, softly (a matte error
   of a few pixels changes ``t'`` a little instead of cutting the object); the sketch is unchanged,
-  so ink on the background is penalised, as on white. The edge term weights the target's edge ink
-  instead: ``X' = W · X``.
+  so ink on the background is penalised, as on white. The edge term takes the edges of ``t'``.
 * ``"features"``: every per-position difference weighted by ``W`` at that layer's resolution
   (CLIP ResNet maps: ``W``'s view, warped with the same view parameters as the images, average-
   pooled to the map's ``h × w``, layer2 28 × 28, layer3 14 × 14; ViT tokens: pooled to the ``g × g``
