@@ -158,7 +158,7 @@ def run_one(
         "moved": len(events),
         "moved_in_best": sum(e.candidate == result.best_index for e in events),
         "edge_loss": result.best_loss,
-        "candidate_losses": [c.score for c in result.candidates],
+        "candidate_losses": [c.best_loss for c in result.candidates],
         "best_index": result.best_index,
         "seconds": wall,
         "per_step": result.timings["per_step"],

@@ -78,6 +78,12 @@ def reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     weights = {"RN101.pt": tiny_clip_file("resnet"), "ViT-B-32.pt": tiny_clip_file("vit")}
     for name, src in weights.items():
         shutil.copy(src, home / name)
+    import torch
+
+    from clipasso.matting import U2Net  # random U2Net weights where the backgrounds page points
+
+    torch.manual_seed(0)
+    torch.save(U2Net("u2netp").state_dict(), home / "u2netp.pth")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("CLIPASSO_WEIGHTS_RN101", str(home / "RN101.pt"))
     monkeypatch.setenv("CLIPASSO_WEIGHTS_VIT_B_32", str(home / "ViT-B-32.pt"))

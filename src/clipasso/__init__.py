@@ -60,6 +60,7 @@ _EXPORTS: dict[str, str] = {
     "list_initializers": ".init",
     "list_losses": ".losses",
     "load_clip": ".models",
+    "load_u2net": ".matting",
     "LossContext": ".losses",
     "LOSSES": ".losses",
     "LossHistory": ".result",
@@ -91,6 +92,8 @@ _EXPORTS: dict[str, str] = {
     "SVGInitializer": ".init",
     "SVGWarning": ".errors",
     "Target": ".image",
+    "U2Net": ".matting",
+    "U2NetMatting": ".matting",
     "WeightsError": ".errors",
     "xdog": ".xdog",
 }
@@ -141,6 +144,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
         list_losses,
         register_loss,
     )
+    from .matting import U2Net, U2NetMatting, load_u2net
     from .models import available_models, load_clip
     from .registry import Registry
     from .render import (
@@ -233,6 +237,8 @@ __all__ = [
     "Sketcher",
     "StrokeSet",
     "Target",
+    "U2Net",
+    "U2NetMatting",
     "WeightsError",
     "__version__",
     "available_models",
@@ -244,6 +250,7 @@ __all__ = [
     "list_losses",
     "list_rasterizers",
     "load_clip",
+    "load_u2net",
     "otsu_threshold",
     "prepare_target",
     "rasterize",

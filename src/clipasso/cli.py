@@ -149,7 +149,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="CPU threads (default: one per core; idle threads spin only briefly, so a busy machine "
         "does not stall them: see docs/performance.md)",
     )
-    sk.add_argument("--mask", type=Path, action="append", help="object mask file (one per image, in order)")
+    sk.add_argument(
+        "--mask",
+        type=Path,
+        action="append",
+        metavar="FILE|u2net|saliency|weights-free",
+        help="the object mask: a file (one per image, in order), or where to get it for every image: "
+        "u2net (the matting net, needs --u2net-weights), saliency (the CLIP ViT relevance map), "
+        "weights-free (a classical saliency, no weights); --background says how it is used",
+    )
+    sk.add_argument(
+        "--background",
+        choices=("keep", "cutout", "weight"),
+        help="how the mask is used: keep (default, the reference's: the image as it is, the mask only "
+        "places the starts), cutout (the reference's two-stage --mask_object: the object composited "
+        "onto white) or weight (one stage: the image kept, the mask a soft weight inside the loss)",
+    )
+    sk.add_argument(
+        "--u2net-weights",
+        metavar="PATH",
+        help="u2net.pth or u2netp.pth for --mask u2net (or set CLIPASSO_U2NET_WEIGHTS); clipasso does "
+        "not download them",
+    )
     sk.add_argument("--fix-scale", action="store_true", default=None, help="pad to a white square first")
     sk.add_argument("--width", type=float, help="stroke half-width r in pixels (reference: 1.5)")
     sk.add_argument(
@@ -263,6 +284,18 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+def _mask_source(masks: Sequence[Path] | None) -> str | None:
+    """The mask source named by ``--mask NAME`` (one flag, for every image), else None (files)."""
+    from .config import MASK_SOURCES
+
+    names = [str(m) for m in masks or [] if str(m) in MASK_SOURCES]
+    if not names:
+        return None
+    if len(masks or []) != 1:
+        raise UsageError(f"--mask {names[0]} names the mask's source for every image: give it once, alone")
+    return names[0]
+
+
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     from .config import SketchConfig
     from .errors import InputError
@@ -301,6 +334,9 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "text_model": args.text_model,
         "canvas_size": args.canvas_size,
         "fidelity": args.fidelity,
+        "background": args.background,
+        "u2net_weights": args.u2net_weights,
+        "mask_source": _mask_source(args.mask),
     }
     data.update({k: v for k, v in flags.items() if v is not None})
     if data.get("loss") == "edges" and args.initializer is None and args.saliency_weights is None:
@@ -400,7 +436,14 @@ def _sketch(args: argparse.Namespace) -> int:
             "no IMAGE given (usage: clipasso sketch IMAGE [IMAGE ...] -o OUTDIR, or --text PROMPT "
             "-o OUTDIR for a sketch of a prompt)"
         )
-    masks = args.mask or []
+    masks = [] if config.mask_source is not None and _mask_source(args.mask) else (args.mask or [])
+    if config.mask_source == "u2net":  # a missing weights file is reported before any work
+        from .matting import resolve_u2net_weights
+
+        try:
+            resolve_u2net_weights(config.u2net_weights)
+        except ClipassoError as exc:
+            raise UsageError(str(exc)) from None
     if masks and len(masks) != len(args.images):
         raise UsageError(f"got {len(masks)} --mask for {len(args.images)} images; give one mask per image")
     if args.images and config.canvas_size is not None:

@@ -77,6 +77,22 @@ class SketchConfig:
         seed_stride: See ``seed``.
         image_size: Canvas side (224 for CLIP).
         fix_scale: Pad the image to a centred white square first.
+        background: How the object mask is used (:mod:`clipasso.background`): ``"keep"`` (default,
+            the reference's: the image as it is; the mask restricts the starts, CLIP terms ignore
+            it), ``"cutout"`` (the reference's two-stage ``--mask_object``: the image composited onto
+            white by the hard mask) or ``"weight"`` (one stage: the image kept, the soft weight map
+            goes to the loss as ``LossContext.mask``). ``"cutout"`` and ``"weight"`` need a mask.
+        mask_source: Where the mask comes from when ``sketch()`` gets no ``mask=``: None (an alpha
+            channel, if any), ``"u2net"`` (:mod:`clipasso.matting`, weights by ``u2net_weights``),
+            ``"saliency"`` (the CLIP ViT relevance map) or ``"weights-free"`` (a classical
+            saliency, :func:`~clipasso.init.weights_free.weights_free_mask`).
+        u2net_weights: Path of ``u2net.pth`` / ``u2netp.pth`` for ``mask_source="u2net"`` (None:
+            ``$CLIPASSO_U2NET_WEIGHTS``).
+        mask_weighting: With ``background="weight"``: what the loss does with the weight map, for
+            losses that take ``mask_weighting`` (:mod:`clipasso.losses.masking`): ``"target"`` (the
+            target composited onto white by it, for the edge term too),
+            ``"features"`` (each layer's differences weighted by it at the layer's resolution; the
+            edge term: its per-pixel errors) or ``"both"``.
         loss: Registry name of the objective (see :func:`clipasso.losses.list_losses`).
         loss_options: Keyword options for the loss.
         clip_model: CLIP weights (name or path) for losses that take a ``model``; None leaves each
@@ -204,6 +220,10 @@ class SketchConfig:
     seed_stride: int = 1000
     image_size: int = 224
     fix_scale: bool = False
+    background: str = "keep"
+    mask_source: str | None = None
+    u2net_weights: str | None = None
+    mask_weighting: str = "target"
     loss: str = "clip_conv"
     loss_options: dict[str, Any] = field(default_factory=dict)
     clip_model: str | None = None
@@ -548,6 +568,14 @@ def _image_size(name: str, value: Any) -> None:
     check_limit(value, "max_canvas_side", name)
 
 
+#: How the object mask is used (``SketchConfig.background``; :mod:`clipasso.background`).
+BACKGROUND_MODES: tuple[str, ...] = ("keep", "cutout", "weight")
+#: Mask sources named by a string (``SketchConfig.mask_source``, ``--mask NAME``).
+MASK_SOURCES: tuple[str, ...] = ("u2net", "saliency", "weights-free")
+
+#: What the loss does with the weight map in ``background="weight"`` (:mod:`clipasso.losses.masking`).
+MASK_WEIGHTINGS: tuple[str, ...] = ("target", "features", "both")
+
 _CHECKS: dict[str, Callable[[str, Any], None]] = {
     "num_strokes": _int_check(1, "max_strokes"),
     "num_segments": _int_check(1, "max_segments"),
@@ -562,6 +590,10 @@ _CHECKS: dict[str, Callable[[str, Any], None]] = {
     "seed_stride": _int_check(0),
     "image_size": _image_size,
     "fix_scale": _bool_check,
+    "background": _str_check(BACKGROUND_MODES),
+    "mask_source": _str_check(MASK_SOURCES, optional=True),
+    "u2net_weights": _str_check(optional=True),
+    "mask_weighting": _str_check(MASK_WEIGHTINGS),
     "loss": _str_check(),
     "loss_options": _options_check,
     "clip_model": _str_check(optional=True),

@@ -208,6 +208,13 @@ def save_outputs(
     if init is not None and init.relevance is not None:
         save_saliency_figure(out / "saliency.png", result.target.image, init)
         written["saliency.png"] = out / "saliency.png"
+    mask = result.target.mask
+    if mask is not None:  # the matte (issue 21: mask.png), and the loss's weight map in "weight" mode
+        written["mask.png"] = save_png((mask[0] > 0.5).float().expand(3, -1, -1), out / "mask.png")
+        if getattr(result.config, "background", "keep") == "weight":
+            written["weights.png"] = save_png(
+                mask[0].float().clamp(0, 1).expand(3, -1, -1), out / "weights.png"
+            )
     plot = save_loss_plot(result, out / "loss.png")
     if plot is not None:
         written["loss.png"] = plot

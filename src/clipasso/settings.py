@@ -26,6 +26,8 @@ class RunSettings:
         identity_weight: Share of view 0 in the train-mode mean (None: the plain mean).
         num_segments: Cubic segments per stroke (initializers).
         width: Stroke half-width in pixels (initializers).
+        mask_weighting: What losses do with ``LossContext.mask`` (:mod:`clipasso.losses.masking`),
+            set by runs with ``background="weight"``; None: each loss's own default.
 
     Example:
         >>> RunSettings(precision="auto").num_views
@@ -40,3 +42,4 @@ class RunSettings:
     identity_weight: float | None = None
     num_segments: int = 1
     width: float = 1.5
+    mask_weighting: str | None = None

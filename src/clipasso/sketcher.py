@@ -47,7 +47,7 @@ from .engine import (
     write_checkpoint,
 )
 from .errors import InputError, NonFiniteLossError
-from .image import ImageLike, Matting, Target, prepare_target
+from .image import ImageLike, Matting, Target
 from .init.base import Initializer, InitResult, create_initializer
 from .losses.base import LossContext, RunSettings, SketchLoss, create_loss
 from .prefixes import choose_stroke_count, nested_loss, prefix_weights
@@ -444,16 +444,18 @@ class Sketcher:
 
     def prepare(self, image: ImageLike | None, mask: ImageLike | None = None) -> Target:
         """Read and preprocess the target (METHOD §1); ``None``: a white canvas of
-        ``config.canvas_size`` (else ``image_size``) pixels a side, for a run without an image."""
+        ``config.canvas_size`` (else ``image_size``) pixels a side, for a run without an image.
+        ``mask``: a file/array, or a mask source name; ``config.background`` says how it is used
+        (:func:`clipasso.background.prepare_background`)."""
         cfg = self.config
         if image is None:
             if mask is not None:
                 raise InputError("a mask needs an image: a sketch without an image takes no mask")
             side = cfg.canvas_size if cfg.canvas_size is not None else cfg.image_size
             return Target(torch.ones(1, 3, side, side), None, (side, side))
-        return prepare_target(
-            image, size=cfg.image_size, mask=mask, fix_scale=cfg.fix_scale, matting=self.matting
-        )
+        from .background import prepare_background  # the mask's source and use (issue 21)
+
+        return prepare_background(self, image, mask)
 
     def initialize(
         self, target: Target, num_strokes: int, seeds: Sequence[int]
@@ -544,7 +546,9 @@ class Sketcher:
             image: A path, PIL image, numpy array ``[H, W, C]`` or tensor ``[C, H, W]`` in [0, 1];
                 None: a sketch of the text prompt(s) alone, on a white canvas of
                 ``config.canvas_size`` (else ``image_size``) pixels, from random (or SVG) strokes.
-            mask: Optional object mask of the image's size (an alpha channel is used otherwise).
+            mask: Optional object mask of the image's size (an alpha channel is used otherwise), or
+                a mask source: ``"u2net"``, ``"saliency"``, ``"weights-free"``
+                (:mod:`clipasso.background`; ``config.background`` says how it is used).
             num_strokes, num_sketches, seed, iterations: Per-call overrides of the config.
             checkpoint: A file to write the full state to every ``config.checkpoint_every`` steps
                 (atomically). If it exists, the run resumes from it and ends exactly as an
@@ -655,6 +659,8 @@ class Sketcher:
             identity_weight=cfg.identity_weight,
             num_segments=cfg.num_segments,
             width=cfg.width,
+            # the weight map inside the losses (issue 21) only with background="weight"
+            mask_weighting=cfg.mask_weighting if cfg.background == "weight" else None,
         )
 
     def start(self, target: Target, seeds: Sequence[int]) -> tuple[RunState, list[InitResult]]:

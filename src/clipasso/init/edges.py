@@ -51,8 +51,28 @@ from .base import (
     validate_walk_options,
 )
 from .saliency import saliency_distribution
+from .weights_free import weights_free_relevance
 
-__all__ = ["EdgeInitializer", "silhouette_relevance"]
+__all__ = ["EdgeInitializer", "border_is_plain", "silhouette_relevance"]
+
+Relevance = Literal["auto", "silhouette", "saliency", "uniform"]
+
+
+def border_is_plain(target: Tensor, *, threshold: float = 0.1, share: float = 0.1) -> bool:
+    """True when at most ``share`` of the canvas's border pixels differ from the border's median
+    colour by more than ``threshold`` (as a fraction of the RGB cube's diagonal): a plain background.
+
+    Example:
+        >>> img = torch.ones(1, 3, 32, 32); img[..., 8:24, 8:24] = 0.0
+        >>> border_is_plain(img), border_is_plain(torch.rand(1, 3, 32, 32))
+        (True, False)
+    """
+    check_target(target)
+    img = target.detach()[0].to(torch.float32)
+    border = torch.cat([img[:, 0, :], img[:, -1, :], img[:, :, 0], img[:, :, -1]], dim=1)
+    bg = border.median(dim=1).values.view(3, 1)
+    d = ((border - bg) ** 2).sum(0).sqrt() / math.sqrt(3.0)
+    return float((d > float(threshold)).float().mean()) <= float(share)
 
 
 def silhouette_relevance(
@@ -108,8 +128,11 @@ class EdgeInitializer(Initializer):
     is given); see the module docstring for the distribution.
 
     Args:
-        relevance: ``"silhouette"`` (default): weight the edges by :func:`silhouette_relevance`;
-            ``"uniform"``: every edge pixel alike.
+        relevance: ``"auto"`` (default): :func:`silhouette_relevance` when the background is plain
+            (:func:`border_is_plain`), else ``"saliency"``; ``"silhouette"``: weight the edges by
+            :func:`silhouette_relevance`; ``"saliency"``: by the weights-free saliency on its rough
+            object mask (:func:`~clipasso.init.weights_free.weights_free_relevance`: no start on
+            the background's edges), for a cluttered background; ``"uniform"``: every edge pixel alike.
         floor: With ``"silhouette"``: the relevance of edges off the silhouette band.
         sigma: With ``"silhouette"``: the band's width as a fraction of the short side.
         temperature: τ of ``p ∝ exp(E · R / τ)`` (as the saliency initializer's).
@@ -129,7 +152,7 @@ class EdgeInitializer(Initializer):
     def __init__(
         self,
         *,
-        relevance: Literal["silhouette", "uniform"] = "silhouette",
+        relevance: Relevance = "auto",
         floor: float = 0.25,
         sigma: float = 0.02,
         temperature: float = 0.3,
@@ -147,8 +170,10 @@ class EdgeInitializer(Initializer):
         num_segments = 1 if num_segments is None else num_segments
         width = 1.5 if width is None else width
         validate_walk_options(num_segments, radius, width)
-        if relevance not in ("silhouette", "uniform"):
-            raise InputError(f"relevance must be 'silhouette' or 'uniform', got {relevance!r}")
+        if relevance not in ("auto", "silhouette", "saliency", "uniform"):
+            raise InputError(
+                f"relevance must be 'auto', 'silhouette', 'saliency' or 'uniform', got {relevance!r}"
+            )
         if edges not in ("outline", "fill"):
             raise InputError(f"edges must be 'outline' or 'fill', got {edges!r}")
         if not 0 <= floor <= 1:
@@ -173,19 +198,35 @@ class EdgeInitializer(Initializer):
     def maps(self, target: Tensor, *, mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """The maps for ``target`` ``[1, 3, H, W]``.
 
+        With a mask (hard, or the soft weight map of ``background="weight"``), the maps are those of
+        the target composited onto white by it (``m · t + 1 − m``): the object's own edges, not
+        where the object meets its background; the starts lie inside ``m > 0.5``.
+
         Returns:
             ``(relevance, edges, distribution)``, each ``[H, W]``; ``edges`` in the XDoG convention
             of :class:`~clipasso.init.InitResult` (0 on an edge, 1 elsewhere).
         """
         h, w = check_target(target)
         m = check_mask(mask, (h, w), target.device)
+        if mask is not None:  # the object's own edges: the target composited onto white by the mask
+            weight = mask.reshape(1, 1, h, w).to(device=target.device, dtype=target.dtype).clamp(0, 1)
+            target = target * weight + (1.0 - weight)
         ink = edge_ink(target.detach(), mode=self.edges, **self.xdog_kwargs)[0, 0].to(torch.float32)
-        if self.relevance == "silhouette":
-            rel = silhouette_relevance(target, sigma=self.sigma, floor=self.floor)
-        else:
-            rel = torch.ones_like(ink)
+        rel = self.relevance_map(target).to(ink)
         dist = saliency_distribution(rel, 1.0 - ink, temperature=self.temperature, mask=m)
         return rel, 1.0 - ink, dist
+
+    def relevance_map(self, target: Tensor) -> Tensor:
+        """The relevance ``R`` ``[H, W]`` the edges are weighted by (``relevance`` option)."""
+        mode = self.relevance
+        if mode == "auto":
+            mode = "silhouette" if border_is_plain(target) else "saliency"
+        if mode == "silhouette":
+            return silhouette_relevance(target, sigma=self.sigma, floor=self.floor)
+        if mode == "saliency":
+            return weights_free_relevance(target)
+        h, w = check_target(target)
+        return torch.ones(h, w, device=target.device)
 
     def __call__(
         self, target: Tensor, num_strokes: int, *, generator: torch.Generator, mask: Tensor | None = None

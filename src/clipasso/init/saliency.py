@@ -166,6 +166,10 @@ class SaliencyInitializer(Initializer):
         width: Stroke half-width in pixels.
         color: RGBA of every stroke.
         cache_dir: Weights cache for ``load_clip`` when ``model`` is a name.
+        fallback: When ``model`` is a model NAME whose weights cannot be found or downloaded (an
+            offline machine), warn and use the weights-free saliency instead
+            (:func:`~clipasso.init.weights_free.weights_free_relevance`; :attr:`weights_free` is
+            then True). A weights *path* that does not exist is always an error.
 
     Raises (on call):
         InputError: If fewer than N pixels have positive probability (no fallback: use fewer
@@ -183,6 +187,7 @@ class SaliencyInitializer(Initializer):
         width: float | None = None,
         color: Sequence[float] = (0.0, 0.0, 0.0, 1.0),
         cache_dir: str | Path | None = None,
+        fallback: bool = True,
     ) -> None:
         self.fixed = frozenset(
             k for k, v in (("num_segments", num_segments), ("width", width)) if v is not None
@@ -204,6 +209,9 @@ class SaliencyInitializer(Initializer):
         self.width = float(width)
         self.color = tuple(float(c) for c in color)
         self.cache_dir = cache_dir
+        self.fallback = bool(fallback)
+        #: True once the ViT weights were unavailable and the weights-free saliency took their place.
+        self.weights_free = False
         # the maps of the last target: best-of-N draws N times from one target, and the ViT pass
         # and XDoG need to run once, not N times (holding the tensors keeps the identity check sound)
         self._last: tuple[Tensor, int, Tensor | None, int, tuple[Tensor, Tensor | None, Tensor]] | None = None
@@ -212,12 +220,32 @@ class SaliencyInitializer(Initializer):
         """Load the ViT now (see :meth:`Initializer.load`)."""
         self._get_model(device)
 
-    def _get_model(self, device: torch.device) -> nn.Module:
+    def _get_model(self, device: torch.device) -> nn.Module | None:
+        if self.weights_free:
+            return None
         if self._model is None:
-            from ..models import load_clip
+            from ..errors import WeightsError
+            from ..models import CLIP_MODELS, load_clip
 
             assert isinstance(self.model, (str, Path))
-            self._model = load_clip(str(self.model), device=device, cache_dir=self.cache_dir, role="saliency")
+            try:
+                self._model = load_clip(
+                    str(self.model), device=device, cache_dir=self.cache_dir, role="saliency"
+                )
+            except WeightsError as exc:
+                if not (self.fallback and isinstance(self.model, str) and self.model in CLIP_MODELS):
+                    raise
+                import warnings
+
+                warnings.warn(
+                    f"note: no CLIP {self.model} weights for the saliency map ({str(exc).split('. ')[0]}); "
+                    "the strokes start from the weights-free saliency instead (clipasso.init.weights_free). "
+                    "Pass --saliency-weights FILE for the paper's initialisation.",
+                    UserWarning,
+                    stacklevel=3,
+                )
+                self.weights_free = True
+                return None
         elif self._owns_model:
             self._model = self._model.to(device)
         return self._model
@@ -237,7 +265,12 @@ class SaliencyInitializer(Initializer):
         h, w = check_target(target)
         m = check_mask(mask, (h, w), target.device)
         model = self._get_model(target.device)
-        rel = relevance_map(model, target)[0, 0]
+        if model is None:
+            from .weights_free import weights_free_relevance
+
+            rel = weights_free_relevance(target).to(torch.float32)
+        else:
+            rel = relevance_map(model, target)[0, 0]
         edges = xdog(normalize(target.detach()))[0, 0] if self.use_xdog else None
         dist = saliency_distribution(rel, edges, temperature=self.temperature, mask=m)
         self._last = (target, versions[0], mask, versions[1], (rel, edges, dist))

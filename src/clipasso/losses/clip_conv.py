@@ -61,6 +61,7 @@ from ..augment import ReferenceViews, ViewParams
 from ..errors import InputError
 from ..models import is_resnet, is_vit, resnet_features, visual_of, vit_features
 from .base import CLIPModelRef, LossContext, RunSettings, SketchLoss, configure_views, register_loss
+from .masking import MaskWeighting, check_mask_weighting, masked_layer_terms
 from .precision import Precision, bf16_supported, check_precision, choose_precision
 
 __all__ = [
@@ -229,6 +230,8 @@ class CLIPConvLoss(SketchLoss):
         target_pool: Size of a fixed pool of random views whose target features are cached (0: off,
             the reference behaviour; > 0 is a deviation from the reference).
         compile_model: ``torch.compile`` the feature pass.
+        mask_weighting: What ``LossContext.mask`` does (:mod:`clipasso.losses.masking`):
+            ``"ignore"`` (default, the reference), ``"target"``, ``"features"`` or ``"both"``.
 
     Terms (already weighted, ``[B]`` each): ``conv_<layer>`` per layer with non-zero weight (e.g.
     ``conv_layer2``, ``conv_layer3``; ViT ``conv_block3``) and ``fc``.
@@ -256,14 +259,22 @@ class CLIPConvLoss(SketchLoss):
         cache_target_base: bool = True,
         target_pool: int | None = None,
         compile_model: bool = False,
+        mask_weighting: str | None = None,
     ) -> None:
         super().__init__(weight=weight)
-        given = {"num_views": num_views, "identity_weight": identity_weight, "precision": precision}
-        given |= {"channels_last": channels_last, "target_pool": target_pool}
+        given: dict[str, object] = {"num_views": num_views, "identity_weight": identity_weight}
+        given |= {
+            "precision": precision,
+            "channels_last": channels_last,
+            "target_pool": target_pool,
+            "mask_weighting": mask_weighting,
+        }
         #: The run settings given to the constructor: :meth:`configure` leaves them as they are.
         self.fixed: frozenset[str] = frozenset(k for k, v in given.items() if v is not None)
         if augment is not None:
             self.fixed |= {"num_views"}
+        #: What ``LossContext.mask`` does (:mod:`clipasso.losses.masking`); a run sets it (configure).
+        self.mask_weighting = check_mask_weighting("ignore" if mask_weighting is None else mask_weighting)
         if distance not in ("l2", "l1", "cos"):
             raise InputError(f"distance must be 'l2', 'l1' or 'cos', got {distance!r}")
         precision = check_precision("fp32" if precision is None else precision)
@@ -309,6 +320,9 @@ class CLIPConvLoss(SketchLoss):
             self.active_precision = None if self.precision == "auto" else self.precision
         if "channels_last" not in self.fixed:
             self.channels_last = bool(settings.channels_last)
+        if "mask_weighting" not in self.fixed:  # set by a run with background="weight"
+            chosen = settings.mask_weighting
+            self.mask_weighting = check_mask_weighting(chosen if chosen is not None else "ignore")
         if "target_pool" not in self.fixed and settings.target_pool != self.target_pool:
             self.target_pool = int(settings.target_pool)
             self.clear_cache()
@@ -591,6 +605,10 @@ class CLIPConvLoss(SketchLoss):
         return out
 
     def compute(self, sketch: Tensor, target: Tensor, context: LossContext) -> dict[str, Tensor]:
+        # -- background weighting (issue 21): LossContext.mask as a soft weight, losses/masking.py --
+        masking = MaskWeighting.start(self.mask_weighting, context, self.augment)
+        target = masking.target(target)
+        # -- end of the background-weighting hook --
         visual = visual_of(self.model.get(sketch.device))
         actual = "vit" if is_vit(visual) else "resnet" if is_resnet(visual) else None
         if actual != self.arch:
@@ -616,11 +634,18 @@ class CLIPConvLoss(SketchLoss):
         assert xs.shape[1] == views
         fx = self.view_features(visual, xs, precision)
         weights = self.view_weights(views, sketch.device) if context.train else None
-        if context.train and context.view0 is not None and self.augment.identity_view:
+        terms = self.terms(fx, fy, sketch.dtype, weights)
+        if masking.weights_features:  # background weighting hook: the layer terms weighted by the mask
+            if pooled:
+                raise InputError("mask_weighting 'features' / 'both' does not work with target_pool > 0")
+            mviews = masking.views(sketch)
+            terms |= masked_layer_terms(self.layers, fx, fy, mviews, self.distance, sketch.dtype, weights)
+        elif context.train and context.view0 is not None and self.augment.identity_view:
             # free evaluations: view 0 is the un-augmented sketch, its features are computed anyway
+            # (not with mask-weighted features: those terms are evaluated by a second forward)
             with torch.no_grad():
                 first = self.terms(
                     {k: f[:, :1] for k, f in fx.items()}, {k: f[:, :1] for k, f in fy.items()}, sketch.dtype
                 )
             context.view0.update(first)
-        return self.terms(fx, fy, sketch.dtype, weights)
+        return terms

@@ -51,6 +51,7 @@ from ..errors import InputError
 from ..models import is_vit, visual_of, vit_block_index, vit_features, vit_tokens
 from .base import CLIPModelRef, LossContext, RunSettings, SketchLoss, configure_views, register_loss
 from .clip_conv import check_identity_weight, embedding_distance, feature_distance, identity_view_weights
+from .masking import MaskWeighting, check_mask_weighting, masked_layer_terms
 
 __all__ = ["CLIPViTLayerLoss", "LayerSpec", "parse_vit_layers"]
 
@@ -116,6 +117,9 @@ class CLIPViTLayerLoss(SketchLoss):
         seed: Seed of the augmentation's own generator (used when the context gives none).
         cache_dir: Weights cache for lazy loading.
         weight: Factor on every term.
+        mask_weighting: What ``LossContext.mask`` does (:mod:`clipasso.losses.masking`):
+            ``"ignore"`` (default), ``"target"``, ``"features"`` (tokens weighted on the patch grid)
+            or ``"both"``.
 
     Terms (already weighted, ``[B]`` each): ``vit_block<i>`` per block with a non-zero weight, and
     ``vit_fc`` when ``fc_weight > 0``.
@@ -143,8 +147,10 @@ class CLIPViTLayerLoss(SketchLoss):
         seed: int = 0,
         cache_dir: str | os.PathLike[str] | None = None,
         weight: float = 1.0,
+        mask_weighting: str | None = None,
     ) -> None:
         super().__init__(weight=weight)
+        self.mask_weighting = check_mask_weighting("ignore" if mask_weighting is None else mask_weighting)
         if distance not in ("l2", "cos"):
             raise InputError(f"distance must be 'l2' or 'cos', got {distance!r}")
         if isinstance(fc_weight, bool) or not isinstance(fc_weight, (int, float)) or not fc_weight >= 0:
@@ -160,7 +166,13 @@ class CLIPViTLayerLoss(SketchLoss):
         self.model = CLIPModelRef(model, cache_dir=cache_dir)
         #: The run settings given to the constructor: :meth:`configure` leaves them as they are.
         self.fixed: frozenset[str] = frozenset(
-            k for k, v in (("num_views", num_views), ("identity_weight", identity_weight)) if v is not None
+            k
+            for k, v in (
+                ("num_views", num_views),
+                ("identity_weight", identity_weight),
+                ("mask_weighting", mask_weighting),
+            )
+            if v is not None
         ) | (frozenset({"num_views"}) if augment is not None else frozenset())
         self.view_seed = seed
         views = 4 if num_views is None else num_views
@@ -171,6 +183,9 @@ class CLIPViTLayerLoss(SketchLoss):
         """Adopt a run's ``num_views`` and ``identity_weight`` unless given to the constructor."""
         super().configure(settings)
         configure_views(self, settings)
+        if "mask_weighting" not in self.fixed:  # set by a run with background="weight"
+            chosen = settings.mask_weighting
+            self.mask_weighting = check_mask_weighting(chosen if chosen is not None else "ignore")
 
     def term_names(self) -> list[str]:
         return [f"vit_{k}" for k in self.layers] + (["vit_fc"] if self.fc_weight != 0.0 else [])
@@ -217,6 +232,8 @@ class CLIPViTLayerLoss(SketchLoss):
 
     def compute(self, sketch: Tensor, target: Tensor, context: LossContext) -> dict[str, Tensor]:
         visual = self._tower(sketch.device)
+        masking = MaskWeighting.start(self.mask_weighting, context, self.augment)  # losses/masking.py
+        target = masking.target(target)
         xs, ys = self.augment(sketch, target, context.generators, train=context.train)
         assert ys is not None
         fx = self.view_features(visual, xs)  # {name: [B, V, L, D]}, {"fc": [B, V, E]}
@@ -231,6 +248,19 @@ class CLIPViTLayerLoss(SketchLoss):
             x = fx[key][:, :, first:].to(sketch.dtype)
             y = fy[key][:, :, first:].to(sketch.dtype)
             out[f"vit_{key}"] = w * feature_distance(x, y, self.distance, x.dim() - 1, weights)
+        if masking.weights_features:  # the token terms weighted by the mask on the patch grid
+            mviews = masking.views(sketch)
+            out |= masked_layer_terms(
+                self.layers,
+                fx,
+                fy,
+                mviews,
+                self.distance,
+                sketch.dtype,
+                weights,
+                prefix="vit_",
+                first_token=first,
+            )
         if self.fc_weight != 0.0:
             ex, ey = fx["fc"].to(sketch.dtype), fy["fc"].to(sketch.dtype)
             out["vit_fc"] = self.fc_weight * embedding_distance(ex, ey, weights)

@@ -32,7 +32,8 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..xdog import edge_ink, gaussian_blur, rgb_to_grey
-from .base import LossContext, SketchLoss, register_loss
+from .base import LossContext, RunSettings, SketchLoss, register_loss
+from .masking import MaskWeighting, check_mask_weighting
 from .pixel import masked_mean
 
 __all__ = ["EdgeLoss"]
@@ -51,6 +52,10 @@ class EdgeLoss(SketchLoss):
         xdog_kwargs: Options passed to :func:`clipasso.xdog.xdog` (e.g. ``sigma``, ``binarize``).
             The target is passed in [0, 1] (not CLIP-normalised).
         weight: Factor on the term.
+        mask_weighting: What ``LossContext.mask`` does (:mod:`clipasso.losses.masking`):
+            ``"features"`` (default, as before: the per-pixel errors weighted), ``"target"`` (the
+            edges of the target composited onto white by the mask instead: background edges fade
+            out, background ink still costs), ``"both"`` or ``"ignore"``.
 
     Term: ``"edge"``, ``[B]``.
     """
@@ -67,8 +72,13 @@ class EdgeLoss(SketchLoss):
         edges: Literal["outline", "fill"] = "outline",
         xdog_kwargs: Mapping[str, Any] | None = None,
         weight: float = 1.0,
+        mask_weighting: str | None = None,
     ) -> None:
         super().__init__(weight=weight)
+        #: The run settings given to the constructor: :meth:`configure` leaves them as they are.
+        self.fixed: frozenset[str] = frozenset({"mask_weighting"} if mask_weighting is not None else ())
+        self.mask_weighting = check_mask_weighting("features" if mask_weighting is None else mask_weighting)
+        self._mask_weighting_default = self.mask_weighting
         sig = [float(s) for s in sigmas]
         if not sig or any(s < 0 for s in sig):
             raise InputError(f"sigmas must be a non-empty list of values >= 0, got {list(sigmas)}")
@@ -98,6 +108,16 @@ class EdgeLoss(SketchLoss):
         :func:`clipasso.xdog.edge_ink` with this loss's ``edges`` and ``xdog_kwargs``."""
         return edge_ink(target, mode=self.edges, **self.xdog_kwargs)
 
+    def configure(self, settings: RunSettings) -> None:
+        """Adopt a run's ``mask_weighting`` (set with ``background="weight"``; otherwise this loss's
+        default, ``"features"``) unless given to the constructor."""
+        super().configure(settings)
+        if "mask_weighting" not in self.fixed:
+            chosen = settings.mask_weighting
+            self.mask_weighting = (
+                check_mask_weighting(chosen) if chosen is not None else self._mask_weighting_default
+            )
+
     def target_maps(self, target: Tensor) -> list[Tensor]:
         """The target's edge ink blurred at each of :attr:`sigmas`, ``[Bt, 1, H, W]`` each (no
         gradient), computed once per target: the same values as computing them every call."""
@@ -117,6 +137,9 @@ class EdgeLoss(SketchLoss):
         return maps
 
     def compute(self, sketch: Tensor, target: Tensor, context: LossContext) -> Tensor:
+        masking = MaskWeighting.start(self.mask_weighting, context)  # losses/masking.py
+        target = masking.target(target)  # "target"/"both": composited onto white by the mask
+        error_mask = masking.mask if masking.weights_features else None
         ink_s = 1.0 - rgb_to_grey(sketch)
         maps = self.target_maps(target)
         out = sketch.new_zeros(sketch.shape[0])
@@ -124,5 +147,5 @@ class EdgeLoss(SketchLoss):
             if w == 0.0:
                 continue
             bs = gaussian_blur(ink_s, sigma) if sigma > 0 else ink_s
-            out = out + w * masked_mean((bs - bt) ** 2, context.mask)
+            out = out + w * masked_mean((bs - bt) ** 2, error_mask)
         return out
