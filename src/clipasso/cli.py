@@ -516,6 +516,10 @@ def _demo(args: argparse.Namespace) -> int:
         iterations=args.iterations,
         max_iterations=args.max_iterations,
     )
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="clipasso demo: %(message)s")  # one line per job
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     where = f"http://{args.host}:{args.port}"
     print(f"clipasso demo on {where} (Ctrl+C to stop)", file=sys.stderr, flush=True)
     launch(
