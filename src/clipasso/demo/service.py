@@ -24,7 +24,7 @@ import shutil
 import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,6 +48,7 @@ __all__ = [
     "DemoService",
     "Update",
     "presets",
+    "weights_message",
 ]
 
 log = logging.getLogger("clipasso.demo")
@@ -348,7 +349,8 @@ class DemoService:
             outcome = "stopped" if job.stopped else "done"
             status = (
                 f"{stopped}: best loss {result.best_loss:.4g} at step {result.best_iteration} "
-                f"(seed {result.best.seed}, {len(result.candidates)} candidates)"
+                f"(seed {result.best.seed}, {len(result.candidates)} candidate"
+                f"{'s' if len(result.candidates) != 1 else ''})"
             )
             yield Update(
                 status,
@@ -423,8 +425,3 @@ def _render(result: SketchResult) -> np.ndarray:
     from ..result import to_uint8
 
     return to_uint8(result.render()[0])
-
-
-def describe(mapping: Mapping[str, Any]) -> str:
-    """``name: description`` lines (Markdown) of :data:`BACKGROUNDS`-like tables."""
-    return "\n".join(f"- **{k}**: {getattr(v, 'description', v)}" for k, v in mapping.items())
