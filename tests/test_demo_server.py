@@ -206,6 +206,7 @@ def test_eight_clients_queue_stay_apart_and_a_lost_client_frees_its_slot(
     log = server.log_text()
     assert log.count(": closed") >= 1, f"the lost client's run did not stop:\n{log}"
     rss_after = server.rss_kib()
+    print(f"server RSS before the 8 clients {rss_before} KiB, after {rss_after} KiB")
     if rss_before is not None and rss_after is not None:
         assert rss_after - rss_before < 400 * 1024, f"server memory grew from {rss_before} to {rss_after} KiB"
 
