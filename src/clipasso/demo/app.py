@@ -128,11 +128,11 @@ def build_app(
                 _session(request),
                 _upload_path(image),
                 sample,
-                strokes=int(strokes),
+                strokes=strokes,
                 preset=preset,
                 objective=objective,
                 background=background,
-                iterations=int(iterations),
+                iterations=iterations,
             )
             for update in updates:
                 yield view(update)

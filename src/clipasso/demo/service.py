@@ -212,7 +212,7 @@ class DemoService:
 
     # ------------------------------------------------------------------ settings
 
-    def config(self, *, strokes: int, preset: str, objective: str, iterations: int) -> Any:
+    def config(self, *, strokes: float, preset: str, objective: str, iterations: float) -> Any:
         """The run's :class:`~clipasso.SketchConfig`: preset, then the server's settings, then the page's."""
         from ..config import SketchConfig
 
@@ -285,11 +285,11 @@ class DemoService:
         image: str | os.PathLike[str] | None,
         sample: str | None,
         *,
-        strokes: int,
+        strokes: float,
         preset: str,
         objective: str,
         background: str,
-        iterations: int,
+        iterations: float,
     ) -> Iterator[Update]:
         """Sketch the uploaded image (else the sample), yielding an :class:`Update` per new frame.
 
@@ -323,7 +323,13 @@ class DemoService:
             sketcher, lock = self._sketcher(config, background)
             job = SketchJob(sketcher, source, every=self.options.preview_every)
             self._jobs[session] = job
-        log.info("job %s: start (%s, %d strokes, %d iterations)", session, objective, strokes, iterations)
+        log.info(
+            "job %s: start (%s, %d strokes, %d iterations)",
+            session,
+            objective,
+            config.num_strokes,
+            config.iterations,
+        )
         outcome = "closed"
         try:
             yield Update("loading the models and placing the first strokes…")
