@@ -41,7 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 _BLOCK = re.compile(r"^```(\w+)[^\n]*\n(.*?)^```", re.S | re.M)
 #: Shell commands that are CI's own (install, test, lint, docs build): not run again from the docs.
-_NOT_RERUN = ("pip ", "python -m pytest", "nox ", "mkdocs ", "cd ", "git ")
+#: ``clipasso demo`` serves until stopped: tests/test_demo_server.py launches it and drives it.
+_NOT_RERUN = ("pip ", "python -m pytest", "nox ", "mkdocs ", "cd ", "git ", "clipasso demo")
 _IMAGES = {
     "photo.png": "house",
     "house.png": "house",

@@ -3,6 +3,7 @@
 Commands:
     clipasso sketch IMAGE [IMAGE ...] -o OUTDIR [options]
     clipasso sketch --text PROMPT -o OUTDIR [options]     (a sketch of the prompt, no image)
+    clipasso demo [--host 127.0.0.1] [--port 7860] [--share] [options]   (the web demo; needs [demo])
     clipasso info
 
 Exit codes: 0 success, 2 bad input or usage (one-line message; ``--debug`` for the traceback),
@@ -258,9 +259,42 @@ def build_parser() -> argparse.ArgumentParser:
     sk.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sk.add_argument("--debug", action="store_true", help="show tracebacks")
 
+    _add_demo_parser(sub)
+
     info = sub.add_parser("info", help="versions, devices, rasterizer backends, weights cache")
     info.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     return parser
+
+
+def _add_demo_parser(sub: Any) -> None:
+    demo = sub.add_parser(
+        "demo",
+        help="the live web demo in a browser (pip install 'clipasso[demo]')",
+        description="Serve the web demo: upload a picture, watch the strokes move, download the sketch.",
+    )
+    demo.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)"
+    )
+    demo.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    demo.add_argument("--share", action="store_true", help="also serve through a public Gradio share link")
+    demo.add_argument("--clip-weights", help="CLIP weights for the loss: a file or a model name")
+    demo.add_argument(
+        "--saliency-weights", help="CLIP ViT weights for the saliency map: a file or a model name"
+    )
+    demo.add_argument(
+        "--config", type=Path, help="a TOML file of settings applied to every run (see sketch --print-config)"
+    )
+    demo.add_argument("--device", help="auto, cpu, cuda, cuda:1, mps, ...")
+    demo.add_argument("--threads", type=int, metavar="N", help="CPU threads per run")
+    demo.add_argument("--iterations", type=int, default=300, help="the page's default number of steps (300)")
+    demo.add_argument("--max-iterations", type=int, default=2000, help="the most steps a run may take (2000)")
+    demo.add_argument(
+        "--preview-every", type=int, default=5, metavar="K", help="show the strokes every K steps (5)"
+    )
+    demo.add_argument(
+        "--concurrency", type=int, default=1, metavar="N", help="runs at a time; the others queue (1)"
+    )
+    demo.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -561,6 +595,56 @@ def _is_user_error(exc: BaseException) -> bool:
     return isinstance(exc, (WeightsError, BackendUnavailableError))
 
 
+# ---------------------------------------------------------------------------------------------- demo
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .errors import InputError
+
+    for name in ("port", "iterations", "max_iterations", "preview_every", "concurrency"):
+        value = getattr(args, name)
+        if value < (0 if name == "port" else 1) or (name == "port" and value > 65535):
+            raise UsageError(
+                f"--{name.replace('_', '-')} must be {'0..65535' if name == 'port' else '>= 1'}, got {value}"
+            )
+    if args.iterations > args.max_iterations:
+        raise UsageError(f"--iterations {args.iterations} is above --max-iterations {args.max_iterations}")
+    settings: dict[str, Any] = _read_toml(args.config) if args.config is not None else {}
+    settings.update({k: v for k, v in (("device", args.device), ("threads", args.threads)) if v is not None})
+    from .config import SketchConfig
+
+    try:
+        SketchConfig.from_dict({**SketchConfig().to_dict(), **settings})  # bad settings fail now
+    except InputError as exc:
+        raise UsageError(str(exc)) from None
+    from .demo.app import check_gradio
+
+    problem = check_gradio()
+    if problem is not None:
+        raise UsageError(problem)
+    from .demo.app import launch
+    from .demo.service import DemoOptions
+
+    options = DemoOptions(
+        settings=settings,
+        clip_weights=args.clip_weights,
+        saliency_weights=args.saliency_weights,
+        preview_every=args.preview_every,
+        iterations=args.iterations,
+        max_iterations=args.max_iterations,
+    )
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="clipasso demo: %(message)s")  # one line per job
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    where = f"http://{args.host}:{args.port}"
+    print(f"clipasso demo on {where} (Ctrl+C to stop)", file=sys.stderr, flush=True)
+    launch(
+        options, host=args.host, port=args.port, share=args.share, concurrency=args.concurrency, quiet=True
+    )
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------------------------------- info
 
 
@@ -616,6 +700,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _sketch(args)
         if args.command == "info":
             return _info(args)
+        if args.command == "demo":
+            return _demo(args)
         parser.print_help()
         return EXIT_OK
     except UsageError as exc:
