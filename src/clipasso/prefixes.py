@@ -8,7 +8,7 @@ the strokes whose removal raises the loss most first; the automatic count is the
 that keeps most of the full sketch's gain over the blank canvas.
 
 Example:
-    >>> choose_stroke_count([1.0, 0.5, 0.3, 0.25, 0.24], epsilon=0.1)
+    >>> choose_stroke_count([1.0, 0.5, 0.3, 0.25, 0.24], epsilon=0.05)
     3
 """
 
