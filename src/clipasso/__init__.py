@@ -83,6 +83,7 @@ _EXPORTS: dict[str, str] = {
     "SketchLoss": ".losses",
     "SketchResult": ".result",
     "SketchState": ".callbacks",
+    "sketch_many": ".batch",
     "StrokeSet": ".strokes",
     "SVGError": ".errors",
     "SVGInitializer": ".init",
@@ -94,6 +95,7 @@ _EXPORTS: dict[str, str] = {
 
 if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
     from .augment import ReferenceViews
+    from .batch import sketch_many
     from .callbacks import Callback, SketchState
     from .config import SketchConfig
     from .errors import (
@@ -244,5 +246,6 @@ __all__ = [
     "register_loss",
     "register_rasterizer",
     "save_saliency_figure",
+    "sketch_many",
     "xdog",
 ]
