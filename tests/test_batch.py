@@ -343,3 +343,14 @@ def test_is_finished_checks_the_record(tmp_path: Path) -> None:
     assert not is_finished(folder, item, settings_digest(config.replace(seed=2)), [3])
     _photo(img, shade=1)
     assert not is_finished(folder, item, digest, [3])  # the image changed
+
+
+def test_a_prompt_alone_is_not_shared_over_torchrun_ranks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert main(["sketch", "--text", "a cat", "-o", str(tmp_path / "out"), "-q"]) == 2
+    assert "runs in one process" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

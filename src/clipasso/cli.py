@@ -372,9 +372,15 @@ def _sketch(args: argparse.Namespace) -> int:
                 world.close()
             records = summary.records
         else:  # one sketch of the prompt(s), in a folder named after the first prompt
+            if world.distributed:
+                raise UsageError(
+                    "torchrun shares images over its processes; a sketch of a prompt without IMAGE "
+                    "runs in one process (run it without torchrun)"
+                )
             item = BatchItem(None, _prompt_name(config.text or []))
-            pending, _ = plan([item], args.output, config=config, strokes=counts)
+            pending, skipped = plan([item], args.output, config=config, strokes=counts, resume=resume)
             sketcher.load(with_image=False)  # weights errors surface now, before any output
+            hooks.on_plan(pending, skipped)
             records = sketch_items(
                 sketcher,
                 pending,
