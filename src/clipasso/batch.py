@@ -529,6 +529,7 @@ def _sketch_one(
     try:
         if item.source is not None:  # a bad image or mask fails before any output
             prepare_target(item.source, size=sketcher.config.image_size, mask=item.mask)
+        key = _job_key(item, digest, counts)  # of the bytes read now, not of a file changed meanwhile
         results: list[SketchResult] = []
         for n in counts:
             ckpt = None
@@ -555,7 +556,7 @@ def _sketch_one(
                 "clipasso_version": __version__,
                 "source": source,
                 "mask": extra["mask"],
-                **_job_key(item, digest, counts),
+                **key,
                 "seconds": round(time.perf_counter() - t0, 3),
                 "rank": rank,
             }
