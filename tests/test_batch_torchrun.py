@@ -46,6 +46,8 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str], P
 def _torchrun(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TORCHELASTIC", "RANK", "WORLD_SIZE"))}
     env.update(PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
+    if sys.platform.startswith("linux"):
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # loopback, whatever the host name resolves to
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
 
