@@ -113,7 +113,6 @@ def _truncated_png(path: Path) -> Path:
     "make, message",
     [
         (lambda d: d / "missing.png", "not found"),
-        (lambda d: d, "directory"),
         (lambda d: (d / "t.png").write_text("not an image") and d / "t.png", "cannot read image"),
         (lambda d: _truncated_png(d / "trunc.png"), "cannot read image"),
         (lambda d: (d / "z.png").write_bytes(b"") or d / "z.png", "empty"),

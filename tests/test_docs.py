@@ -7,7 +7,8 @@ The blocks run as a reader would run them, with what a reader would have at hand
   ...: the package's drawn samples);
 * CLIP weights are tiny random-weight models written through the public loader, reached the way
   the docs say real ones are: the ``CLIPASSO_WEIGHTS_*`` variables and ``~/weights/*.pt``;
-* ``bash`` blocks: each ``clipasso ...`` line runs the command line in-process, ``python -c`` runs
+* ``bash`` blocks: each ``clipasso ...`` line runs the command line in-process (a ``torchrun ... -m
+  clipasso ...`` line runs torch's launcher in a subprocess), ``python -c`` runs
   its code, ``export`` sets the variable, ``>`` redirects; install and test commands (``pip``,
   ``python -m pytest``, ``nox``, ``mkdocs``) are what CI itself runs, and are not run again here;
 * every sketch is capped at 2 iterations (the docs' settings are otherwise kept), and no network
@@ -135,6 +136,9 @@ def _run_shell(code: str, where: str, monkeypatch: pytest.MonkeyPatch) -> None:
         if words[:2] == ["python", "-c"]:
             exec(compile(words[2], where, "exec"), {})
             continue
+        if words[0] == "torchrun":  # several processes: torch's own launcher, in a subprocess
+            _run_torchrun(words[1:], where, line)
+            continue
         assert words[0] == "clipasso", f"{where}: a shell line the docs test cannot run: {line!r}"
         out_file = None
         if ">" in words:
@@ -149,6 +153,21 @@ def _run_shell(code: str, where: str, monkeypatch: pytest.MonkeyPatch) -> None:
         if out_file is not None:
             Path(out_file).write_text(buffer.getvalue())
         assert code_ == 0, f"{where}: `{line}` exited {code_}"
+
+
+def _run_torchrun(argv: list[str], where: str, line: str) -> None:
+    """``torchrun ... -m clipasso sketch ...`` on this machine (its rendezvous on loopback), with
+    the iteration cap; the processes see the variables the reader set (weights, HOME)."""
+    import subprocess
+
+    assert "-m" in argv and argv[argv.index("-m") + 1] == "clipasso", f"{where}: {line!r}"
+    argv = [os.path.expanduser(w) for w in argv]
+    if "sketch" in argv:
+        argv += ["--iterations", str(MAX_ITERATIONS), "-q"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", *argv]
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, f"{where}: `{line}` exited {run.returncode}: {run.stderr[-2000:]}"
 
 
 @pytest.mark.parametrize("page", _pages_with_code(), ids=lambda p: p.relative_to(ROOT).as_posix())

@@ -15,6 +15,7 @@ def test_version_string() -> None:
 # The API surface users rely on: removing one of these is a breaking change (update the CHANGELOG).
 PUBLIC_API = {
     "Sketcher",
+    "sketch_folders",
     "SketchConfig",
     "SketchResult",
     "Candidate",

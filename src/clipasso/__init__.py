@@ -87,6 +87,7 @@ _EXPORTS: dict[str, str] = {
     "SketchLoss": ".losses",
     "SketchResult": ".result",
     "SketchState": ".callbacks",
+    "sketch_folders": ".batch",
     "StrokeSet": ".strokes",
     "SVGError": ".errors",
     "SVGInitializer": ".init",
@@ -100,6 +101,7 @@ _EXPORTS: dict[str, str] = {
 
 if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
     from .augment import ReferenceViews
+    from .batch import sketch_folders
     from .callbacks import Callback, SketchState
     from .config import SketchConfig
     from .engine import Engine, ProgressBar, RunState
@@ -258,5 +260,6 @@ __all__ = [
     "register_loss",
     "register_rasterizer",
     "save_saliency_figure",
+    "sketch_folders",
     "xdog",
 ]

@@ -17,7 +17,6 @@ import os
 import platform
 import re
 import sys
-import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -402,7 +401,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- sketch
 
 
-def _progress(quiet: bool, label: str, total: int) -> Any:
+def _progress(quiet: bool, label: str, total: int, position: int | None = None) -> Any:
     from tqdm.auto import tqdm
 
     from .callbacks import Callback
@@ -410,7 +409,13 @@ def _progress(quiet: bool, label: str, total: int) -> Any:
     class Progress(Callback):
         def __init__(self) -> None:
             self.bar = tqdm(
-                total=total, desc=label, disable=quiet, unit="it", leave=False, dynamic_ncols=True
+                total=total,
+                desc=label,
+                disable=quiet,
+                unit="it",
+                leave=False,
+                dynamic_ncols=True,
+                position=position,
             )
 
         def on_step(self, sketcher: Any, state: Any) -> None:
@@ -439,26 +444,18 @@ def _prompt_name(prompts: Sequence[str]) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", first).strip("_.")[:60] or "text"
 
 
-def _unique_names(images: Sequence[Path]) -> list[str]:
-    names: list[str] = []
-    for path in images:
-        base = re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem) or "image"
-        name, k = base, 2
-        while name in names:
-            name, k = f"{base}-{k}", k + 1
-        names.append(name)
-    return names
-
-
 def _sketch(args: argparse.Namespace) -> int:
+    from .batch import BatchItem, plan, sketch_folders, sketch_items
     from .config import SketchConfig
+    from .distributed import World, local_device
     from .errors import ClipassoError, InputError
-    from .image import prepare_target
-    from .outputs import check_output_folder, save_ladder, save_outputs
     from .sketcher import Sketcher
 
     settings = _settings(args)
     try:
+        world = World.from_env()  # torchrun's variables, or one process
+        if "device" in settings:
+            settings["device"] = local_device(settings["device"], world)  # one GPU per local rank
         config = SketchConfig.from_dict(settings)
     except InputError as exc:
         raise UsageError(str(exc)) from None
@@ -467,7 +464,7 @@ def _sketch(args: argparse.Namespace) -> int:
         return EXIT_OK
     if not args.images and not config.text:
         raise UsageError(
-            "no IMAGE given (usage: clipasso sketch IMAGE [IMAGE ...] -o OUTDIR, or --text PROMPT "
+            "no IMAGE given (usage: clipasso sketch IMAGE|DIR [...] -o OUTDIR, or --text PROMPT "
             "-o OUTDIR for a sketch of a prompt)"
         )
     masks = [] if config.mask_source is not None and _mask_source(args.mask) else (args.mask or [])
@@ -488,105 +485,130 @@ def _sketch(args: argparse.Namespace) -> int:
     counts = [config.num_strokes] if not isinstance(args.strokes, list) or nested_ladder else args.strokes
     for n in counts:  # every count of a ladder is checked before any work
         config.replace(num_strokes=n)
-    out_root: Path = args.output
-    # without IMAGE: one sketch of the prompt(s), in a folder named after the first prompt
-    sources: list[Path | None] = list(args.images) or [None]
-    names = _unique_names(args.images) if args.images else [_prompt_name(config.text or [])]
-    try:  # every output location is checked before any work: a finished run must not be lost
-        for name in names:
-            check_output_folder(out_root / name)
-    except InputError as exc:
-        raise UsageError(str(exc)) from None
+    # a folder among the inputs, or several processes: a batch (summary.json, exit 1 on failures)
+    batch = world.distributed or any(p.is_dir() for p in args.images)
+    resume = args.resume or world.restart_count > 0  # torchrun restarted the group: go on
+    hooks = _hooks(args, world, config.iterations)
     sketcher = Sketcher(config)  # one Sketcher: models load once and serve every image
     try:
-        sketcher.load(with_image=bool(args.images))  # weights errors surface now, before any output
+        if args.images:
+            world.init()
+            _on_sigterm_interrupt(world)
+            try:
+                summary = sketch_folders(
+                    sketcher,
+                    args.images,
+                    args.output,
+                    strokes=counts,
+                    masks=masks or None,
+                    resume=resume,
+                    checkpoint=args.checkpoint,
+                    summary=batch,
+                    world=world,
+                    hooks=hooks,
+                    ladder=sorted(args.strokes) if nested_ladder else None,
+                    order=args.order,
+                )
+            finally:
+                world.close()
+            records = summary.records
+        else:  # one sketch of the prompt(s), in a folder named after the first prompt
+            if world.distributed:
+                raise UsageError(
+                    "torchrun shares images over its processes; a sketch of a prompt without IMAGE "
+                    "runs in one process (run it without torchrun)"
+                )
+            item = BatchItem(None, _prompt_name(config.text or []))
+            pending, skipped = plan([item], args.output, config=config, strokes=counts, resume=resume)
+            sketcher.load(with_image=False)  # weights errors surface now, before any output
+            hooks.on_plan(pending, skipped)
+            records = sketch_items(
+                sketcher,
+                pending,
+                args.output,
+                strokes=counts,
+                checkpoint=args.checkpoint,
+                resume=resume,
+                hooks=hooks,
+                ladder=sorted(args.strokes) if nested_ladder else None,
+                order=args.order,
+            )
     except ClipassoError as exc:
         if not (isinstance(exc, InputError) or _is_user_error(exc)):
             raise
         raise UsageError(str(exc)) from None
-    status = EXIT_OK
-    for idx, (image, name) in enumerate(zip(sources, names)):
-        mask = masks[idx] if masks else None
-        what = str(image) if image is not None else repr(" | ".join(config.text or []))
-        t0 = time.perf_counter()
-        try:
-            if image is not None:
-                prepare_target(image, size=config.image_size, mask=mask)  # validate before any output
-            results = []
-            for n in counts:
-                ckpt = None
-                if args.checkpoint or args.resume:
-                    ckpt = out_root / ".checkpoints" / f"{name}-{n}.pt"
-                    if not args.resume and ckpt.exists():
-                        ckpt.unlink()
-                label = f"{image.name if image is not None else name} ({n} strokes)"
-                sketcher.callbacks = [_progress(args.quiet, label, config.iterations)]
-                results.append(sketcher.sketch(image, mask=mask, num_strokes=n, checkpoint=ckpt))
-            if args.order:
-                results = [sketcher.order_strokes(r) for r in results]
-            if nested_ladder:  # the ladder is the nested run's prefixes
-                assert isinstance(args.strokes, list)
-                ladder = sorted(args.strokes)
-                results = [results[0].prefix(k) for k in ladder[:-1]] + [results[0]]
-            shown = sorted(args.strokes) if nested_ladder and isinstance(args.strokes, list) else counts
-            extra = {"image": str(image) if image is not None else None, "mask": str(mask) if mask else None}
+    failed = [r for r in records if r.status == "failed"]
+    if batch:
+        return EXIT_INTERNAL if failed and world.rank == 0 else EXIT_OK
+    return max([EXIT_OK, *(EXIT_USAGE if r.kind == "input" else EXIT_INTERNAL for r in failed)])
 
-            def write(
-                folder: Path,
-                results: list[Any] = results,
-                extra: dict[str, Any] = extra,
-                shown: list[int] = shown,
-            ) -> None:
-                if len(results) == 1:
-                    save_outputs(results[0], folder, extra_config=extra)
-                else:
-                    for n, res in zip(shown, results):
-                        save_outputs(res, folder / f"strokes-{n}", extra_config=extra)
-                    save_ladder(results, folder / "ladder.png")
 
-            target_dir = _save_or_rescue(write, out_root / name)
-        except OutputRescued as exc:
-            print(f"clipasso: error: {what}: {exc}", file=sys.stderr)
-            status = max(status, EXIT_INTERNAL)
-            continue
-        except ClipassoError as exc:
-            print(f"clipasso: error: {what}: {_one_line(exc)}", file=sys.stderr)
+def _on_sigterm_interrupt(world: Any) -> None:
+    """Under torchrun, SIGTERM (how it stops the other ranks when one dies) interrupts like Ctrl-C,
+    so the image being written leaves no temporary folder behind."""
+    import signal
+
+    if not world.distributed:
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def _hooks(args: argparse.Namespace, world: Any, iterations: int) -> Any:
+    """Progress bars over images and steps, and one line per image (rank 0 draws the bars)."""
+    from tqdm.auto import tqdm
+
+    from .batch import BatchHooks
+
+    quiet = args.quiet or world.rank != 0
+
+    class Hooks(BatchHooks):
+        bar: Any = None
+
+        def on_plan(self, items: Sequence[Any], skipped: Sequence[Any]) -> None:
+            if skipped:
+                print(f"{len(skipped)} image(s) finished before: skipped (--resume)")
+            if len(items) > 1 or world.distributed:
+                where = f" (rank {world.rank} of {world.size})" if world.distributed else ""
+                self.bar = tqdm(
+                    total=len(items),
+                    desc="images" + where,
+                    disable=quiet,
+                    unit="image",
+                    position=0,
+                    dynamic_ncols=True,
+                )
+
+        def callbacks(self, item: Any, num_strokes: int) -> list[Any]:
+            name = item.source.name if item.source is not None else item.name
+            label = f"{name} ({num_strokes} strokes)"
+            return [_progress(quiet, label, iterations, position=1 if self.bar is not None else None)]
+
+        def on_error(self, item: Any, exc: BaseException) -> None:
             if args.debug:
                 traceback.print_exc()
-            status = max(
-                status, EXIT_USAGE if isinstance(exc, InputError) or _is_user_error(exc) else EXIT_INTERNAL
+
+        def on_record(self, record: Any) -> None:
+            if self.bar is not None and record.output is not None:
+                self.bar.update(1)
+            if record.status == "failed":
+                print(f"clipasso: error: {record.source}: {record.reason}", file=sys.stderr)
+                return
+            # the one-line summary is printed even with --quiet
+            print(
+                f"{record.source}: best loss {record.best_loss:.5g} at iteration {record.best_iteration} "
+                f"(seed {record.best_seed}, {record.candidates} candidates), "
+                f"{record.seconds:.1f} s -> {record.folder}/"
             )
-            continue
-        best = results[-1]  # the one-line summary is printed even with --quiet
-        print(
-            f"{what}: best loss {best.best_loss:.5g} at iteration {best.best_iteration} "
-            f"(seed {best.best.seed}, {len(best.candidates)} candidates), "
-            f"{time.perf_counter() - t0:.1f} s -> {target_dir}/"
-        )
-    return status
 
+        def on_end(self, summary: Any) -> None:
+            if self.bar is not None:
+                self.bar.close()
 
-def _save_or_rescue(write: Any, folder: Path) -> Path:
-    """Write the outputs into ``folder``; if that fails (disk full, permissions changed during the
-    run, ...), write them into a new folder under the system's temporary directory and say where,
-    so that a finished optimisation is never lost to a failing save."""
-    import tempfile
-
-    from .errors import InputError
-    from .outputs import save_outputs_atomic
-
-    try:
-        return save_outputs_atomic(write, folder)
-    except (OSError, InputError) as exc:
-        rescue = Path(tempfile.mkdtemp(prefix=f"clipasso-rescue-{folder.name}-"))
-        saved = save_outputs_atomic(write, rescue / folder.name)
-        raise OutputRescued(
-            f"could not write the outputs to {folder} ({exc}); they were saved in {saved} instead"
-        ) from exc
-
-
-class OutputRescued(Exception):
-    """The outputs could not be written where asked and were saved elsewhere (exit 1)."""
+    return Hooks()
 
 
 def _is_user_error(exc: BaseException) -> bool:
