@@ -241,7 +241,8 @@ def test_folder_batch_keeps_going_writes_summary_and_resumes(
     ]
     bad = summary["images"][2]
     assert "cannot read image" in bad["reason"] and "\n" not in bad["reason"] and bad["error"] == "InputError"
-    assert all(r["seconds"] > 0 for r in summary["images"])
+    # a bad file can fail within the 1 ms the seconds are rounded to
+    assert all(r["seconds"] > 0 if r["status"] == "done" else r["seconds"] >= 0 for r in summary["images"])
     assert summary["settings"]["image_size"] == 32 and summary["strokes"] == [3]
     svg = (out / "a" / "sketch.svg").read_bytes()
 

@@ -527,7 +527,8 @@ def _sketch_one(
 
     t0 = time.perf_counter()
     source = str(item.source) if item.source is not None else None
-    what = source if source is not None else item.name
+    prompts = " | ".join(sketcher.config.text or [])
+    what = source if source is not None else (repr(prompts) if prompts else item.name)
     try:
         if item.source is not None:  # a bad image or mask fails before any output
             prepare_target(item.source, size=sketcher.config.image_size, mask=item.mask)

@@ -402,35 +402,9 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _progress(quiet: bool, label: str, total: int, position: int | None = None) -> Any:
-    from tqdm.auto import tqdm
+    from .engine import ProgressBar
 
-    from .callbacks import Callback
-
-    class Progress(Callback):
-        def __init__(self) -> None:
-            self.bar = tqdm(
-                total=total,
-                desc=label,
-                disable=quiet,
-                unit="it",
-                leave=False,
-                dynamic_ncols=True,
-                position=position,
-            )
-
-        def on_step(self, sketcher: Any, state: Any) -> None:
-            self.bar.update(1)
-
-        def on_eval(self, sketcher: Any, state: Any) -> None:
-            best = min(state.best_loss) if state.best_loss else float("nan")
-            current = state.terms.get("total")
-            cur = float(current.mean()) if current is not None else float("nan")
-            self.bar.set_postfix(loss=f"{cur:.4g}", best_eval=f"{best:.4g}", refresh=False)
-
-        def on_end(self, sketcher: Any, result: Any) -> None:
-            self.bar.close()
-
-    return Progress()
+    return ProgressBar(total, label, disable=quiet, position=position)
 
 
 def _prompt_name(prompts: Sequence[str]) -> str:

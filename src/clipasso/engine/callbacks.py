@@ -67,12 +67,23 @@ class ProgressBar(Callback):
         total: The number of steps.
         label: The bar's description.
         disable: No bar (e.g. ``--quiet``).
+        position: The bar's line (tqdm's ``position``; e.g. 1 below a bar over images).
     """
 
-    def __init__(self, total: int, label: str = "sketch", disable: bool = False) -> None:
+    def __init__(
+        self, total: int, label: str = "sketch", disable: bool = False, position: int | None = None
+    ) -> None:
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=total, desc=label, disable=disable, unit="it", leave=False, dynamic_ncols=True)
+        self.bar = tqdm(
+            total=total,
+            desc=label,
+            disable=disable,
+            unit="it",
+            leave=False,
+            dynamic_ncols=True,
+            position=position,
+        )
 
     def on_start(self, sketcher: Any, state: RunState) -> None:
         self.bar.update(state.iteration - self.bar.n)  # a resumed run starts where it was
