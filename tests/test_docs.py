@@ -11,7 +11,7 @@ The blocks run as a reader would run them, with what a reader would have at hand
   clipasso ...`` line runs torch's launcher in a subprocess), ``python -c`` runs
   its code, ``export`` sets the variable, ``>`` redirects; install and test commands (``pip``,
   ``python -m pytest``, ``nox``, ``mkdocs``) are what CI itself runs, and are not run again here;
-* every sketch is capped at 2 iterations (the docs' settings are otherwise kept), and no network
+* every sketch (``sketch`` and ``sketch_many``) is capped at 2 iterations (the docs' settings are otherwise kept), and no network
   is touched (a download attempt fails the test).
 
 Blocks in other languages (``text``, ``toml`` output samples) are not code.
@@ -103,6 +103,13 @@ def reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         return original(self, *args, iterations=min(wanted, MAX_ITERATIONS), **kwargs)
 
     monkeypatch.setattr(Sketcher, "sketch", capped)
+    original_many = Sketcher.sketch_many
+
+    def capped_many(self: Sketcher, *args: Any, iterations: int | None = None, **kwargs: Any) -> Any:
+        wanted = iterations if iterations is not None else self.config.iterations
+        return original_many(self, *args, iterations=min(wanted, MAX_ITERATIONS), **kwargs)
+
+    monkeypatch.setattr(Sketcher, "sketch_many", capped_many)
     # rembg is not a dependency; the matting example gets a stand-in with its `remove` call
     rembg = types.ModuleType("rembg")
 
