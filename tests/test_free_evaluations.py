@@ -36,7 +36,7 @@ class Counting(Sketcher):
 
 def _pair(**settings: Any) -> tuple[Any, Any, Counting, Counting]:
     base: dict[str, Any] = dict(
-        num_strokes=5, iterations=21, num_sketches=2, device="cpu", early_stop_patience=0
+        num_strokes=5, iterations=11, num_sketches=2, device="cpu", early_stop_patience=0
     )
     plain = Counting(**{**base, **settings})
     free = Counting(**{**base, **settings, "free_evaluations": True})
