@@ -103,12 +103,11 @@ class ProgressiveDrawing(Callback):
             state.strokes.colors[:, self.start :, 3] = 0.0
 
     def after_backward(self, sketcher: Sketcher, state: SketchState) -> None:
-        hidden = self.hidden(state)
-        if not bool(hidden.any()):
-            return
+        hidden = self.hidden(state)  # [B, N]; masked in place, with no host sync in the loop
         for param in (state.strokes.points, state.strokes.colors):
             if param.grad is not None:
-                param.grad[hidden] = 0.0
+                mask = hidden.reshape(*hidden.shape, *([1] * (param.grad.dim() - 2)))
+                param.grad.masked_fill_(mask, 0.0)
 
     def on_step(self, sketcher: Sketcher, state: SketchState) -> None:
         step = state.iteration + 1
