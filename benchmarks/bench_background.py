@@ -20,9 +20,11 @@ Variants (one candidate, seed 0, 16 strokes, the same steps for all):
 * ``*-eroded5`` / ``*-dilated5``: two- and one-stage with the true mask eroded / dilated by 5 px,
   a slightly wrong matte.
 
-Objectives: ``edges`` (the weights-free ``edges`` loss and initializer) and ``rn`` (the tiny random
-ResNet of :mod:`clipasso.testing` with its BatchNorm recalibrated on each scene, the reference's
-``clip_conv`` terms, ``edges`` initializer: a content-sensitive proxy, not CLIP).
+Objectives: ``edges`` (the weights-free ``edges`` loss and initializer); ``rn101`` (the random-weight
+CLIP RN101 of the real architecture, ``benchmarks/_proxy.py``, its BatchNorm recalibrated on each
+scene with :func:`_proxy.calibration_images`, the reference's ``clip_conv`` terms, ``edges``
+initializer: a content-sensitive proxy with the real model's cost, not CLIP's numbers); ``rn`` (the
+same with the tiny random ResNet of :mod:`clipasso.testing`: quick, for trying things).
 
 Usage:
     python benchmarks/bench_background.py --objective edges --iterations 150 \
@@ -92,8 +94,32 @@ def _mask_for(kind: str | None, true: torch.Tensor) -> Any:
     return m.float()
 
 
+_RN101: dict[str, Any] = {}
+
+
+def rn101_for(image: torch.Tensor) -> Any:
+    """The RN101 proxy (random weights, seed 0, built once) with BatchNorm recalibrated on ``image``."""
+    import copy
+
+    from _proxy import REAL_SPECS, calibration_images
+    from clip.model import CLIP
+
+    from clipasso.testing import recalibrate_batchnorm
+
+    if "model" not in _RN101:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            _RN101["model"] = CLIP(**REAL_SPECS["RN101"]).float().eval()
+    return recalibrate_batchnorm(copy.deepcopy(_RN101["model"]), calibration_images(image))
+
+
 def sketch(
-    objective: str, image: torch.Tensor, true: torch.Tensor, variant: dict[str, Any], iterations: int
+    objective: str,
+    image: torch.Tensor,
+    true: torch.Tensor,
+    variant: dict[str, Any],
+    iterations: int,
+    clip_model: Any = None,
 ) -> Any:
     settings: dict[str, Any] = {
         "num_strokes": 16,
@@ -106,9 +132,10 @@ def sketch(
     }
     if "mask_weighting" in variant:
         settings["mask_weighting"] = variant["mask_weighting"]
-    clip_model = None
     if objective == "edges":
         settings["loss"] = "edges"
+    elif objective == "rn101":
+        settings["loss"] = "clip_conv"  # the library's default precision (bf16 where the CPU has it)
     else:
         from clipasso.testing import recalibrate_batchnorm, tiny_clip
 
@@ -162,7 +189,7 @@ def pictures(path: Path, tiles: dict[tuple[str, str], list[tuple[str, torch.Tens
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--objective", choices=("edges", "rn"), default="edges")
+    ap.add_argument("--objective", choices=("edges", "rn101", "rn"), default="edges")
     ap.add_argument("--iterations", type=int, default=150)
     ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
     ap.add_argument("--scenes", type=int, default=len(SCENES), help="the first N scenes")
@@ -181,10 +208,11 @@ def main() -> None:
         image, true = scene(obj, bg, seed=i)
         if (obj, bg) in PICTURE_SCENES:
             tiles[(obj, bg)] = [(f"{obj} on {bg}", image)]
+        model = rn101_for(image) if args.objective == "rn101" else None
         for name in names:
             key = f"{obj}/{bg}/{name}"
             t0 = time.perf_counter()
-            res = sketch(args.objective, image, true, VARIANTS[name], args.iterations)
+            res = sketch(args.objective, image, true, VARIANTS[name], args.iterations, model)
             runs[key] = {**measure(res, true), "seconds": round(time.perf_counter() - t0, 2)}
             if (obj, bg) in tiles and name in PICTURE_VARIANTS:
                 tiles[(obj, bg)].append((name, res.render()))

@@ -9,8 +9,15 @@ variants alike), with ``num_sketches=1``, seed 0 and the same iterations everywh
 * ``all`` and ``sample``: one nested run, ``num_strokes=32, nested=[4, 8, 16]``, with
   ``nested_mode="all"`` (every prefix every step) and ``"sample"`` (the full sketch and one drawn
   prefix per step); its curve gives every rung;
+* ``spread`` (CLIP objectives only): the nested run with ``nested_mode="spread"`` (the loss's
+  random views made from prefixes, a plain step's cost);
+* optionally (``--progressive``) one progressive 32-stroke run (``schedule="progressive"``: strokes
+  added in stages where the residual is largest), its strokes in the order they were added;
 * optionally (``--auto``) ``Sketcher(num_strokes="auto")`` runs (the default prefix set
   1, 2, 4, 8, 16, 32) at several ε.
+
+Images (``--images``): the package's samples by name, and ``circle``, a drawn ring (the simplest
+shape: one closed outline) for the automatic count.
 
 Every loss compared is the un-augmented eval loss of :meth:`clipasso.Sketcher.loss_curve` (the
 objective as at the last step), computed for all variants by the same sketcher. Figures:
@@ -85,6 +92,19 @@ def sketcher_factory(objective: str, iterations: int) -> Any:
     return make
 
 
+def circle_image(size: int = 224) -> Image.Image:
+    """A black ring on white: the simplest shape, one closed outline."""
+    img = Image.new("RGB", (size, size), "white")
+    r = size * 0.32
+    c = size / 2
+    ImageDraw.Draw(img).ellipse((c - r, c - r, c + r, c + r), outline=(0, 0, 0), width=max(2, size // 75))
+    return img
+
+
+def image_named(name: str) -> Image.Image:
+    return circle_image() if name == "circle" else load_sample(name).convert("RGB")
+
+
 def timed(sketcher: Sketcher, image: Image.Image, **kw: Any) -> tuple[Any, float]:
     t0 = time.perf_counter()
     result = sketcher.sketch(image, **kw)
@@ -141,6 +161,18 @@ def run_image(make: Any, image: Image.Image, args: argparse.Namespace) -> dict[s
             entry["greedy_area"] = curve_area(g.curve)
             entry["greedy_seconds"] = time.perf_counter() - t0
         row[mode] = entry
+    if args.progressive:
+        sk = make(num_strokes=N, schedule="progressive")
+        res, wall = timed(sk, image)
+        c = plain_sk.loss_curve(res.strokes, res.target)
+        row["progressive"] = {
+            "seconds": wall,
+            "per_step": res.timings["per_step"],
+            "curve": c,
+            "area": curve_area(c),
+            "auto": {str(e): choose_stroke_count(c, e) for e in EPSILONS},
+            "svg": res.svg(),
+        }
     if args.auto:
         row["auto_runs"] = {}
         for e in args.auto_epsilons:
@@ -186,6 +218,30 @@ def summarise(rows: dict[str, dict[str, Any]], modes: list[str]) -> dict[str, An
         for n in names
     )
     out["separate_cost_ratio"] = four
+    if all("progressive" in rows[n] for n in names):
+        out["progressive"] = {
+            "full_gap": statistics.mean(
+                rows[n]["progressive"]["curve"][N] / rows[n]["plain"]["curve"][N] - 1 for n in names
+            ),
+            "prefix_gap": {
+                str(k): statistics.mean(
+                    rows[n]["progressive"]["curve"][k] / rows[n]["separate"][str(k)]["loss"] - 1
+                    for n in names
+                )
+                for k in RUNGS
+            },
+            "cost_ratio": statistics.mean(
+                rows[n]["progressive"]["seconds"] / rows[n]["plain"]["seconds"] for n in names
+            ),
+            "area_ratio": statistics.mean(
+                rows[n]["progressive"]["area"] / rows[n]["plain"]["area"] for n in names
+            ),
+        }
+    out["auto_counts"] = {
+        key: {n: rows[n][key]["auto"] for n in names}
+        for key in (*modes, "progressive")
+        if all(key in rows[n] for n in names)
+    }
     if all("plain_greedy" in rows[n] for n in names):
         out["greedy_area_ratio"] = statistics.mean(
             rows[n]["plain_greedy"]["area"] / rows[n]["plain"]["area"] for n in names
@@ -315,6 +371,7 @@ def main() -> None:
     parser.add_argument("--modes", default="all,sample")
     parser.add_argument("--no-greedy", dest="greedy", action="store_false")
     parser.add_argument("--auto", action="store_true", help="also real num_strokes='auto' runs")
+    parser.add_argument("--progressive", action="store_true", help="also a progressive 32-stroke run")
     parser.add_argument("--auto-epsilons", default="0.1")
     parser.add_argument("--auto-mode", default="sample")
     parser.add_argument("--threads", type=int, default=1)
@@ -336,7 +393,7 @@ def main() -> None:
     names = args.images.split(",")
     rows: dict[str, dict[str, Any]] = {}
     for name in names:
-        image = load_sample(name).convert("RGB")
+        image = image_named(name)
         row = run_image(make, image, args)
         rows[name] = row
         line = f"{name:8s} plain {row['plain']['seconds']:.1f} s area {row['plain']['area']:.3f}"
@@ -349,6 +406,15 @@ def main() -> None:
             gaps.append(e["curve"][N] / row["plain"]["curve"][N] - 1)
             line += (
                 f"\n         {mode:6s} {e['seconds']:.1f} s area {e['area']:.3f} gaps "
+                + " ".join(f"{g:+.1%}" for g in gaps)
+                + f" auto {e['auto']}"
+            )
+        if "progressive" in row:
+            e = row["progressive"]
+            gaps = [e["curve"][k] / row["separate"][str(k)]["loss"] - 1 for k in RUNGS]
+            gaps.append(e["curve"][N] / row["plain"]["curve"][N] - 1)
+            line += (
+                f"\n         progressive {e['seconds']:.1f} s area {e['area']:.3f} gaps "
                 + " ".join(f"{g:+.1%}" for g in gaps)
                 + f" auto {e['auto']}"
             )

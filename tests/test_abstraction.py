@@ -243,3 +243,118 @@ def test_the_cli_ladder_is_one_nested_run(tmp_path: Path) -> None:
     assert main([*args, "--strokes", "auto", "--max-strokes", "4", "-o", str(tmp_path / "auto")]) == 0
     scores = json.loads((tmp_path / "auto" / "house" / "candidates" / "scores.json").read_text())
     assert 1 <= scores["auto_strokes"] <= 4 and len(scores["curve"]) == 5
+
+
+# ------------------------------------------------------------------ nested_mode="spread"
+
+
+@given(
+    views=st.integers(1, 9),
+    raw=st.lists(st.floats(0.0, 4.0), min_size=1, max_size=6).filter(lambda w: sum(w) > 0.1),
+    seed=st.integers(0, 2**31),
+    iteration=st.integers(0, 10_000),
+)
+def test_spread_views_go_to_the_prefixes_by_their_weights(
+    views: int, raw: list[float], seed: int, iteration: int
+) -> None:
+    from clipasso.prefixes import spread_assignment
+
+    weights = prefix_weights(list(range(1, len(raw) + 1)), raw)
+    a = spread_assignment(views, weights, seed, iteration)
+    assert a == spread_assignment(views, weights, seed, iteration)  # a function of seed and step
+    assert len(a) == views and a[0] == len(raw) - 1  # view 0: the un-augmented full sketch
+    rest = views - 1
+    for k, w in enumerate(weights.tolist()):
+        got = a[1:].count(k)
+        assert abs(got - w * rest) < 1 + 1e-6  # systematic sampling: within one view of its share
+        if w == 0:
+            assert got == 0
+
+
+def test_per_view_sources_give_the_views_of_those_images() -> None:
+    from clipasso.augment import ReferenceViews
+
+    views = ReferenceViews(3, seed=0)
+    sketch, target = torch.rand(2, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    other = torch.rand(2, 4, 3, 32, 32)  # each view from another image
+    for per_sketch in (False, True):
+
+        def g(per_sketch: bool = per_sketch) -> Any:
+            if per_sketch:
+                return [torch.Generator().manual_seed(s) for s in (4, 5)]
+            return torch.Generator().manual_seed(4)
+
+        xs, ys = views(sketch, target, g(), sources=sketch[:, None].expand(2, 4, 3, 32, 32))
+        xs0, ys0 = views(sketch, target, g())
+        torch.testing.assert_close(xs, xs0, rtol=0, atol=1e-6)  # sources = the sketch: unchanged
+        torch.testing.assert_close(ys, ys0, rtol=0, atol=1e-6)
+        mixed, _ = views(sketch, target, g(), sources=other)
+        for v in range(4):
+            alone, _ = views(other[:, v].contiguous(), target, g())
+            torch.testing.assert_close(mixed[:, v], alone[:, v], rtol=0, atol=1e-6)
+    with pytest.raises(InputError, match="per-view sources"):
+        views(sketch, target, sources=torch.rand(2, 3, 3, 32, 32))  # 3 sources for 4 views
+
+
+def test_spread_calls_the_loss_once_on_the_full_sketch_with_a_prefix_per_view() -> None:
+    seen: list[Any] = []
+
+    def loss(x: torch.Tensor, c: LossContext) -> dict[str, torch.Tensor]:
+        seen.append((x, c.sources_for(5), c.view0))
+        return {"m": x.mean((1, 2, 3))}
+
+    sketch = torch.rand(2, 3, 3, 8, 8)
+    weights = prefix_weights([1, 2, 3])
+    out = nested_loss(loss, sketch, LossContext(iteration=4, view0={}), weights, mode="spread", seed=1)
+    assert len(seen) == 1
+    x, sources, view0 = seen[0]
+    assert torch.equal(x, sketch[:, 2]) and view0 is None  # no free evaluation from a spread step
+    from clipasso.prefixes import spread_assignment
+
+    picks = spread_assignment(5, weights, 1, 4)
+    assert torch.equal(sources, sketch[:, picks])
+    torch.testing.assert_close(out["m"], sketch[:, 2].mean((1, 2, 3)))
+    ev = nested_loss(loss, sketch, LossContext(mode="eval"), weights, mode="spread")["m"]
+    torch.testing.assert_close(ev, nested_loss(loss, sketch, LossContext(mode="eval"), weights)["m"])
+
+
+def test_spread_trains_the_prefixes_through_a_clip_loss_and_resumes_exactly(tmp_path: Path) -> None:
+    from clipasso.losses import CLIPConvLoss
+    from clipasso.testing import recalibrate_batchnorm, tiny_clip
+
+    big = torch.nn.functional.interpolate(_image()[None], size=224, mode="bilinear")
+    model = recalibrate_batchnorm(tiny_clip("resnet"), big)  # content-sensitive
+
+    class Kill(Callback):
+        def on_step(self, sketcher: Any, state: Any) -> None:
+            if state.iteration == 3:
+                raise KeyboardInterrupt
+
+    def make() -> Sketcher:
+        return _sketcher(
+            loss=CLIPConvLoss(model, num_views=3),
+            nested=[2, 4],
+            nested_mode="spread",
+            iterations=6,
+            checkpoint_every=2,
+        )
+
+    assert make().loss.spreads_views() and not _sketcher().loss.spreads_views()
+    whole = make().sketch(_image())
+    assert whole.curve is not None and len(whole.curve) == 7
+    killed = make()
+    killed.callbacks.append(Kill())
+    path = tmp_path / "spread.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        killed.sketch(_image(), checkpoint=path)
+    resumed = make().sketch(_image(), checkpoint=path)
+    for a, b in zip(whole.candidates, resumed.candidates):
+        assert torch.equal(a.strokes.points, b.strokes.points) and a.history.eval == b.history.eval
+    # the views made of the small prefixes change what the steps see, against a plain run's
+    plain = _sketcher(loss=CLIPConvLoss(model, num_views=3), iterations=6).sketch(_image())
+    assert whole.candidates[0].history.train["total"] != plain.candidates[0].history.train["total"]
+
+
+def test_spread_refuses_a_loss_without_views() -> None:
+    with pytest.raises(InputError, match="spread"):
+        _sketcher(nested=[2, 4], nested_mode="spread").sketch(_image())

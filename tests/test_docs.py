@@ -11,8 +11,8 @@ The blocks run as a reader would run them, with what a reader would have at hand
   clipasso ...`` line runs torch's launcher in a subprocess), ``python -c`` runs
   its code, ``export`` sets the variable, ``>`` redirects; install and test commands (``pip``,
   ``python -m pytest``, ``nox``, ``mkdocs``) are what CI itself runs, and are not run again here;
-* every sketch (``sketch`` and ``sketch_many``) is capped at 2 iterations (the docs' settings are otherwise kept), and no network
-  is touched (a download attempt fails the test).
+* every sketch (``sketch`` and ``sketch_many``) is capped at 2 iterations (the docs' settings are
+  otherwise kept), and no network is touched (a download attempt fails the test).
 
 Blocks in other languages (``text``, ``toml`` output samples) are not code.
 """

@@ -330,6 +330,8 @@ class ReferenceViews(nn.Module):
     def views_from(self, images: Tensor, params: Sequence[ViewParams], *, identity: bool = True) -> Tensor:
         """Views of ``images [N, 3, H, W]`` with given parameters: ``[N, V, 3, S, S]`` (view 0 first when
         ``identity``; then one view per entry of ``params``), normalised when ``normalize`` is set.
+        Per-view sources ``images [N, V, 3, H, W]`` make view ``v`` from ``images[:, v]`` (nested
+        ``"spread"`` training, :func:`clipasso.prefixes.spread_sources`).
 
         Example:
             >>> views = ReferenceViews(2)
@@ -337,14 +339,25 @@ class ReferenceViews(nn.Module):
             >>> tuple(out.shape)
             (1, 3, 3, 224, 224)
         """
-        _check_images("images", images)
+        if isinstance(images, Tensor) and images.dim() == 5:
+            _check_sources(images, len(params) + int(identity))
+        else:
+            _check_images("images", images)
         if not identity and not params:
             raise InputError("views_from needs identity=True or at least one view's parameters")
         out = self._views(images, params, identity)
         return clip_normalize(out) if self.normalize else out
 
     def _views(self, images: Tensor, params: Sequence[ViewParams], identity: bool) -> Tensor:
-        """``[N, 3, H, W]`` → ``[N, V, 3, S, S]`` (not normalised)."""
+        """``[N, 3, H, W]`` → ``[N, V, 3, S, S]`` (not normalised); per-view sources
+        ``[N, V, 3, H, W]``: view ``v`` made from ``images[:, v]``."""
+        if images.dim() == 5:
+            first = int(identity)
+            views = [base_view(images[:, 0], self.size)] if identity else []
+            views += [
+                apply_view(images[:, first + i], p, self.size, fill=self.fill) for i, p in enumerate(params)
+            ]
+            return torch.stack(views, dim=1)
         views = [base_view(images, self.size)] if identity else []
         views += [apply_view(images, p, self.size, fill=self.fill) for p in params]
         return torch.stack(views, dim=1)
@@ -356,6 +369,7 @@ class ReferenceViews(nn.Module):
         generators: GeneratorArg = None,
         *,
         train: bool = True,
+        sources: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Build the views of sketches and (optionally) their target.
 
@@ -365,6 +379,10 @@ class ReferenceViews(nn.Module):
             generators: A list of ``B`` generators (independent views per sketch), one generator (views
                 shared by all sketches) or None (the module's own generator, shared).
             train: False gives view 0 only, whatever ``identity_view`` says (no randomness is drawn).
+            sources: Train mode only: ``[B, V, 3, H, W]`` (``V`` = :meth:`num_outputs`), the image
+                each view of sketch ``b`` is made from (view ``v`` from ``sources[b, v]``, with the
+                parameters it would have had; nested ``"spread"`` training); None: every view from
+                ``sketch``. The random draws are the same either way.
 
         Returns:
             ``(xs, ys)``: ``xs [B, V, 3, S, S]``; ``ys [Bt, V, 3, S, S]`` with ``Bt = 1`` when the
@@ -384,6 +402,9 @@ class ReferenceViews(nn.Module):
                 raise InputError(f"target size {got} differs from sketch size {want}")
             target = target.to(dtype=sketch.dtype)
         height, width = sketch.shape[-2:]
+        if sources is not None and train:
+            _check_sources(sources, self.num_outputs(train), sketch)
+            return self._sourced(sketch, sources, target, generators)
 
         if not train or self.num_views == 0:
             xs = base_view(sketch, self.size).unsqueeze(1)
@@ -415,3 +436,46 @@ class ReferenceViews(nn.Module):
             xs = clip_normalize(xs)
             ys = None if ys is None else clip_normalize(ys)
         return xs, ys
+
+    def _sourced(
+        self, sketch: Tensor, sources: Tensor, target: Tensor | None, generators: GeneratorArg
+    ) -> tuple[Tensor, Tensor | None]:
+        """:meth:`forward` in train mode with per-view ``sources [B, V, 3, H, W]`` (checked)."""
+        batch = sketch.shape[0]
+        height, width = sketch.shape[-2:]
+        sources = sources.to(dtype=sketch.dtype)
+        if isinstance(generators, (list, tuple)):
+            if len(generators) != batch:
+                raise InputError(f"got {len(generators)} generators for a batch of {batch} sketches")
+            per = [self.sample(height, width, gen) for gen in generators]
+            xs = torch.cat(
+                [self._views(sources[b : b + 1], p, self.identity_view) for b, p in enumerate(per)]
+            )
+            ys = None
+            if target is not None:
+                rows = [target[b : b + 1] if target.shape[0] == batch else target for b in range(batch)]
+                ys = torch.cat([self._views(t, p, self.identity_view) for t, p in zip(rows, per)])
+        else:
+            gen = generators if isinstance(generators, torch.Generator) else self.generator
+            params = self.sample(height, width, gen)
+            xs = self._views(sources, params, self.identity_view)
+            ys = None if target is None else self._views(target, params, self.identity_view)
+        if self.normalize:
+            xs = clip_normalize(xs)
+            ys = None if ys is None else clip_normalize(ys)
+        return xs, ys
+
+
+def _check_sources(sources: Tensor, views: int, sketch: Tensor | None = None) -> None:
+    """Per-view sources must be ``[B, V, 3, H, W]`` with ``V`` views (and the sketch's B, H, W)."""
+    ok = isinstance(sources, Tensor) and sources.dim() == 5 and sources.shape[1:3] == (views, 3)
+    if ok and sketch is not None:
+        ok = sources.shape[0] == sketch.shape[0] and sources.shape[-2:] == sketch.shape[-2:]
+    if not ok:
+        shape = tuple(sources.shape) if isinstance(sources, Tensor) else type(sources).__name__
+        want = (
+            "[B, V, 3, H, W]"
+            if sketch is None
+            else f"[{sketch.shape[0]}, V, 3, {sketch.shape[-2]}, {sketch.shape[-1]}]"
+        )
+        raise InputError(f"per-view sources must be {want} with V = {views} views, got {shape}")

@@ -92,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="nested training: the first K strokes must also be a K-stroke sketch (e.g. 4,8)",
     )
     sk.add_argument(
-        "--nested-mode", choices=("all", "sample"), help="every prefix each step (all) or one drawn (sample)"
+        "--nested-mode",
+        choices=("all", "sample", "spread"),
+        help="every prefix each step (all), one drawn (sample), or the CLIP views spread over them (spread)",
     )
     sk.add_argument(
         "--abstraction",

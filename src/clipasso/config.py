@@ -179,9 +179,12 @@ class SketchConfig:
             and ``num_strokes`` (always included), so that the first ``k`` strokes are themselves a
             ``k``-stroke sketch and the order carries importance (docs/abstraction.md). A deviation
             from the paper.
-        nested_mode: ``"all"`` (every prefix every step: ``len(K)`` times the loss's cost) or
+        nested_mode: ``"all"`` (every prefix every step: ``len(K)`` times the loss's cost),
             ``"sample"`` (the full sketch and one prefix drawn per step, importance-weighted so that
-            the expected loss is the ``"all"`` objective: twice the cost). Evaluations score all.
+            the expected loss is the ``"all"`` objective: twice the cost) or ``"spread"`` (one loss
+            call on the full sketch whose random views are made from prefixes drawn by their
+            weights, view 0 from the full sketch: a plain step's cost; CLIP losses only, as they
+            are the ones with views). Evaluations score all.
         nested_weights: Weights of the prefixes' losses, one per prefix in increasing order
             (``nested`` and ``num_strokes``, sorted); None: equal weights (their mean).
         auto_strokes: Choose the stroke count (``Sketcher(num_strokes="auto")``): optimise
@@ -627,7 +630,7 @@ _CHECKS: dict[str, Callable[[str, Any], None]] = {
     "fidelity": _int_check(0, optional=True),
     "checkpoint_every": _int_check(1),
     "nested": _stroke_counts,
-    "nested_mode": _str_check(("all", "sample")),
+    "nested_mode": _str_check(("all", "sample", "spread")),
     "nested_weights": _weights_list,
     "auto_strokes": _bool_check,
     "abstraction": _fraction_closed,

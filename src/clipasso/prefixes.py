@@ -38,6 +38,7 @@ __all__ = [
     "order_strokes",
     "prefix_weights",
     "sample_prefix",
+    "spread_assignment",
 ]
 
 #: ``loss(sketches [M, 3, H, W], context) -> {term: [M]}``: the objective of a run.
@@ -69,6 +70,33 @@ def sample_prefix(count: int, seed: int, iteration: int) -> int:
     return int(torch.randint(count - 1, (1,), generator=g))
 
 
+def spread_assignment(views: int, weights: Tensor, seed: int, iteration: int) -> list[int]:
+    """The prefix (an index in ``0 .. K - 1``) each of a ``"spread"`` step's ``views`` train views is
+    made from: view 0 (the un-augmented one) from the full sketch (``K - 1``); the random views by
+    systematic sampling of the prefix weights ``[K]`` with one offset drawn from the seed and the
+    step, so each prefix gets ``w_k (views - 1)`` views, rounded up or down, and a resumed run
+    draws the same.
+
+    Example:
+        >>> spread_assignment(5, torch.full((4,), 0.25), 0, 3)[0]  # view 0: the full sketch
+        3
+        >>> sorted(spread_assignment(5, torch.full((4,), 0.25), 0, 3)[1:])  # one random view each
+        [0, 1, 2, 3]
+    """
+    k = int(weights.shape[0])
+    out = [k - 1]
+    rest = views - 1
+    if rest <= 0:
+        return out[:views]
+    g = torch.Generator().manual_seed((int(seed) * 1_000_003 + int(iteration) + 7_777) % (2**63))
+    offset = float(torch.rand((), generator=g))
+    cdf = torch.cumsum(weights.double().cpu() / float(weights.sum()), 0)
+    points = (torch.arange(rest, dtype=torch.float64) + offset) / rest
+    picks = torch.searchsorted(cdf, points, right=True).clamp_max(k - 1).tolist()
+    perm = torch.randperm(rest, generator=g).tolist()  # which random view gets which prefix
+    return out + [int(picks[i]) for i in perm]
+
+
 def _clone(g: torch.Generator) -> torch.Generator:
     twin = torch.Generator(device=g.device)
     twin.set_state(g.get_state())
@@ -91,19 +119,31 @@ def nested_loss(
     but the last, which advances it once, as a plain step would). In train mode with
     ``mode="sample"`` only the full sketch (the last prefix) and one prefix drawn by
     :func:`sample_prefix` are scored, the drawn one weighted by ``(K - 1) w_j``, so the expected
-    value is the ``"all"`` objective.
+    value is the ``"all"`` objective. With ``mode="spread"`` the loss is called once, on the full
+    sketches, as in a plain step, and its train views are spread over the prefixes
+    (``LossContext.view_sources``, :func:`spread_assignment`): view 0 of the full sketch, each
+    random view of a prefix drawn by its weight; the cost of one plain step. It needs a loss whose
+    terms are all computed on views (:meth:`~clipasso.losses.SketchLoss.spreads_views`); its step
+    gives no free evaluation (view 0 is the full sketch's, not the weighted objective's).
 
     Args:
         loss: The run's objective on a batch of sketches.
         sketch: Prefix renders, prefix ``K - 1`` the full sketch.
         context: The step's context (generators: one per candidate, one shared, or None).
         weights: ``[K]`` prefix weights (:func:`prefix_weights`).
-        mode: ``"all"`` or ``"sample"``.
-        seed: The run's seed (for ``"sample"``).
+        mode: ``"all"``, ``"sample"`` or ``"spread"``.
+        seed: The run's seed (for ``"sample"`` and ``"spread"``).
     """
     b, k = sketch.shape[:2]
     if weights.shape != (k,):
         raise InputError(f"{k} prefixes but {weights.shape[0]} weights")
+    if context.train and mode == "spread" and k > 1:
+        renders = sketch
+
+        def sources(views: int) -> Tensor:
+            return renders[:, spread_assignment(views, weights, seed, context.iteration)]
+
+        return loss(sketch[:, k - 1], context.evolve(view_sources=sources, view0=None))
     cols = list(range(k))
     w = weights.to(sketch.device, sketch.dtype)
     if context.train and mode == "sample" and k > 1:
@@ -118,7 +158,7 @@ def nested_loss(
     strokes = context.strokes
     if isinstance(strokes, Tensor):
         strokes = strokes.repeat_interleave(used, dim=0)
-    terms = loss(flat, context.evolve(generators=gens, strokes=strokes))
+    terms = loss(flat, context.evolve(generators=gens, strokes=strokes, view0=None))
     return {name: (v.view(b, used) * w).sum(1) for name, v in terms.items()}
 
 

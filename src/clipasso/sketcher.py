@@ -717,6 +717,12 @@ class Sketcher:
         settings = self.run_settings()
         self.loss.configure(settings)
         self.initializer.configure(settings)
+        if cfg.nested_mode == "spread" and cfg.prefix_set() is not None and not self.loss.spreads_views():
+            raise InputError(
+                f"nested_mode='spread' spreads a loss's random views over the prefixes, but "
+                f"{type(self.loss).__name__} ({cfg.loss!r}) has terms without views: use "
+                "nested_mode='sample' or 'all' with it (the CLIP losses spread)"
+            )
         state, inits = self.start(work, seeds)
         t_init = time.perf_counter()
         engine = self.build_engine(checkpoint, key)

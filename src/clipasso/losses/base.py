@@ -75,6 +75,11 @@ class LossContext:
             ``{term: [B]}``, weighted as the evaluation would weigh them. The engine uses them
             instead of a second forward when every term is there (``SketchConfig.free_evaluations``).
         view0_schedule: The iteration the evaluation reads schedules at (the run's last step).
+        view_sources: Train mode only, nested ``"spread"`` training
+            (:func:`clipasso.prefixes.nested_loss`): ``view_sources(V)`` gives ``[B, V, 3, H, W]``,
+            the image each of a sketch's ``V`` train views is made from (a prefix render per view);
+            losses whose terms are computed on views (:meth:`SketchLoss.spreads_views`) pass it to
+            their augmentation. None: every view is made from the sketch.
     """
 
     iteration: int = 0
@@ -85,6 +90,13 @@ class LossContext:
     schedule_iteration: int | None = None
     view0: dict[str, Tensor] | None = None
     view0_schedule: int | None = None
+    view_sources: Callable[[int], Tensor] | None = None
+
+    def sources_for(self, views: int) -> Tensor | None:
+        """The per-view sources ``[B, views, 3, H, W]`` of a train step (``view_sources``), else None."""
+        if self.view_sources is None or not self.train:
+            return None
+        return self.view_sources(views)
 
     def __post_init__(self) -> None:
         if self.mode not in ("train", "eval"):
@@ -238,6 +250,13 @@ class SketchLoss(nn.Module):
     def term_names(self) -> list[str]:
         """Names of the terms :meth:`forward` returns (known without computing them)."""
         return [self.name]
+
+    def spreads_views(self) -> bool:
+        """True when every term is computed on augmented views made from
+        ``LossContext.sources_for(V)`` when it is set (nested ``"spread"`` training spreads the train
+        views over the prefixes); False for terms on the image itself (pixel, edges). Composed losses:
+        all of their parts."""
+        return False
 
     def compute(self, sketch: Tensor, target: Tensor, context: LossContext) -> Tensor | dict[str, Tensor]:
         """Unweighted term(s) per sketch.

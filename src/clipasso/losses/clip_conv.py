@@ -371,6 +371,9 @@ class CLIPConvLoss(SketchLoss):
             names.append("fc")
         return names
 
+    def spreads_views(self) -> bool:
+        return True
+
     def extra_repr(self) -> str:
         return (
             f"arch={self.arch!r}, layers={self.layers}, distance={self.distance!r}, "
@@ -497,9 +500,11 @@ class CLIPConvLoss(SketchLoss):
         target: Tensor,
         generators: list[torch.Generator] | torch.Generator | None,
         precision: str,
+        sources: Tensor | None = None,
     ) -> tuple[Tensor, Features]:
         """Train-mode views drawn from the pool: sketch views ``[B, V, 3, S, S]`` and the cached
-        target features ``{name: [Bt, V, ...]}`` (``Bt`` = B for per-sketch generators, else 1)."""
+        target features ``{name: [Bt, V, ...]}`` (``Bt`` = B for per-sketch generators, else 1);
+        ``sources [B, V, 3, H, W]``: view ``v`` of sketch ``b`` made from ``sources[b, v]``."""
         cache = self._pool_features(visual, target, precision)
         assert cache.pool is not None
         base = self._base_target_features(visual, target, precision)
@@ -517,7 +522,8 @@ class CLIPConvLoss(SketchLoss):
         for b in range(batch):
             pick = picks[b if len(picks) > 1 else 0]
             params = [cache.pool_params[i] for i in pick]
-            xs_list.append(self.augment.views_from(sketch[b : b + 1], params, identity=True))
+            image = sketch[b : b + 1] if sources is None else sources[b : b + 1]
+            xs_list.append(self.augment.views_from(image, params, identity=True))
         xs = torch.cat(xs_list, dim=0)
         fy: Features = {}
         for k, pool in cache.pool.items():
@@ -624,10 +630,11 @@ class CLIPConvLoss(SketchLoss):
             and self.augment.identity_view
             and target.shape[0] == 1
         )
+        sources = context.sources_for(views)  # nested "spread" training: a prefix per view
         if pooled:
-            xs, fy = self._pooled_views(visual, sketch, target, context.generators, precision)
+            xs, fy = self._pooled_views(visual, sketch, target, context.generators, precision, sources)
         else:
-            xs, ys = self.augment(sketch, target, context.generators, train=context.train)
+            xs, ys = self.augment(sketch, target, context.generators, train=context.train, sources=sources)
             assert ys is not None
             base_first = not context.train or self.augment.identity_view
             fy = self.target_features(visual, target, ys, base_first, precision)

@@ -97,6 +97,9 @@ class CLIPSemanticLoss(SketchLoss):
         self._tokens: Tensor | None = None  # the prompts, tokenised once
         self._text_cache: dict[tuple[torch.device, torch.dtype], Tensor] = {}
 
+    def spreads_views(self) -> bool:
+        return True
+
     def extra_repr(self) -> str:
         return f"model={self.model!r}, text={self.prompts!r}, weight={self.weight}"
 
@@ -143,7 +146,8 @@ class CLIPSemanticLoss(SketchLoss):
     def compute(self, sketch: Tensor, target: Tensor, context: LossContext) -> Tensor:
         model = self.model.get(sketch.device)
         visual = visual_of(model)
-        xs, _ = self.augment(sketch, None, context.generators, train=context.train)
+        sources = context.sources_for(self.augment.num_outputs(context.train))
+        xs, _ = self.augment(sketch, None, context.generators, train=context.train, sources=sources)
         batch, views = xs.shape[:2]
         ex = self._embed(visual, xs.flatten(0, 1)).to(sketch.dtype).reshape(batch, views, 1, -1)
         if self.prompts is not None:

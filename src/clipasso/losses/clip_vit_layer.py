@@ -190,6 +190,9 @@ class CLIPViTLayerLoss(SketchLoss):
     def term_names(self) -> list[str]:
         return [f"vit_{k}" for k in self.layers] + (["vit_fc"] if self.fc_weight != 0.0 else [])
 
+    def spreads_views(self) -> bool:
+        return True
+
     def extra_repr(self) -> str:
         return (
             f"layers={self.layers}, distance={self.distance!r}, class_token={self.class_token}, "
@@ -234,7 +237,8 @@ class CLIPViTLayerLoss(SketchLoss):
         visual = self._tower(sketch.device)
         masking = MaskWeighting.start(self.mask_weighting, context, self.augment)  # losses/masking.py
         target = masking.target(target)
-        xs, ys = self.augment(sketch, target, context.generators, train=context.train)
+        sources = context.sources_for(self.augment.num_outputs(context.train))
+        xs, ys = self.augment(sketch, target, context.generators, train=context.train, sources=sources)
         assert ys is not None
         fx = self.view_features(visual, xs)  # {name: [B, V, L, D]}, {"fc": [B, V, E]}
         with torch.no_grad():

@@ -197,6 +197,9 @@ class ComposedLoss(SketchLoss):
     def term_names(self) -> list[str]:
         return [key for t in self.terms for key in t.names()]
 
+    def spreads_views(self) -> bool:
+        return bool(self.terms) and all(t.loss.spreads_views() for t in self.terms)
+
     def compute(self, sketch: Tensor, target: Tensor, context: LossContext) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {}
         batch = sketch.shape[0]
