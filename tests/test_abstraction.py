@@ -340,6 +340,10 @@ def test_spread_trains_the_prefixes_through_a_clip_loss_and_resumes_exactly(tmp_
         )
 
     assert make().loss.spreads_views() and not _sketcher().loss.spreads_views()
+    from clipasso.losses import CLIPSemanticLoss
+
+    assert (CLIPConvLoss(model) + CLIPSemanticLoss(model)).spreads_views()
+    assert not (CLIPConvLoss(model) + Ink()).spreads_views()  # a part without views: no spreading
     whole = make().sketch(_image())
     assert whole.curve is not None and len(whole.curve) == 7
     killed = make()
