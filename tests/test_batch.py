@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -355,3 +356,200 @@ def test_a_prompt_alone_is_not_shared_over_torchrun_ranks(
     assert main(["sketch", "--text", "a cat", "-o", str(tmp_path / "out"), "-q"]) == 2
     assert "runs in one process" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------------- --batch-images
+
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e-?\d+)?")
+
+
+def _svg_numbers(path: Path) -> list[float]:
+    """Every number of an SVG's path data, in order."""
+    return [float(x) for d in re.findall(r' d="([^"]*)"', path.read_text()) for x in _NUMBER.findall(d)]
+
+
+def _same_outputs_to_rounding(out: Path, reference: Path, names: list[str]) -> None:
+    """The same files per image, the same sketches to float rounding, the same scores' seeds."""
+    for name in names:
+        ours, theirs = out / name, reference / name
+        listing = sorted(p.relative_to(ours).as_posix() for p in ours.rglob("*"))
+        assert listing == sorted(p.relative_to(theirs).as_posix() for p in theirs.rglob("*")), name
+        for svg in sorted(theirs.rglob("*.svg")):
+            a, b = _svg_numbers(ours / svg.relative_to(theirs)), _svg_numbers(svg)
+            assert len(a) == len(b) > 0 and np.allclose(a, b, rtol=0, atol=1e-2), (name, svg.name)
+        ours_scores = json.loads((ours / "candidates" / "scores.json").read_text())
+        their_scores = json.loads((theirs / "candidates" / "scores.json").read_text())
+        assert ours_scores["best_index"] == their_scores["best_index"]
+        assert [c["seed"] for c in ours_scores["candidates"]] == [
+            c["seed"] for c in their_scores["candidates"]
+        ]
+        assert ours_scores["best_loss"] == pytest.approx(their_scores["best_loss"], rel=1e-4)
+
+
+def _spy_many(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """Record the images of every ``Sketcher.sketch_many`` call (by file name)."""
+    calls: list[list[str]] = []
+    original = Sketcher.sketch_many
+
+    def sketch_many(self: Sketcher, images: Any, **kwargs: Any) -> Any:
+        calls.append([Path(str(i)).name for i in images])
+        return original(self, images, **kwargs)
+
+    monkeypatch.setattr(Sketcher, "sketch_many", sketch_many)
+    return calls
+
+
+def test_batch_images_writes_what_one_at_a_time_writes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three images and a bad file, 2 images per batch: the bad file fails alone before grouping,
+    the outputs, summary and exit code are those of one at a time (sketches to float rounding)."""
+    src = tmp_path / "photos"
+    _photo(src / "a.png")
+    (src / "b.png").write_text("not an image")
+    _photo(src / "c.png", shade=120)
+    _photo(src / "sub" / "d.jpg", shade=200)
+    flags = ("--num-sketches", "2")
+    assert main(_args(tmp_path, src, out="one", extra=flags)) == 1
+    capsys.readouterr()
+    calls = _spy_many(monkeypatch)
+    args = _args(tmp_path, src, out="two", extra=(*flags, "--batch-images", "2"))
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "b.png" in err[0] and "cannot read image" in err[0]
+    assert calls == [["a.png", "c.png"]]  # the bad file did not join a batch; d went on alone
+    one, two = (
+        json.loads((tmp_path / "one" / "summary.json").read_text()),
+        json.loads((tmp_path / "two" / "summary.json").read_text()),
+    )
+    key = [(r["output"], r["status"], r.get("error"), r.get("best_seed")) for r in one["images"]]
+    assert [(r["output"], r["status"], r.get("error"), r.get("best_seed")) for r in two["images"]] == key
+    assert [r["output"] for r in two["images"]] == ["a", "b", "c", "sub/d"]
+    losses = {r["output"]: r.get("best_loss") for r in one["images"]}
+    assert [r.get("best_loss") for r in two["images"]] == [
+        pytest.approx(losses[r["output"]], rel=1e-4) if losses[r["output"]] is not None else None
+        for r in two["images"]
+    ]
+    # a and c share their batch's optimisation: each records its share plus its own checks and writing
+    done = {r["output"]: r for r in two["images"] if r["status"] == "done"}
+    assert all(r["seconds"] > 0 for r in done.values())
+    for name, r in done.items():
+        assert json.loads((tmp_path / "two" / name / "job.json").read_text())["seconds"] == r["seconds"]
+    _same_outputs_to_rounding(tmp_path / "two", tmp_path / "one", ["a", "c", "sub/d"])
+    assert not (tmp_path / "two" / "b").exists() and not (tmp_path / "two" / ".checkpoints").exists()
+    assert not [p for p in (tmp_path / "two").rglob(".*.tmp")]
+
+    # --resume skips the finished ones; the fixed file is sketched (alone: nothing to batch it with)
+    _photo(src / "b.png", shade=10)
+    calls.clear()
+    assert main([*args, "--resume"]) == 0
+    again = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert [r["status"] for r in again["images"]] == ["skipped", "done", "skipped", "skipped"]
+    assert calls == []
+
+
+def test_a_batch_that_fails_is_sketched_again_one_image_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One image that passes the checks but fails in the run (a NaN loss, say) fails alone: its
+    batch's other images are still sketched."""
+    from clipasso.errors import NonFiniteLossError
+
+    src = tmp_path / "photos"
+    for k, name in enumerate("abc"):
+        _photo(src / f"{name}.png", shade=40 * k + 30)
+    original = Sketcher.sketch
+
+    def sketch_many(self: Sketcher, images: Any, **kwargs: Any) -> Any:
+        raise NonFiniteLossError("the loss became NaN at step 2", iteration=2, term="edges")
+
+    def sketch(self: Sketcher, image: Any = None, **kwargs: Any) -> Any:
+        if Path(str(image)).name == "b.png":
+            raise NonFiniteLossError("the loss became NaN at step 2", iteration=2, term="edges")
+        return original(self, image, **kwargs)
+
+    monkeypatch.setattr(Sketcher, "sketch_many", sketch_many)
+    monkeypatch.setattr(Sketcher, "sketch", sketch)
+    assert main(_args(tmp_path, src, extra=("--batch-images", "3"))) == 1
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [(r["output"], r["status"]) for r in summary["images"]] == [
+        ("a", "done"),
+        ("b", "failed"),
+        ("c", "done"),
+    ]
+    assert summary["images"][1]["error"] == "NonFiniteLossError"
+
+
+def test_each_rank_batches_its_own_share(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sharding stays by image: a rank's batches hold only its own images."""
+    src = tmp_path / "photos"
+    for k in range(5):
+        _photo(src / f"{k}.png", shade=30 * k + 10)
+    sk = Sketcher(
+        loss="edges",
+        initializer="random",
+        num_strokes=3,
+        iterations=2,
+        num_sketches=1,
+        image_size=32,
+        device="cpu",
+    )
+    items, _ = find_images([src])
+    calls = _spy_many(monkeypatch)
+    written: dict[int, list[str]] = {}
+    for rank in (0, 1):
+        records = batch.sketch_items(sk, shard(items, rank, 2), tmp_path / "out", rank=rank, batch_images=2)
+        written[rank] = [r.output for r in records if r.status == "done" and r.output]
+        assert all(r.rank == rank for r in records)
+    assert written == {0: ["0", "2", "4"], 1: ["1", "3"]}
+    assert calls == [["0.png", "2.png"], ["1.png", "3.png"]]  # 4.png, rank 0's last, went alone
+    assert sorted(json.loads((tmp_path / "out" / n / "job.json").read_text())["rank"] for n in "01234") == [
+        0,
+        0,
+        0,
+        1,
+        1,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (("--strokes", "2,3"), "--batch-images 2 with --strokes 2,3 (one nested run)"),
+        (("--strokes", "auto"), "--batch-images 2 with --strokes auto"),
+        (("--nested", "2"), "--batch-images 2 with --nested"),
+        (("--checkpoint",), "--batch-images 2 with --checkpoint"),
+    ],
+)
+def test_batch_images_refuses_what_a_batch_does_not_take(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: tuple[str, ...], message: str
+) -> None:
+    src = tmp_path / "photos"
+    _photo(src / "a.png")
+    assert main(_args(tmp_path, src, extra=("--batch-images", "2", *flags))) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"clipasso: error: {message}") and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()  # refused before any work
+
+
+def test_batch_images_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _photo(tmp_path / "a.png")
+    assert main(_args(tmp_path, tmp_path / "a.png", extra=("--batch-images", "0"))) == 2
+    assert "--batch-images must be >= 1, got 0" in capsys.readouterr().err
+    assert main(["sketch", "--text", "a cat", "-o", str(tmp_path / "t"), "--batch-images", "2", "-q"]) == 2
+    assert "--batch-images 2 batches IMAGEs" in capsys.readouterr().err
+    # --separate counts are separate runs: each count is a batch of its own
+    assert (
+        main(
+            _args(
+                tmp_path, tmp_path / "a.png", extra=("--batch-images", "2", "--strokes", "2,3", "--separate")
+            )
+        )
+        == 0
+    )
+    assert (tmp_path / "out" / "a" / "strokes-2" / "sketch.svg").is_file()
+    sk = Sketcher(loss="edges", num_strokes=4, nested=[2], device="cpu")
+    with pytest.raises(InputError, match=r"batch_images=2 .* nested or automatic"):
+        batch.sketch_folders(sk, [tmp_path / "a.png"], tmp_path / "lib", batch_images=2)
+    with pytest.raises(InputError, match="positive integer"):
+        batch.check_batch_images(SketchConfig(), 0)

@@ -81,6 +81,34 @@ def test_two_ranks_write_what_one_process_writes(photos: tuple[Path, list[str], 
     assert all(run.stdout.count(f"-> {out / name}/") == 1 for name in _NAMES)
 
 
+def test_two_ranks_each_batch_their_own_images(photos: tuple[Path, list[str], Path]) -> None:
+    """``--batch-images 2`` under torchrun: sharding stays by image (rank r: images r, r + 2, ...),
+    each rank batches its own share, and the sketches are one process's to float rounding."""
+    import re
+
+    root, flags, one = photos
+    out = root / "batched"
+    run = _torchrun(
+        "-m", "clipasso", "sketch", str(root / "in"), "-o", str(out), *flags, "--batch-images", "2"
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    records = _summary(out)["images"]
+    assert [r["output"] for r in records] == _NAMES and [r["status"] for r in records] == ["done"] * 6
+    assert [r["rank"] for r in records] == [i % 2 for i in range(6)]
+
+    def numbers(path: Path) -> list[float]:
+        return [
+            float(x)
+            for x in re.findall(
+                r"-?\d+(?:\.\d+)?(?:e-?\d+)?", " ".join(re.findall(r' d="([^"]*)"', path.read_text()))
+            )
+        ]
+
+    for name in _NAMES:
+        ours, theirs = numbers(out / name / "sketch.svg"), numbers(one / name / "sketch.svg")
+        assert len(ours) == len(theirs) > 0 and np.allclose(ours, theirs, rtol=0, atol=1e-2), name
+
+
 def test_a_killed_rank_loses_only_its_image_and_resume_completes_the_rest(
     photos: tuple[Path, list[str], Path],
 ) -> None:

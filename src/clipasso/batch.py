@@ -25,8 +25,10 @@ image bytes (SHA-256), the same mask, the same stroke counts and the same settin
 ``threads`` and ``checkpoint_every``). An image whose folder is missing, older or from other
 settings is sketched again, from its checkpoints when ``resume`` finds them.
 
-One image is the unit of work here; :func:`sketch_items` is where several images optimised as one
-batch would plug in (a group of items in, one record per item out).
+One image is the unit of work, and of every guarantee above; with ``batch_images=K``,
+:func:`sketch_items` reads and checks each image of a rank's share first (a bad one fails alone),
+then optimises the next ``K`` good ones as one batch (:meth:`~clipasso.Sketcher.sketch_many`) and
+writes each of them exactly as one at a time would.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ __all__ = [
     "BatchSummary",
     "ItemRecord",
     "OutputRescued",
+    "check_batch_images",
     "checkpoint_path",
     "find_images",
     "is_finished",
@@ -204,6 +207,11 @@ class BatchHooks:
 
     def callbacks(self, item: BatchItem, num_strokes: int) -> list[Callback]:
         """Extra :class:`~clipasso.callbacks.Callback` objects for one sketch of ``item``."""
+        return []
+
+    def group_callbacks(self, items: Sequence[BatchItem], num_strokes: int) -> list[Callback]:
+        """Extra callbacks for one optimisation of several items at once (``batch_images > 1``;
+        its state holds every item's candidates, ``RunState.groups``); none by default."""
         return []
 
     def on_error(self, item: BatchItem, exc: BaseException) -> None:
@@ -508,6 +516,106 @@ def _publish(write: Any, folder: Path) -> Path:
         ) from exc
 
 
+def _failed(
+    item: BatchItem, what: str, exc: BaseException, seconds: float, rank: int, hooks: BatchHooks
+) -> ItemRecord:
+    """The failed record of ``item`` (call while ``exc`` is being handled)."""
+    hooks.on_error(item, exc)
+    user = isinstance(exc, (InputError, WeightsError, BackendUnavailableError))
+    reason = (
+        _one_line(exc) if isinstance(exc, ClipassoError) else f"internal error: {type(exc).__name__}: {exc}"
+    )
+    return ItemRecord(
+        what,
+        item.name,
+        "failed",
+        seconds=round(seconds, 3),
+        reason=" ".join(reason.split()),
+        error=type(exc).__name__,
+        kind="input" if user else "internal",
+        rank=rank,
+    )
+
+
+def _what(sketcher: Sketcher, item: BatchItem) -> str:
+    """How records and messages name ``item``: its file, else its prompts, else its name."""
+    if item.source is not None:
+        return str(item.source)
+    prompts = " | ".join(sketcher.config.text or [])
+    return repr(prompts) if prompts else item.name
+
+
+def _check_item(sketcher: Sketcher, item: BatchItem, digest: str, counts: Sequence[int]) -> dict[str, Any]:
+    """Read and check ``item``'s image and mask (a bad one fails here, before any work or output)
+    and return its :data:`JOB_FILE` key, of the bytes read now (not of a file changed meanwhile)."""
+    from .image import prepare_target
+
+    if item.source is not None:
+        prepare_target(item.source, size=sketcher.config.image_size, mask=item.mask)
+    return _job_key(item, digest, counts)
+
+
+def _finish(
+    sketcher: Sketcher,
+    item: BatchItem,
+    out: Path,
+    counts: Sequence[int],
+    results: list[SketchResult],
+    *,
+    key: dict[str, Any],
+    rank: int,
+    ladder: Sequence[int] | None,
+    order: bool,
+    seconds: Any,
+) -> ItemRecord:
+    """Write ``item``'s outputs (built aside, moved into place, :data:`JOB_FILE` last) and return
+    its done record; ``seconds()`` is the time to record, read when ``job.json`` is written."""
+    from . import outputs
+
+    source = str(item.source) if item.source is not None else None
+    if order:  # the strokes by importance (greedy removal), most important first
+        results = [sketcher.order_strokes(r) for r in results]
+    shown = list(counts)
+    if ladder:  # one nested run: the ladder is its prefixes
+        results = [results[0].prefix(k) for k in ladder[:-1]] + [results[0]]
+        shown = list(ladder)
+    extra = {"image": source, "mask": str(item.mask) if item.mask else None}
+    took: list[float] = []
+
+    def write(folder: Path) -> None:
+        if len(results) == 1:
+            outputs.save_outputs(results[0], folder, extra_config=extra)
+        else:
+            for n, res in zip(shown, results):
+                outputs.save_outputs(res, folder / f"strokes-{n}", extra_config=extra)
+            outputs.save_ladder(results, folder / "ladder.png")
+        took[:] = [round(seconds(), 3)]
+        job = {
+            "clipasso_version": __version__,
+            "source": source,
+            "mask": extra["mask"],
+            **key,
+            "seconds": took[0],
+            "rank": rank,
+        }
+        atomic_write_text(folder / JOB_FILE, json.dumps(job, indent=2))  # last: marks it finished
+
+    folder = _publish(write, out / item.name)
+    best = results[-1]
+    return ItemRecord(
+        _what(sketcher, item),
+        item.name,
+        "done",
+        seconds=took[0] if took else round(seconds(), 3),
+        rank=rank,
+        folder=str(folder),
+        best_loss=float(best.best_loss),
+        best_iteration=int(best.best_iteration),
+        best_seed=int(best.best.seed),
+        candidates=len(best.candidates),
+    )
+
+
 def _sketch_one(
     sketcher: Sketcher,
     item: BatchItem,
@@ -522,17 +630,9 @@ def _sketch_one(
     ladder: Sequence[int] | None = None,
     order: bool = False,
 ) -> ItemRecord:
-    from . import outputs
-    from .image import prepare_target
-
     t0 = time.perf_counter()
-    source = str(item.source) if item.source is not None else None
-    prompts = " | ".join(sketcher.config.text or [])
-    what = source if source is not None else (repr(prompts) if prompts else item.name)
     try:
-        if item.source is not None:  # a bad image or mask fails before any output
-            prepare_target(item.source, size=sketcher.config.image_size, mask=item.mask)
-        key = _job_key(item, digest, counts)  # of the bytes read now, not of a file changed meanwhile
+        key = _check_item(sketcher, item, digest, counts)  # a bad image or mask fails before any output
         results: list[SketchResult] = []
         for n in counts:
             ckpt = None
@@ -546,63 +646,135 @@ def _sketch_one(
                 results.append(sketcher.sketch(item.source, mask=item.mask, num_strokes=n, checkpoint=ckpt))
             finally:
                 sketcher.callbacks = saved
-        if order:  # the strokes by importance (greedy removal), most important first
-            results = [sketcher.order_strokes(r) for r in results]
-        shown = list(counts)
-        if ladder:  # one nested run: the ladder is its prefixes
-            results = [results[0].prefix(k) for k in ladder[:-1]] + [results[0]]
-            shown = list(ladder)
-        extra = {"image": source, "mask": str(item.mask) if item.mask else None}
-
-        def write(folder: Path) -> None:
-            if len(results) == 1:
-                outputs.save_outputs(results[0], folder, extra_config=extra)
-            else:
-                for n, res in zip(shown, results):
-                    outputs.save_outputs(res, folder / f"strokes-{n}", extra_config=extra)
-                outputs.save_ladder(results, folder / "ladder.png")
-            job = {
-                "clipasso_version": __version__,
-                "source": source,
-                "mask": extra["mask"],
-                **key,
-                "seconds": round(time.perf_counter() - t0, 3),
-                "rank": rank,
-            }
-            atomic_write_text(folder / JOB_FILE, json.dumps(job, indent=2))  # last: marks it finished
-
-        folder = _publish(write, out / item.name)
-    except Exception as exc:  # one bad image never stops the batch
-        hooks.on_error(item, exc)
-        user = isinstance(exc, (InputError, WeightsError, BackendUnavailableError))
-        reason = (
-            _one_line(exc)
-            if isinstance(exc, ClipassoError)
-            else f"internal error: {type(exc).__name__}: {exc}"
-        )
-        return ItemRecord(
-            what,
-            item.name,
-            "failed",
-            seconds=round(time.perf_counter() - t0, 3),
-            reason=" ".join(reason.split()),
-            error=type(exc).__name__,
-            kind="input" if user else "internal",
+        return _finish(
+            sketcher,
+            item,
+            out,
+            counts,
+            results,
+            key=key,
             rank=rank,
+            ladder=ladder,
+            order=order,
+            seconds=lambda: time.perf_counter() - t0,
         )
-    best = results[-1]
-    return ItemRecord(
-        what,
-        item.name,
-        "done",
-        seconds=round(time.perf_counter() - t0, 3),
-        rank=rank,
-        folder=str(folder),
-        best_loss=float(best.best_loss),
-        best_iteration=int(best.best_iteration),
-        best_seed=int(best.best.seed),
-        candidates=len(best.candidates),
-    )
+    except Exception as exc:  # one bad image never stops the batch
+        return _failed(item, _what(sketcher, item), exc, time.perf_counter() - t0, rank, hooks)
+
+
+def check_batch_images(
+    config: SketchConfig,
+    batch_images: int,
+    *,
+    checkpoint: bool = False,
+    ladder: Sequence[int] | None = None,
+) -> None:
+    """Whether ``batch_images`` images can be optimised as one batch with these settings.
+
+    ``batch_images=1`` (one image at a time) takes every setting. Larger groups go through
+    :meth:`~clipasso.Sketcher.sketch_many`, which does not take nested or automatic stroke counts
+    (nor a ladder from one nested run) and writes no checkpoints.
+
+    Raises:
+        InputError: ``batch_images`` is not a positive integer, or the settings need one image at a time.
+
+    Example:
+        >>> from clipasso import SketchConfig
+        >>> check_batch_images(SketchConfig(), 4)
+        >>> check_batch_images(SketchConfig(nested=[4]), 4)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        clipasso.errors.InputError: batch_images=4 ... does not support nested or automatic stroke counts ...
+    """
+    if isinstance(batch_images, bool) or not isinstance(batch_images, int) or batch_images < 1:
+        raise InputError(f"batch_images must be a positive integer, got {batch_images!r}")
+    if batch_images == 1:
+        return
+    if config.prefix_set() is not None or config.auto_strokes or ladder:
+        raise InputError(
+            f"batch_images={batch_images} optimises several images as one batch, which does not support "
+            "nested or automatic stroke counts (nested, auto_strokes); use batch_images=1"
+        )
+    if checkpoint:
+        raise InputError(
+            f"batch_images={batch_images} optimises several images as one batch, which writes no "
+            "checkpoints; use batch_images=1 to checkpoint each image"
+        )
+
+
+def _sketch_group(
+    sketcher: Sketcher,
+    group: list[tuple[int, BatchItem, dict[str, Any], float]],
+    out: Path,
+    counts: Sequence[int],
+    *,
+    hooks: BatchHooks,
+    rank: int,
+    digest: str,
+    order: bool,
+) -> list[tuple[int, ItemRecord]]:
+    """Sketch checked items as ONE batch (:meth:`~clipasso.Sketcher.sketch_many`, each count in
+    turn), then write each; if the batch itself fails (a loss that became NaN for one image, an
+    image the checks passed that the run cannot use), its items are sketched again one at a time,
+    so only the image at fault fails. Each record's seconds: its own checks and writing plus an
+    equal share of the batch's optimisation."""
+    items = [item for _, item, _, _ in group]
+    images = [item.source for item in items if item.source is not None]  # every item has an image
+    masks = [item.mask for item in items]
+    t0 = time.perf_counter()
+    try:
+        per_count: list[list[SketchResult]] = []
+        for n in counts:
+            saved_config, saved_callbacks = sketcher.config, sketcher.callbacks
+            sketcher.config = saved_config.replace(num_strokes=n)
+            sketcher.callbacks = [*saved_callbacks, *hooks.group_callbacks(items, n)]
+            try:
+                per_count.append(sketcher.sketch_many(images, masks=masks))
+            finally:
+                sketcher.config, sketcher.callbacks = saved_config, saved_callbacks
+    except Exception:  # the items on their own say which one is at fault
+        return [
+            (
+                i,
+                _sketch_one(
+                    sketcher,
+                    item,
+                    out,
+                    counts,
+                    checkpoint=False,
+                    resume=False,
+                    hooks=hooks,
+                    rank=rank,
+                    digest=digest,
+                    order=order,
+                ),
+            )
+            for i, item, _, _ in group
+        ]
+    share = (time.perf_counter() - t0) / len(group)
+    records = []
+    for j, (i, item, key, checked) in enumerate(group):
+        t1 = time.perf_counter()
+        results = [rs[j] for rs in per_count]
+        try:
+            record = _finish(
+                sketcher,
+                item,
+                out,
+                counts,
+                results,
+                key=key,
+                rank=rank,
+                ladder=None,
+                order=order,
+                seconds=lambda: checked + share + time.perf_counter() - t1,  # noqa: B023 - called now
+            )
+        except Exception as exc:  # a failing save fails this image only
+            record = _failed(
+                item, _what(sketcher, item), exc, checked + share + time.perf_counter() - t1, rank, hooks
+            )
+        records.append((i, record))
+    return records
 
 
 def sketch_items(
@@ -617,14 +789,23 @@ def sketch_items(
     rank: int = 0,
     ladder: Sequence[int] | None = None,
     order: bool = False,
+    batch_images: int = 1,
 ) -> list[ItemRecord]:
-    """Sketch ``items`` one after another into ``out_dir``; one record per item, in order.
+    """Sketch ``items`` into ``out_dir``, one after another or ``batch_images`` at a time; one
+    record per item, in order.
 
     Each item's outputs (every count of ``strokes``; a ladder gets ``strokes-<N>/`` folders and
     ``ladder.png``) are built aside and moved into ``out_dir/<name>/`` when complete, with
     :data:`JOB_FILE` last. Any error of one item (a bad image, a damaged checkpoint, a loss that
     became NaN, a failing save) is its failed record; the others go on. ``KeyboardInterrupt``
     stops the batch.
+
+    With ``batch_images=K > 1``, each image (and mask) is read and checked first, a bad one fails
+    on its own, and the next ``K`` good ones are optimised as one batch
+    (:meth:`~clipasso.Sketcher.sketch_many`: the same seeds, the same results to float rounding),
+    then written one by one exactly as one at a time would write them. A batch that fails as a
+    whole is sketched again one image at a time, so only the image at fault fails. Settings a
+    batch cannot take are refused first (:func:`check_batch_images`).
 
     Args:
         sketcher: The Sketcher (its models load once and serve every item).
@@ -633,36 +814,89 @@ def sketch_items(
         strokes: Stroke counts (default ``[config.num_strokes]``).
         checkpoint: Write checkpoints to ``out_dir/.checkpoints/`` (:func:`checkpoint_path`);
             without ``resume`` an old one is deleted first.
-        resume: Continue from existing checkpoints (implies ``checkpoint``).
+        resume: Continue from existing checkpoints (implies ``checkpoint``; with ``batch_images >
+            1`` there are none: finished images are skipped by :func:`plan`, the rest start again).
         hooks: Progress and reporting hooks.
         rank: Recorded in each record.
         ladder: The stroke counts of a ladder taken from ONE nested run (``strokes`` is then its
             largest count, with ``nested`` set): ``strokes-<k>/`` are that run's prefixes.
         order: Reorder each sketch's strokes by importance before saving
             (:meth:`~clipasso.Sketcher.order_strokes`).
+        batch_images: Images optimised as one batch (1: one at a time).
+
+    Raises:
+        InputError: ``batch_images > 1`` with settings a batch does not take (before any work).
     """
     hooks = hooks or BatchHooks()
     counts = list(strokes) if strokes else [sketcher.config.num_strokes]
+    check_batch_images(sketcher.config, batch_images, checkpoint=checkpoint, ladder=ladder)
     digest = settings_digest(sketcher.config)
     out = Path(out_dir)
-    records = []
-    for item in items:
-        record = _sketch_one(
-            sketcher,
-            item,
-            out,
-            counts,
-            checkpoint=checkpoint,
-            resume=resume,
-            hooks=hooks,
-            rank=rank,
-            digest=digest,
-            ladder=ladder,
-            order=order,
+    records: dict[int, ItemRecord] = {}
+
+    def record(i: int, rec: ItemRecord) -> None:
+        records[i] = rec
+        hooks.on_record(rec)
+
+    if batch_images == 1 or any(item.source is None for item in items):  # a prompt alone: one run
+        for i, item in enumerate(items):
+            rec = _sketch_one(
+                sketcher,
+                item,
+                out,
+                counts,
+                checkpoint=checkpoint,
+                resume=resume,
+                hooks=hooks,
+                rank=rank,
+                digest=digest,
+                ladder=ladder,
+                order=order,
+            )
+            record(i, rec)
+        return [records[i] for i in range(len(items))]
+    group: list[tuple[int, BatchItem, dict[str, Any], float]] = []
+
+    def flush() -> None:
+        done = (
+            _sketch_group(sketcher, group, out, counts, hooks=hooks, rank=rank, digest=digest, order=order)
+            if len(group) > 1
+            else [
+                (
+                    i,
+                    _sketch_one(
+                        sketcher,
+                        item,
+                        out,
+                        counts,
+                        checkpoint=False,
+                        resume=False,
+                        hooks=hooks,
+                        rank=rank,
+                        digest=digest,
+                        order=order,
+                    ),
+                )
+                for i, item, _, _ in group
+            ]
         )
-        records.append(record)
-        hooks.on_record(record)
-    return records
+        group.clear()
+        for i, rec in done:
+            record(i, rec)
+
+    for i, item in enumerate(items):
+        t0 = time.perf_counter()
+        try:  # read and check each image before it joins a batch: a bad file fails alone
+            key = _check_item(sketcher, item, digest, counts)
+        except Exception as exc:
+            record(i, _failed(item, _what(sketcher, item), exc, time.perf_counter() - t0, rank, hooks))
+            continue
+        group.append((i, item, key, time.perf_counter() - t0))
+        if len(group) == batch_images:
+            flush()
+    if group:
+        flush()
+    return [records[i] for i in range(len(items))]
 
 
 def write_summary(path: str | os.PathLike[str], summary: BatchSummary) -> Path:
@@ -684,6 +918,7 @@ def sketch_folders(
     hooks: BatchHooks | None = None,
     ladder: Sequence[int] | None = None,
     order: bool = False,
+    batch_images: int = 1,
 ) -> BatchSummary:
     """Sketch every image of ``inputs`` (files and folders) into ``out_dir``, resumably.
 
@@ -706,12 +941,20 @@ def sketch_folders(
         world: This process's place among several (:class:`~clipasso.distributed.World`; the
             group must be joined, :meth:`~clipasso.distributed.World.init`). Default: one process.
         hooks: Progress and reporting hooks (:class:`BatchHooks`).
+        ladder: The counts of a ladder taken from one nested run (see :func:`sketch_items`).
+        order: Reorder each sketch's strokes by importance before saving.
+        batch_images: Optimise this many images (of each rank's share) as one batch
+            (:meth:`~clipasso.Sketcher.sketch_many`); 1: one at a time. The outputs, records and
+            guarantees are the same; a record's ``seconds`` is its own checks and writing plus an
+            equal share of its batch's optimisation. No checkpoints: with ``resume``, finished
+            images are skipped and interrupted ones start again.
 
     Returns:
         The merged :class:`BatchSummary` (the same on every rank).
 
     Raises:
-        InputError: An output location cannot be used, or masks do not fit (before any work).
+        InputError: An output location cannot be used, masks do not fit, or ``batch_images``
+            with settings a batch does not take (:func:`check_batch_images`), before any work.
         WeightsError: Weights are missing or unusable (before any work).
 
     Example:
@@ -737,6 +980,7 @@ def sketch_folders(
     world = world or World()
     hooks = hooks or BatchHooks()
     counts = list(strokes) if strokes else [sketcher.config.num_strokes]
+    check_batch_images(sketcher.config, batch_images, checkpoint=checkpoint, ladder=ladder)  # before any work
     out = Path(out_dir)
     t0 = time.perf_counter()
     planned: Any = None
@@ -767,6 +1011,7 @@ def sketch_folders(
         ladder=ladder,
         order=order,
         rank=world.rank,
+        batch_images=batch_images,
     )
     gathered = world.gather(records)  # waits for every rank
     position = {name: i for i, name in enumerate(found)}

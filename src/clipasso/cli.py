@@ -253,6 +253,15 @@ def build_parser() -> argparse.ArgumentParser:
     sk.add_argument(
         "--resume", action="store_true", help="resume from existing checkpoints (implies --checkpoint)"
     )
+    sk.add_argument(
+        "--batch-images",
+        type=int,
+        default=1,
+        metavar="K",
+        help="optimise K images' candidates as one batch (B = K x num-sketches), for devices one image "
+        "does not fill; the same outputs as one at a time (default 1: one at a time; no checkpoints, "
+        "nested or automatic stroke counts with K > 1)",
+    )
     sk.add_argument("--config", type=Path, help="a TOML file of settings (see --print-config)")
     sk.add_argument(
         "--print-config", action="store_true", help="print the effective settings as TOML and exit"
@@ -461,6 +470,7 @@ def _sketch(args: argparse.Namespace) -> int:
     counts = [config.num_strokes] if not isinstance(args.strokes, list) or nested_ladder else args.strokes
     for n in counts:  # every count of a ladder is checked before any work
         config.replace(num_strokes=n)
+    _check_batch_images(args, config, nested_ladder)
     # a folder among the inputs, or several processes: a batch (summary.json, exit 1 on failures)
     batch = world.distributed or any(p.is_dir() for p in args.images)
     resume = args.resume or world.restart_count > 0  # torchrun restarted the group: go on
@@ -484,6 +494,7 @@ def _sketch(args: argparse.Namespace) -> int:
                     hooks=hooks,
                     ladder=sorted(args.strokes) if nested_ladder else None,
                     order=args.order,
+                    batch_images=args.batch_images,
                 )
             finally:
                 world.close()
@@ -517,6 +528,36 @@ def _sketch(args: argparse.Namespace) -> int:
     if batch:
         return EXIT_INTERNAL if failed and world.rank == 0 else EXIT_OK
     return max([EXIT_OK, *(EXIT_USAGE if r.kind == "input" else EXIT_INTERNAL for r in failed)])
+
+
+def _check_batch_images(args: argparse.Namespace, config: Any, nested_ladder: bool) -> None:
+    """``--batch-images`` with flags a batch of images does not take: a usage error before any work."""
+    k = args.batch_images
+    if k < 1:
+        raise UsageError(f"--batch-images must be >= 1, got {k}")
+    if k == 1:
+        return
+    flag = f"--batch-images {k}"
+    unsupported = "a batch of images does not support nested or automatic stroke counts"
+    if not args.images:
+        raise UsageError(f"{flag} batches IMAGEs; a sketch of --text alone is one run (leave it out)")
+    if args.strokes == "auto" or config.auto_strokes:
+        where = "--strokes auto" if args.strokes == "auto" else "auto_strokes in --config"
+        raise UsageError(f"{flag} with {where}: {unsupported}; use --batch-images 1")
+    if nested_ladder:
+        ladder = ",".join(str(n) for n in args.strokes)
+        raise UsageError(
+            f"{flag} with --strokes {ladder} (one nested run): {unsupported}; add --separate (one run "
+            "per count) or use --batch-images 1"
+        )
+    if config.nested is not None:
+        where = "--nested" if args.nested is not None else "nested in --config"
+        raise UsageError(f"{flag} with {where}: {unsupported}; use --batch-images 1")
+    if args.checkpoint:
+        raise UsageError(
+            f"{flag} with --checkpoint: a batch of images writes no checkpoints; use --batch-images 1 "
+            "(--resume still skips the finished images)"
+        )
 
 
 def _on_sigterm_interrupt(world: Any) -> None:
@@ -561,6 +602,11 @@ def _hooks(args: argparse.Namespace, world: Any, iterations: int) -> Any:
         def callbacks(self, item: Any, num_strokes: int) -> list[Any]:
             name = item.source.name if item.source is not None else item.name
             label = f"{name} ({num_strokes} strokes)"
+            return [_progress(quiet, label, iterations, position=1 if self.bar is not None else None)]
+
+        def group_callbacks(self, items: Sequence[Any], num_strokes: int) -> list[Any]:
+            first = items[0].source.name if items[0].source is not None else items[0].name
+            label = f"{first} + {len(items) - 1} more ({num_strokes} strokes)"
             return [_progress(quiet, label, iterations, position=1 if self.bar is not None else None)]
 
         def on_error(self, item: Any, exc: BaseException) -> None:
