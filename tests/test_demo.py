@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import subprocess
 import sys
 import threading
@@ -17,7 +18,7 @@ from PIL import Image
 from clipasso import Sketcher
 from clipasso.data import sample_tensor
 from clipasso.demo import BACKGROUNDS, OBJECTIVES, DemoError, DemoOptions, DemoService, SketchJob
-from clipasso.demo.service import presets, weights_message
+from clipasso.demo.service import ladder_of, parse_strokes, presets, weights_message
 from clipasso.errors import WeightsError
 from clipasso.testing import tiny_clip_file
 
@@ -135,11 +136,80 @@ def test_config_layers_preset_server_settings_and_page(tmp_path: Path) -> None:
         ({"iterations": 0}, "iterations must be from 1 to 2000, got 0"),
         ({"iterations": 2.5}, "iterations must be a whole number, got 2.5"),
         ({"strokes": 0}, "num_strokes"),
+        ({"strokes": "four"}, "strokes: a number (16), a ladder of counts (4,8,16,32) or auto, got 'four'"),
+        ({"strokes": "4,x"}, "strokes: a number"),
+        ({"strokes": "8,0"}, "nested"),
+        ({"strokes": "auto", "abstraction": 1.5}, "abstraction"),
     ],
 )
 def test_bad_choices_are_refused_clearly(service: DemoService, change: dict[str, Any], message: str) -> None:
-    with pytest.raises(DemoError, match=message.replace("(", r"\(")):
+    with pytest.raises(DemoError, match=re.escape(message)):
         list(service.run("tab", None, "house", **{**RUN, **change}))
+
+
+def test_strokes_are_a_count_a_ladder_or_auto() -> None:
+    assert parse_strokes("16") == 16 and parse_strokes(12.0) == 12 and parse_strokes(" 7 ") == 7
+    assert parse_strokes("16,4, 8") == [4, 8, 16] and parse_strokes("8,8") == 8
+    assert parse_strokes("AUTO") == "auto"
+    for bad in ("", "auto,4", "4.5", "1e3", None, [4, 8], True):
+        with pytest.raises(DemoError, match="strokes"):
+            parse_strokes(bad)
+
+
+def test_a_ladder_and_auto_are_one_nested_run_of_the_library(tmp_path: Path) -> None:
+    svc = DemoService(DemoOptions(settings={"auto_max_strokes": 24}, workdir=tmp_path))
+    run = {"preset": "default", "objective": "edges", "iterations": 5}
+    ladder = svc.config(strokes="4,16,8", **run)
+    assert (ladder.num_strokes, ladder.nested, ladder.auto_strokes) == (16, [4, 8], False)
+    auto = svc.config(strokes="auto", abstraction=0.3, **run)
+    assert (auto.num_strokes, auto.auto_strokes, auto.abstraction) == (24, True, 0.3)
+    assert auto.prefix_set() == [1, 2, 4, 8, 16, 24]
+    assert svc.config(strokes="auto", **run).abstraction == 0.1 == svc.default_abstraction()
+    plain = svc.config(strokes="9", abstraction=0.5, **run)  # the slider only matters for auto
+    assert (plain.num_strokes, plain.nested, plain.auto_strokes, plain.abstraction) == (9, None, False, 0.1)
+
+
+def test_a_ladder_run_shows_its_rungs_and_offers_them(service: DemoService) -> None:
+    updates = list(service.run("tab", None, "house", **{**RUN, "strokes": "2,4,6"}))
+    assert updates[0].ladder == ()  # a new run clears the last one's ladder
+    assert all(u.ladder is None for u in updates[1:-1])
+    last = updates[-1]
+    assert last.ladder is not None and [r.strokes for r in last.ladder] == [2, 4, 6]
+    assert [r.caption for r in last.ladder] == ["2 strokes", "4 strokes", "6 strokes"] and last.chosen is None
+    assert all(r.image.shape == (SIDE, SIDE, 3) for r in last.ladder)
+    ink = [int((255 - r.image.astype(int)).sum()) for r in last.ladder]
+    assert ink[0] < ink[1] < ink[2]  # each rung has more strokes than the last
+    np.testing.assert_array_equal(last.ladder[-1].image, last.image)  # the full sketch is shown
+    assert "ladder 2, 4, 6 from one nested run" in last.status
+    assert last.files is not None and set(last.files) == {"svg", "png", "gif", "ladder"}
+    assert last.files["svg"].read_text().count("<path") == 6
+    assert Image.open(last.files["ladder"]).size == (3 * SIDE + 2 * 8, SIDE)
+
+
+def test_auto_shows_the_chosen_count_and_offers_both_sketches(tmp_path: Path) -> None:
+    svc = DemoService(
+        DemoOptions(settings={"image_size": SIDE, "num_sketches": 1, "auto_max_strokes": 8}, workdir=tmp_path)
+    )
+    try:
+        last = list(svc.run("tab", None, "mug", **{**RUN, "strokes": "auto", "abstraction": 0.3}))[-1]
+    finally:
+        svc.close()
+    assert last.done and last.chosen is not None and 1 <= last.chosen <= 8
+    assert last.ladder is not None
+    counts = [r.strokes for r in last.ladder]
+    assert set(counts) == {1, 2, 4, 8, last.chosen} and counts == sorted(counts)
+    assert [r.strokes for r in last.ladder if r.chosen] == [last.chosen]
+    assert f"auto chose {last.chosen} of 8 strokes (abstraction 0.3)" in last.status
+    assert last.files is not None and set(last.files) == {"svg", "png", "gif", "ladder", "full_svg"}
+    assert last.files["svg"].read_text().count("<path") == last.chosen
+    assert last.files["full_svg"].read_text().count("<path") == 8
+    chosen = next(r for r in last.ladder if r.chosen)
+    np.testing.assert_array_equal(chosen.image, last.image)  # the page shows the chosen sketch
+
+
+def test_ladder_of_a_plain_run_is_empty() -> None:
+    result = edge_sketcher(iterations=2, num_sketches=1).sketch(sample_tensor("house", size=SIDE)[0])
+    assert ladder_of(result) == []
 
 
 def test_bad_uploads_and_no_image_say_what_to_do(service: DemoService, tmp_path: Path) -> None:
@@ -251,6 +321,11 @@ def test_importing_clipasso_and_the_demo_does_not_import_gradio() -> None:
 # ------------------------------------------------------------------------------ the page
 
 
+class _Request:
+    def __init__(self, session: str) -> None:
+        self.session_hash = session
+
+
 def test_the_page_wires_the_service(service: DemoService) -> None:
     pytest.importorskip("gradio", reason="the web demo needs gradio: pip install 'clipasso[demo]'")
     import os
@@ -263,6 +338,22 @@ def test_the_page_wires_the_service(service: DemoService) -> None:
     assert set(names) >= {"run", "stop", "sample"}
     run = names["run"]
     assert run.concurrency_limit == 1 and run.trigger_mode == "once" and not run.preprocess
+    ids = [getattr(c, "elem_id", None) for c in run.inputs]
+    assert ids[2] == "strokes" and ids[-1] == "abstraction"
+    assert [getattr(c, "elem_id", None) for c in run.outputs][-3:] == [
+        "ladder",
+        "download-ladder",
+        "download-full-svg",
+    ]
+    # the page's function turns the service's updates into the components' values
+    outputs = list(run.fn(None, "house", "2,4", "default", "edges", "keep", 3, 0.1, _Request("page")))
+    first, last = outputs[0], outputs[-1]
+    assert first[6] == {"__type__": "update", "value": None, "visible": False}  # the old ladder goes
+    assert last[0].startswith("done") and "ladder 2, 4" in last[0]
+    gallery = last[6]
+    assert gallery["visible"] and [caption for _, caption in gallery["value"]] == ["2 strokes", "4 strokes"]
+    assert Path(last[7]["value"]).name == "ladder.png" and last[7]["visible"]
+    assert last[8] == {"__type__": "update", "visible": False}  # no full SVG: not an automatic count
     assert names["stop"].queue is False
 
 

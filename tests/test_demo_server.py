@@ -89,8 +89,10 @@ def ink_centre(png: str) -> tuple[float, float]:
 
 
 def run_args(image: Any = None, sample: str | None = None, **kw: Any) -> list[Any]:
-    o = {"strokes": 6, "preset": "default", "objective": "edges", "background": "keep", "iterations": 4, **kw}
-    return [image, sample, o["strokes"], o["preset"], o["objective"], o["background"], o["iterations"]]
+    o = {"strokes": "6", "preset": "default", "objective": "edges", "background": "keep", "iterations": 4}
+    o.update({"abstraction": 0.1, **kw})
+    keys = ("strokes", "preset", "objective", "background", "iterations", "abstraction")
+    return [image, sample, *(o[k] for k in keys)]
 
 
 def value(output: Any) -> Any:
@@ -104,8 +106,9 @@ def value(output: Any) -> Any:
 def test_run_returns_the_sketch_and_its_files(server: Server, objective: str) -> None:
     c = client(server)
     job = c.submit(*run_args(sample="house", objective=objective, iterations=6), api_name="/run")
-    status, sketch, curve, svg, png, gif = job.result(timeout=WAIT_S)
+    status, sketch, curve, svg, png, gif, ladder, _ladder_png, _full_svg = job.result(timeout=WAIT_S)
     assert status.startswith("done: best loss"), status
+    assert not value(ladder)  # a plain count has no ladder
     assert Image.open(sketch).size == (SIDE, SIDE)
     assert [row[0] for row in curve["data"]] == list(range(6))  # one training loss per step
     root = ET.parse(value(svg)).getroot()
@@ -114,6 +117,22 @@ def test_run_returns_the_sketch_and_its_files(server: Server, objective: str) ->
     assert Image.open(value(gif)).format == "GIF"
     streamed = job.outputs()
     assert len(streamed) >= 2 and streamed[0][0].startswith("loading")  # it streamed on the way
+
+
+def test_auto_shows_its_ladder_and_offers_the_chosen_and_the_full_sketch(server: Server) -> None:
+    c = client(server)
+    job = c.submit(*run_args(sample="mug", strokes="auto", abstraction=0.2, iterations=4), api_name="/run")
+    status, _sketch, _curve, svg, _png, _gif, ladder, ladder_png, full_svg = job.result(timeout=WAIT_S)
+    assert "auto chose" in status and "of 32 strokes (abstraction 0.2)" in status, status
+    chosen = int(status.split("auto chose ")[1].split()[0])
+    captions = [item.get("caption") for item in value(ladder)]
+    assert f"{chosen} strokes (chosen)" in captions or f"{chosen} stroke (chosen)" in captions
+    assert {"1 stroke", "2 strokes", "4 strokes", "8 strokes", "16 strokes", "32 strokes"} <= {
+        caption.replace(" (chosen)", "") for caption in captions
+    }
+    assert len(ET.parse(value(svg)).getroot().findall(".//{*}path")) == chosen
+    assert len(ET.parse(value(full_svg)).getroot().findall(".//{*}path")) == 32
+    assert Image.open(value(ladder_png)).size[1] == SIDE
 
 
 def test_bad_upload_and_missing_image_say_what_is_wrong(server: Server, tmp_path: Path) -> None:
@@ -154,7 +173,7 @@ _HOLDER = """
 import sys, time
 from gradio_client import Client
 c = Client(sys.argv[1], verbose=False)
-job = c.submit(None, "house", 6, "default", "edges", "keep", 20000, api_name="/run")
+job = c.submit(None, "house", "6", "default", "edges", "keep", 20000, 0.1, api_name="/run")
 while not any(str(o[0]).startswith("step") for o in job.outputs()):
     time.sleep(0.2)
 print("running", flush=True)
@@ -197,7 +216,7 @@ def test_eight_clients_queue_stay_apart_and_a_lost_client_frees_its_slot(
         holder.kill()  # the client goes away mid-run: its slot must free
         holder.wait(30)
     for k, job in enumerate(jobs):
-        status, _sketch, _curve, _svg, png, _gif = job.result(timeout=WAIT_S)
+        status, _sketch, _curve, _svg, png, *_ = job.result(timeout=WAIT_S)
         assert status.startswith("done"), status
         x, y = ink_centre(value(png))
         nearest = min(range(len(centres)), key=lambda j: (centres[j][0] - x) ** 2 + (centres[j][1] - y) ** 2)
@@ -239,8 +258,9 @@ def test_in_a_browser_upload_run_and_watch_the_sketch_change(server: Server, tmp
             page.goto(server.url)
             page.locator("#picture input[type=file]").set_input_files(str(picture))
             page.locator("#picture img").wait_for()
-            page.locator("#strokes input[type=number]").fill("12")
-            page.locator("#strokes input[type=number]").press("Enter")
+            strokes = page.locator("#strokes").locator("input, textarea").first
+            strokes.fill("4,8,12")  # a ladder: one nested run, its first 4, 8 and 12 strokes
+            strokes.press("Tab")
             page.locator("#iterations input[type=number]").fill("60")
             page.locator("#iterations input[type=number]").press("Enter")
             page.get_by_label("edges").check()
@@ -254,10 +274,14 @@ def test_in_a_browser_upload_run_and_watch_the_sketch_change(server: Server, tmp
             )
             page.get_by_text("done: best loss").wait_for()
             page.locator("#download-svg").wait_for()
+            page.locator("#download-ladder").wait_for()
+            page.wait_for_function("() => document.querySelectorAll('#ladder img').length === 3")
+            captions = page.locator("#ladder").inner_text()
             shot = page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
             if SCREENSHOT:
                 Path(SCREENSHOT).write_bytes(shot)
         finally:
             browser.close()
     assert hosts == {server.url.split("/")[2]}, f"the page fetched from elsewhere: {hosts}"
+    assert all(f"{k} strokes" in captions for k in (4, 8, 12)), captions
     assert Image.open(tmp_path / "demo.png").size[0] == 1200

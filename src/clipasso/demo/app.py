@@ -33,6 +33,8 @@ from .service import (
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "build_app", "check_gradio", "launch"]
 
 DEFAULT_HOST = "127.0.0.1"
+#: The downloads beside the ladder: the rungs side by side, and auto's whole sketch.
+_EXTRA = ("ladder", "full_svg")
 DEFAULT_PORT = 7860
 
 #: The environment that keeps Gradio from phoning home (set before it is imported).
@@ -41,7 +43,8 @@ OFFLINE_ENV = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "GRAD
 _INTRO = """# clipasso: turn a picture into a line sketch
 Upload a picture of an object (or pick a sample), choose the strokes and the objective, then **Run**:
 the strokes move as the optimisation goes. **Stop** ends the run and keeps the best sketch so far.
-The `edges` objective needs no CLIP weights."""
+Strokes can be a count (`16`), a ladder (`4,8,16,32`: one run, its first 4, 8, ... strokes) or
+`auto` (the count chosen for the **Abstraction**). The `edges` objective needs no CLIP weights."""
 
 
 def check_gradio() -> str | None:
@@ -111,16 +114,31 @@ def build_app(
             gr.update(value=str(files[k]), visible=True) if k in files else gr.skip()
             for k in ("svg", "png", "gif")
         ]
-        return (update.status, image, points, *downloads)
+        if update.ladder is None:  # no change
+            rungs: Any = gr.skip()
+            extra = [
+                gr.update(value=str(files[k]), visible=True) if k in files else gr.skip() for k in _EXTRA
+            ]
+        elif not update.ladder:  # a new run: the last run's ladder goes
+            rungs = gr.update(value=None, visible=False)
+            extra = [gr.update(value=None, visible=False) for _ in _EXTRA]
+        else:
+            rungs = gr.update(value=[(r.image, r.caption) for r in update.ladder], visible=True)
+            extra = [
+                gr.update(value=str(files[k]), visible=True) if k in files else gr.update(visible=False)
+                for k in _EXTRA
+            ]
+        return (update.status, image, points, *downloads, rungs, *extra)
 
     def run(
         image: dict[str, Any] | str | None,
         sample: str | None,
-        strokes: float,
+        strokes: str,
         preset: str,
         objective: str,
         background: str,
         iterations: float,
+        abstraction: float,
         request: gr.Request,
     ) -> Iterator[tuple[Any, ...]]:
         try:
@@ -133,6 +151,7 @@ def build_app(
                 objective=objective,
                 background=background,
                 iterations=iterations,
+                abstraction=abstraction,
             )
             for update in updates:
                 yield view(update)
@@ -163,7 +182,23 @@ def build_app(
                     elem_id="sample",
                     allow_custom_value=False,
                 )
-                strokes = gr.Slider(1, 64, value=opts.strokes, step=1, label="Strokes", elem_id="strokes")
+                strokes = gr.Textbox(
+                    value=str(opts.strokes),
+                    label="Strokes",
+                    info="a count (16), a ladder from one run (4,8,16,32) or auto",
+                    lines=1,
+                    max_lines=1,
+                    elem_id="strokes",
+                )
+                abstraction = gr.Slider(
+                    0,
+                    1,
+                    value=service.default_abstraction(),
+                    step=0.05,
+                    label="Abstraction (auto)",
+                    info="with auto: the share of the whole sketch's gain given up for fewer strokes",
+                    elem_id="abstraction",
+                )
                 preset = gr.Dropdown(
                     choices=presets(), value=DEFAULT_PRESET, label="Preset", elem_id="preset"
                 )
@@ -204,11 +239,25 @@ def build_app(
                     svg = gr.DownloadButton("SVG", visible=False, elem_id="download-svg")
                     png = gr.DownloadButton("PNG", visible=False, elem_id="download-png")
                     gif = gr.DownloadButton("progress GIF", visible=False, elem_id="download-gif")
+                ladder = gr.Gallery(
+                    label="Ladder: the first k strokes of the same run",
+                    show_label=False,  # the label would cover the top of the thumbnails
+                    visible=False,
+                    columns=4,
+                    fit_columns=False,
+                    height=200,
+                    object_fit="contain",
+                    interactive=False,
+                    elem_id="ladder",
+                )
+                with gr.Row():
+                    ladder_png = gr.DownloadButton("ladder PNG", visible=False, elem_id="download-ladder")
+                    full_svg = gr.DownloadButton("full SVG", visible=False, elem_id="download-full-svg")
         sample.change(pick_sample, sample, image, api_name="sample", queue=False)
         run_button.click(
             run,
-            [image, sample, strokes, preset, objective, background, iterations],
-            [status, sketch, curve, svg, png, gif],
+            [image, sample, strokes, preset, objective, background, iterations, abstraction],
+            [status, sketch, curve, svg, png, gif, ladder, ladder_png, full_svg],
             api_name="run",
             trigger_mode="once",
             preprocess=False,  # the upload is checked by clipasso, whose errors say what is wrong

@@ -3,8 +3,12 @@
 :class:`DemoService` turns the page's controls into a :class:`~clipasso.SketchConfig` and a
 :class:`~clipasso.demo.jobs.SketchJob`, keeps at most one job per browser session (a tab), and
 yields :class:`Update` objects (the current sketch, the loss curve's points, a status line and, at
-the end, the files to download). Errors people can fix (a bad upload, missing weights) come out as
-:class:`DemoError` with a message that says what to do. :mod:`clipasso.demo.app` lays a Gradio
+the end, the files to download and, for a ladder or an automatic count, the ladder's rungs).
+The strokes choice is a count (``"16"``), a ladder (``"4,8,16,32"``) or ``"auto"``
+(:func:`parse_strokes`); a ladder or ``auto`` is ONE nested run of the library
+(``SketchConfig.nested`` / ``auto_strokes``), whose prefixes are the rungs (:func:`ladder_of`).
+Errors people can fix (a bad upload, missing weights) come out as :class:`DemoError` with a
+message that says what to do. :mod:`clipasso.demo.app` lays a Gradio
 page over it; nothing here imports Gradio.
 
 Example:
@@ -46,7 +50,10 @@ __all__ = [
     "DemoError",
     "DemoOptions",
     "DemoService",
+    "Rung",
     "Update",
+    "ladder_of",
+    "parse_strokes",
     "presets",
     "weights_message",
 ]
@@ -73,6 +80,37 @@ def presets() -> list[str]:
     from ..config import PRESETS
 
     return [DEFAULT_PRESET, *PRESETS]
+
+
+def parse_strokes(value: Any) -> int | list[int] | str:
+    """The page's strokes choice: a count, a ladder of counts (sorted, without repeats) or ``"auto"``.
+
+    Only the form is checked here; the counts are checked by the settings (``num_strokes``,
+    ``nested``).
+
+    Example:
+        >>> parse_strokes("16"), parse_strokes(16.0), parse_strokes(" 8, 4,16 "), parse_strokes("Auto")
+        (16, 16, [4, 8, 16], 'auto')
+        >>> parse_strokes("4,4")
+        4
+
+    Raises:
+        DemoError: Anything else.
+    """
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _whole(value, "strokes")
+    parts = [p.strip() for p in str(value).split(",")] if isinstance(value, str) else []
+    try:
+        counts = sorted({int(p) for p in parts if p})
+    except ValueError:
+        counts = []
+    if not counts:
+        raise DemoError(
+            f"strokes: a number (16), a ladder of counts (4,8,16,32) or auto, got {value!r}"
+        ) from None
+    return counts[0] if len(counts) == 1 else counts
 
 
 @dataclass(frozen=True)
@@ -115,7 +153,8 @@ class DemoOptions:
         preview_every: Render the current strokes every this many steps.
         iterations: The page's default number of steps.
         max_iterations: The most steps the page lets a run take.
-        strokes: The page's default number of strokes.
+        strokes: The page's default strokes choice (a count, a ladder such as ``"4,8,16,32"``,
+            or ``"auto"``).
         workdir: Where each job's downloads are written (a fresh temporary folder if None).
         keep_jobs: Output folders kept (the oldest is removed beyond this).
         sample_size: Side of the drawn samples in pixels.
@@ -127,10 +166,32 @@ class DemoOptions:
     preview_every: int = 5
     iterations: int = 300
     max_iterations: int = 2000
-    strokes: int = 16
+    strokes: int | str = 16
     workdir: Path | None = None
     keep_jobs: int = 32
     sample_size: int = 256
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One rung of a ladder: the first ``strokes`` strokes of the run's winner.
+
+    Attributes:
+        strokes: Its number of strokes.
+        image: It rendered on white, ``[H, W, 3]`` uint8.
+        chosen: Whether it is the count ``auto`` chose.
+    """
+
+    strokes: int
+    image: np.ndarray
+    chosen: bool = False
+
+    @property
+    def caption(self) -> str:
+        """How the page labels it: ``"8 strokes"``, ``"8 strokes (chosen)"``."""
+        return f"{self.strokes} stroke{'s' if self.strokes != 1 else ''}" + (
+            " (chosen)" if self.chosen else ""
+        )
 
 
 @dataclass(frozen=True)
@@ -141,7 +202,13 @@ class Update:
         status: A one-line status (Markdown).
         image: The current sketch ``[H, W, 3]`` uint8, or None (no change).
         losses: ``(iteration, loss)`` points of the loss curve, or None (no change).
-        files: At the end: ``{"svg" | "png" | "gif": path}`` of the downloads; else None.
+        files: At the end: the downloads, ``{"svg" | "png" | "gif": path}`` (the chosen sketch for
+            ``auto``, the full one for a ladder), plus ``"ladder"`` (the rungs side by side, PNG)
+            for a ladder or ``auto`` and ``"full_svg"`` (all ``auto_max_strokes`` strokes) for
+            ``auto``; else None.
+        ladder: The rungs, smallest first: at the end of a ladder or ``auto`` run; ``()`` at the
+            start of a run (no ladder yet: clear the old one); None: no change.
+        chosen: The stroke count ``auto`` chose (at its end), else None.
         done: Whether the run has ended.
     """
 
@@ -149,6 +216,8 @@ class Update:
     image: np.ndarray | None = None
     losses: tuple[tuple[int, float], ...] | None = None
     files: dict[str, Path] | None = None
+    ladder: tuple[Rung, ...] | None = None
+    chosen: int | None = None
     done: bool = False
 
 
@@ -212,15 +281,28 @@ class DemoService:
 
     # ------------------------------------------------------------------ settings
 
-    def config(self, *, strokes: float, preset: str, objective: str, iterations: float) -> Any:
-        """The run's :class:`~clipasso.SketchConfig`: preset, then the server's settings, then the page's."""
+    def config(
+        self,
+        *,
+        strokes: float | str,
+        preset: str,
+        objective: str,
+        iterations: float,
+        abstraction: float | None = None,
+    ) -> Any:
+        """The run's :class:`~clipasso.SketchConfig`: preset, then the server's settings, then the page's.
+
+        ``strokes`` (:func:`parse_strokes`): a count; a ladder ``[k1, ..., N]`` is one nested run
+        (``num_strokes=N``, ``nested=[k1, ...]``); ``"auto"`` is ``auto_strokes`` over
+        ``auto_max_strokes`` strokes with ``abstraction`` (None: the settings' value).
+        """
         from ..config import SketchConfig
 
         if preset not in presets():
             raise DemoError(f"unknown preset {preset!r}; choose one of {', '.join(presets())}")
         if objective not in OBJECTIVES:
             raise DemoError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
-        strokes_, iterations_ = _whole(strokes, "strokes"), _whole(iterations, "iterations")
+        strokes_, iterations_ = parse_strokes(strokes), _whole(iterations, "iterations")
         if not 1 <= iterations_ <= self.options.max_iterations:
             raise DemoError(f"iterations must be from 1 to {self.options.max_iterations}, got {iterations_}")
         base = SketchConfig() if preset == DEFAULT_PRESET else SketchConfig.preset(preset)
@@ -232,11 +314,26 @@ class DemoService:
             data["saliency_model"] = self.options.saliency_weights
         if objective == "edges" and self.options.saliency_weights is None:
             data["initializer"] = self.options.settings.get("initializer", "edges")  # stays weights-free
-        data["num_strokes"], data["iterations"] = strokes_, iterations_
+        data["iterations"] = iterations_
+        if strokes_ == "auto":  # one nested run over auto_max_strokes; the count is read off its curve
+            data["auto_strokes"] = True
+            data["num_strokes"] = data["auto_max_strokes"]
+            if abstraction is not None:
+                data["abstraction"] = abstraction
+        elif isinstance(strokes_, list):  # one nested run: the ladder is its prefixes
+            data["num_strokes"], data["nested"] = strokes_[-1], strokes_[:-1]
+        else:
+            data["num_strokes"] = strokes_
         try:
             return SketchConfig.from_dict(data)
         except InputError as exc:
             raise DemoError(str(exc)) from None
+
+    def default_abstraction(self) -> float:
+        """The abstraction ``auto`` uses unless the page says otherwise (the server's settings, else 0.1)."""
+        from ..config import SketchConfig
+
+        return float(self.options.settings.get("abstraction", SketchConfig().abstraction))
 
     def _sketcher(self, config: Any, background: str) -> tuple[Sketcher, threading.Lock]:
         """A Sketcher for these settings, its lock held: reused (its models stay loaded) unless
@@ -285,16 +382,18 @@ class DemoService:
         image: str | os.PathLike[str] | None,
         sample: str | None,
         *,
-        strokes: float,
+        strokes: float | str,
         preset: str,
         objective: str,
         background: str,
         iterations: float,
+        abstraction: float | None = None,
     ) -> Iterator[Update]:
         """Sketch the uploaded image (else the sample), yielding an :class:`Update` per new frame.
 
-        The last update has ``done=True`` and the downloads. Closing the generator (the page went
-        away) stops the run at its next step.
+        The last update has ``done=True`` and the downloads; for a ladder or ``"auto"`` (one
+        nested run) also the rungs (:class:`Rung`) and, for ``"auto"``, the chosen count. Closing
+        the generator (the page went away) stops the run at its next step.
 
         Raises:
             DemoError: No image, a bad upload, unknown choices, missing weights, another job of
@@ -307,7 +406,13 @@ class DemoService:
             raise DemoError(
                 f"unknown background handling {background!r}; choose one of {', '.join(BACKGROUNDS)}"
             )
-        config = self.config(strokes=strokes, preset=preset, objective=objective, iterations=iterations)
+        config = self.config(
+            strokes=strokes,
+            preset=preset,
+            objective=objective,
+            iterations=iterations,
+            abstraction=abstraction,
+        )
         source = self._source(image, sample)
         try:
             prepare_target(source, size=config.image_size, fix_scale=config.fix_scale)
@@ -324,15 +429,17 @@ class DemoService:
             job = SketchJob(sketcher, source, every=self.options.preview_every)
             self._jobs[session] = job
         log.info(
-            "job %s: start (%s, %d strokes, %d iterations)",
+            "job %s: start (%s, %s strokes, %d iterations)",
             session,
             objective,
-            config.num_strokes,
+            "auto"
+            if config.auto_strokes
+            else ",".join(map(str, config.prefix_set() or [config.num_strokes])),
             config.iterations,
         )
         outcome = "closed"
         try:
-            yield Update("loading the models and placing the first strokes…")
+            yield Update("loading the models and placing the first strokes…", ladder=())
             job.start()
             for frame in job.frames(heartbeat=0.5):
                 if frame is None:
@@ -350,7 +457,8 @@ class DemoService:
                 raise DemoError(weights_message(exc)) from None
             except ClipassoError as exc:
                 raise DemoError(" ".join(str(exc).split())) from None
-            files = self._save(result, session)
+            rungs = ladder_of(result)
+            files = self._save(result, rungs)
             stopped = "stopped, kept the best so far" if job.stopped else "done"
             outcome = "stopped" if job.stopped else "done"
             status = (
@@ -358,11 +466,21 @@ class DemoService:
                 f"(seed {result.best.seed}, {len(result.candidates)} candidate"
                 f"{'s' if len(result.candidates) != 1 else ''})"
             )
+            if result.auto_strokes is not None:
+                full = result.full.strokes.num_strokes if result.full is not None else result.auto_strokes
+                status += (
+                    f"; auto chose {result.auto_strokes} of {full} strokes "
+                    f"(abstraction {result.config.abstraction:g})"
+                )
+            elif rungs:
+                status += f"; ladder {', '.join(str(r.strokes) for r, _ in rungs)} from one nested run"
             yield Update(
                 status,
                 image=_render(result),
                 losses=tuple(job.stream.losses),
                 files=files,
+                ladder=tuple(r for r, _ in rungs) if rungs else None,
+                chosen=result.auto_strokes,
                 done=True,
             )
         finally:
@@ -384,8 +502,8 @@ class DemoService:
             return self.sample_path(sample)
         raise DemoError("no image: upload a picture or pick a sample")
 
-    def _save(self, result: SketchResult, session: str) -> dict[str, Path]:
-        from ..outputs import save_progress_gif
+    def _save(self, result: SketchResult, rungs: list[tuple[Rung, SketchResult]]) -> dict[str, Path]:
+        from ..outputs import save_ladder, save_progress_gif
 
         folder = Path(tempfile.mkdtemp(prefix="job-", dir=self.workdir))
         files = {
@@ -393,6 +511,11 @@ class DemoService:
             "png": result.save_png(folder / "sketch.png", scale=2.0),
             "gif": save_progress_gif(result, folder / "progress.gif"),
         }
+        if rungs:
+            files["ladder"] = save_ladder([r for _, r in rungs], folder / "ladder.png")
+        if result.auto_strokes is not None and result.full is not None:
+            n = result.full.strokes.num_strokes
+            files["full_svg"] = result.full.save_svg(folder / f"sketch-{n}-strokes.svg")
         with self._lock:
             self._outputs.append(folder)
             old = (
@@ -425,6 +548,34 @@ def _whole(value: Any, what: str) -> int:
     if number != int(number):
         raise DemoError(f"{what} must be a whole number, got {value!r}")
     return int(number)
+
+
+def ladder_of(result: SketchResult) -> list[tuple[Rung, SketchResult]]:
+    """The rungs of a nested run's result, smallest first, each with its prefix result: the
+    prefixes at the run's ladder (``config.prefix_set()``), plus the count ``auto`` chose; empty
+    for a plain run.
+
+    Example:
+        >>> from clipasso import Sketcher
+        >>> from clipasso.data import sample_tensor
+        >>> sk = Sketcher(loss="edges", initializer="edges", num_strokes=4, nested=[2], iterations=2,
+        ...               num_sketches=1, image_size=32, device="cpu")
+        >>> result = sk.sketch(sample_tensor("house", size=32)[0])
+        >>> [(rung.strokes, rung.chosen) for rung, _ in ladder_of(result)]
+        [(2, False), (4, False)]
+    """
+    full = result.full if result.auto_strokes is not None and result.full is not None else result
+    counts = full.config.prefix_set()
+    if counts is None:
+        return []
+    chosen = result.auto_strokes
+    n = full.strokes.num_strokes
+    ks = sorted({k for k in counts if k <= n} | ({chosen} if chosen is not None else set()))
+    out = []
+    for k in ks:
+        prefix = full if k == n else full.prefix(k)
+        out.append((Rung(k, _render(prefix), chosen=k == chosen), prefix))
+    return out
 
 
 def _render(result: SketchResult) -> np.ndarray:
