@@ -74,9 +74,13 @@ RUNGS = (4, 8, 16)
 EPSILONS = (0.02, 0.05, 0.1, 0.2, 0.3)
 
 
-def sketcher_factory(objective: str, iterations: int) -> Any:
-    """``make(**settings) -> Sketcher`` for the objective (models built once, shared)."""
+def sketcher_factory(objective: str, iterations: int, precision: str | None = None) -> Any:
+    """``make(**settings) -> Sketcher`` for the objective (models built once, shared); ``precision``:
+    the CLIP passes' precision for every run alike (None: the default ``"auto"``, whose accuracy
+    guard decides per run, so that runs of one image may differ)."""
     common: dict[str, Any] = dict(num_sketches=1, iterations=iterations, device="cpu", seed=0)
+    if precision is not None:
+        common["precision"] = precision
     if objective == "edges":
         common.update(loss="edges", initializer="edges")
     else:
@@ -141,7 +145,7 @@ def run_image(make: Any, image: Image.Image, args: argparse.Namespace) -> dict[s
     row["separate"][str(N)] = {"seconds": row["plain"]["seconds"], "loss": curve[-1]}
     results = {"plain": plain}
     for mode in args.modes:
-        sk = make(num_strokes=N, nested=list(RUNGS), nested_mode=mode)
+        sk = make(num_strokes=N, nested=list(RUNGS), nested_mode=mode, nested_weights=args.nested_weights)
         res, wall = timed(sk, image)
         assert res.curve is not None
         results[mode] = res
@@ -187,6 +191,21 @@ def run_image(make: Any, image: Image.Image, args: argparse.Namespace) -> dict[s
     row["_results"] = results
     row["_sketcher"] = plain_sk
     return row
+
+
+def cost_rounds(make: Any, image: Image.Image, args: argparse.Namespace) -> dict[str, Any]:
+    """``--cost-rounds R``: the cost alone, interleaved: R rounds of (a plain 32-stroke run, then
+    one nested run per mode, with its curve); the median wall time of each and its ratio."""
+    walls: dict[str, list[float]] = {"plain": []}
+    for _ in range(args.cost_rounds):
+        _, wall = timed(make(num_strokes=N), image)
+        walls["plain"].append(wall)
+        for mode in args.modes:
+            sk = make(num_strokes=N, nested=list(RUNGS), nested_mode=mode, nested_weights=args.nested_weights)
+            _, wall = timed(sk, image)
+            walls.setdefault(mode, []).append(wall)
+    med = {k: statistics.median(v) for k, v in walls.items()}
+    return {"walls": walls, "median": med, "ratio": {m: med[m] / med["plain"] for m in args.modes}}
 
 
 def summarise(rows: dict[str, dict[str, Any]], modes: list[str]) -> dict[str, Any]:
@@ -372,6 +391,18 @@ def main() -> None:
     parser.add_argument("--no-greedy", dest="greedy", action="store_false")
     parser.add_argument("--auto", action="store_true", help="also real num_strokes='auto' runs")
     parser.add_argument("--progressive", action="store_true", help="also a progressive 32-stroke run")
+    parser.add_argument(
+        "--precision", choices=("fp32", "bf16"), help="proxy: the same precision for every run"
+    )
+    parser.add_argument(
+        "--cost-rounds",
+        type=int,
+        default=0,
+        help="only the cost: R interleaved rounds of plain and nested runs",
+    )
+    parser.add_argument(
+        "--nested-weights", help="the nested runs' prefix weights, e.g. 1,1,1,3 (4, 8, 16, 32)"
+    )
     parser.add_argument("--auto-epsilons", default="0.1")
     parser.add_argument("--auto-mode", default="sample")
     parser.add_argument("--threads", type=int, default=1)
@@ -379,6 +410,7 @@ def main() -> None:
     parser.add_argument("--pictures", type=Path, help="PREFIX of the figures (edges runs)")
     args = parser.parse_args()
     args.modes = args.modes.split(",")
+    args.nested_weights = [float(w) for w in args.nested_weights.split(",")] if args.nested_weights else None
     args.auto_epsilons = [float(e) for e in args.auto_epsilons.split(",")]
     pin_cores(args.threads)
     torch.set_num_threads(args.threads)
@@ -389,9 +421,30 @@ def main() -> None:
         f"modes {args.modes}"
     )
     t_start = time.perf_counter()
-    make = sketcher_factory(args.objective, args.iterations)
+    make = sketcher_factory(args.objective, args.iterations, args.precision)
     names = args.images.split(",")
     rows: dict[str, dict[str, Any]] = {}
+    if args.cost_rounds > 0:
+        costs = {}
+        for name in names:
+            costs[name] = cost_rounds(make, image_named(name), args)
+            print(name, json.dumps(costs[name]), flush=True)
+        mean = {m: statistics.mean(c["ratio"][m] for c in costs.values()) for m in args.modes}
+        print("mean cost ratio", mean, f"load average {os.getloadavg()[0]:.2f}")
+        if args.json is not None:
+            report = {
+                "machine": machine,
+                "objective": args.objective,
+                "threads": args.threads,
+                "iterations": args.iterations,
+                "cost_rounds": args.cost_rounds,
+                "nested_weights": args.nested_weights,
+                "images": costs,
+                "mean_ratio": mean,
+                "load_average_end": os.getloadavg()[0],
+            }
+            atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
+        return
     for name in names:
         image = image_named(name)
         row = run_image(make, image, args)
@@ -433,10 +486,12 @@ def main() -> None:
             "machine": machine,
             "python": platform.python_version(),
             "objective": args.objective,
+            "precision": args.precision,
             "threads": args.threads,
             "iterations": args.iterations,
             "num_strokes": N,
             "rungs": list(RUNGS),
+            "nested_weights": args.nested_weights,
             "num_sketches": 1,
             "seed": 0,
             "epsilons": list(EPSILONS),

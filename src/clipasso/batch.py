@@ -702,6 +702,38 @@ def check_batch_images(
         )
 
 
+def _each_alone(
+    sketcher: Sketcher,
+    group: list[tuple[int, BatchItem, dict[str, Any], float]],
+    out: Path,
+    counts: Sequence[int],
+    *,
+    hooks: BatchHooks,
+    rank: int,
+    digest: str,
+    order: bool,
+) -> list[tuple[int, ItemRecord]]:
+    """Sketch checked items one at a time (no checkpoints in a batched job): ``[(index, record)]``."""
+    return [
+        (
+            i,
+            _sketch_one(
+                sketcher,
+                item,
+                out,
+                counts,
+                checkpoint=False,
+                resume=False,
+                hooks=hooks,
+                rank=rank,
+                digest=digest,
+                order=order,
+            ),
+        )
+        for i, item, _, _ in group
+    ]
+
+
 def _sketch_group(
     sketcher: Sketcher,
     group: list[tuple[int, BatchItem, dict[str, Any], float]],
@@ -733,24 +765,7 @@ def _sketch_group(
             finally:
                 sketcher.config, sketcher.callbacks = saved_config, saved_callbacks
     except Exception:  # the items on their own say which one is at fault
-        return [
-            (
-                i,
-                _sketch_one(
-                    sketcher,
-                    item,
-                    out,
-                    counts,
-                    checkpoint=False,
-                    resume=False,
-                    hooks=hooks,
-                    rank=rank,
-                    digest=digest,
-                    order=order,
-                ),
-            )
-            for i, item, _, _ in group
-        ]
+        return _each_alone(sketcher, group, out, counts, hooks=hooks, rank=rank, digest=digest, order=order)
     share = (time.perf_counter() - t0) / len(group)
     records = []
     for j, (i, item, key, checked) in enumerate(group):
@@ -861,24 +876,7 @@ def sketch_items(
         done = (
             _sketch_group(sketcher, group, out, counts, hooks=hooks, rank=rank, digest=digest, order=order)
             if len(group) > 1
-            else [
-                (
-                    i,
-                    _sketch_one(
-                        sketcher,
-                        item,
-                        out,
-                        counts,
-                        checkpoint=False,
-                        resume=False,
-                        hooks=hooks,
-                        rank=rank,
-                        digest=digest,
-                        order=order,
-                    ),
-                )
-                for i, item, _, _ in group
-            ]
+            else _each_alone(sketcher, group, out, counts, hooks=hooks, rank=rank, digest=digest, order=order)
         )
         group.clear()
         for i, rec in done:
