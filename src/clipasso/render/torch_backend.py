@@ -36,6 +36,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Sequence
@@ -147,6 +148,285 @@ def _eval(coef: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return q, dq, ddq
 
 
+def _accumulate(terms: list[Tensor]) -> Tensor:
+    """A gradient with several contributions, summed as autograd's engine sums them: it runs the
+    consumers of a tensor latest first, and each adds its part to what has arrived."""
+    out = terms[-1]
+    for term in reversed(terms[:-1]):
+        out = out + term
+    return out
+
+
+def _where0(mask: Tensor, x: Tensor) -> Tensor:
+    """``x`` where ``mask``, else 0 (the backward of ``where``, ``clamp`` and ``clamp_min``)."""
+    return torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+@functools.cache
+def _bounds_pass_gradient() -> tuple[bool, bool]:
+    """Whether autograd passes the gradient of ``clamp(x, lo, hi)`` and of ``clamp_min(x, lo)`` at
+    ``x`` exactly on a bound (torch 2.14: no, for both), read once from autograd itself so that
+    :class:`_Coverage` agrees with it on any torch version."""
+    with torch.enable_grad():
+        x = torch.tensor([0.0, 1.0], requires_grad=True)
+        (g_clamp,) = torch.autograd.grad(x.clamp(0.0, 1.0).sum(), x)
+        (g_min,) = torch.autograd.grad(x.clamp_min(0.0).sum(), x)
+    return bool(g_clamp[0] != 0), bool(g_min[0] != 0)
+
+
+def _passes(x: Tensor, lo: float, hi: float | None = None) -> Tensor:
+    """Where the gradient of ``x.clamp(lo, hi)`` (``clamp_min`` when ``hi`` is None) is passed."""
+    inclusive = _bounds_pass_gradient()[0 if hi is not None else 1]
+    if hi is None:
+        return x >= lo if inclusive else x > lo
+    return (x >= lo) & (x <= hi) if inclusive else (x > lo) & (x < hi)
+
+
+class _Box:
+    """:func:`box_coverage` with its intermediates kept, and its backward written out.
+
+    The backward does, value by value, what autograd does for the ops of :func:`box_coverage`
+    (the same formulas in the same order), so gradients are bit for bit those of the autograd
+    graph it replaces.
+    """
+
+    def __init__(self, t: Tensor, a: Tensor, b: Tensor) -> None:
+        h1 = 0.5 * (a - b)
+        self.h2 = 0.5 * (a + b)
+        self.a2x = 2.0 * a
+        ab2 = self.a2x * b
+        self.tilted = ab2 > 1e-6
+        self.ab2 = torch.where(self.tilted, ab2, torch.ones_like(ab2))
+        self.lo_raw = t + self.h2
+        self.lo = self.lo_raw.clamp_min(0.0)
+        self.hi_raw = self.h2 - t
+        self.hi = self.hi_raw.clamp_min(0.0)
+        self.tdiv = t / a
+        mid = 0.5 + self.tdiv
+        self.lc_raw = self.lo * self.lo / self.ab2
+        low_corner = torch.where(self.tilted, self.lc_raw, torch.zeros_like(self.lo))
+        self.hq = self.hi * self.hi / self.ab2
+        high_corner = torch.where(self.tilted, 1.0 - self.hq, torch.ones_like(self.hi))
+        self.c1 = t <= -h1
+        self.c2 = t < h1
+        self.out = torch.where(self.c1, low_corner, torch.where(self.c2, mid, high_corner))
+        self.value = self.out.clamp(0.0, 1.0)
+        self.a, self.b = a, b
+
+    def backward(self, grad: Tensor) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        """Contributions to the gradients of ``(t, a, b)``, each list in the order the ops were made."""
+        g_out = _where0(_passes(self.out, 0.0, 1.0), grad)
+        g_inner = _where0(~self.c1, g_out)
+        g_low = _where0(self.c1, g_out)
+        g_mid = _where0(self.c2, g_inner)
+        g_high = _where0(~self.c2, g_inner)
+        g_hq = -_where0(self.tilted, g_high)
+        g_hihi = g_hq / self.ab2
+        g_ab2_hi = -(g_hq * (self.hq / self.ab2))
+        g_hi = g_hihi * self.hi + g_hihi * self.hi
+        g_lcr = _where0(self.tilted, g_low)
+        g_lolo = g_lcr / self.ab2
+        g_ab2_lo = -(g_lcr * (self.lc_raw / self.ab2))
+        g_lo = g_lolo * self.lo + g_lolo * self.lo
+        g_t_mid = g_mid / self.a
+        g_a_mid = -(g_mid * (self.tdiv / self.a))
+        g_hi_raw = _where0(_passes(self.hi_raw, 0.0), g_hi)
+        g_lo_raw = _where0(_passes(self.lo_raw, 0.0), g_lo)
+        g_ab2 = _where0(self.tilted, g_ab2_hi + g_ab2_lo)
+        g_a_2x = (g_ab2 * self.b) * 2.0
+        g_b_ab2 = g_ab2 * self.a2x
+        g_hs = (g_hi_raw + g_lo_raw) * 0.5
+        return [g_lo_raw, -g_hi_raw, g_t_mid], [g_hs, g_a_2x, g_a_mid], [g_hs, g_b_ab2]
+
+
+class _Cap:
+    """:func:`_cap_correction` with its intermediates kept, and its backward written out (as
+    :class:`_Box`)."""
+
+    def __init__(self, t: Tensor, a: Tensor, b: Tensor, r: Tensor) -> None:
+        big = 1e3
+        self.tb = t * b
+        self.lo2 = (-0.5 - self.tb) / a
+        self.hi2 = (0.5 - self.tb) / a
+        self.steep = b > 1e-6
+        self.bs = torch.where(self.steep, b, torch.ones_like(b))
+        self.ta = t * a
+        self.lo1r = (self.ta - 0.5) / self.bs
+        lo1 = torch.where(self.steep, self.lo1r, torch.full_like(t, -big))
+        self.hi1r = (self.ta + 0.5) / self.bs
+        hi1 = torch.where(self.steep, self.hi1r, torch.full_like(t, big))
+        self.x1 = torch.maximum(lo1, self.lo2)
+        self.x2 = torch.minimum(hi1, self.hi2)
+        self.lo1, self.hi1 = lo1, hi1
+        self.inside = (self.x2 > self.x1) & (t.abs() < 0.5 * (a + b))
+        self.r = r
+        self.den = 6.0 * r.clamp_min(1e-3)
+        self.area = (self.x2**3 - self.x1**3) / self.den
+        self.value = torch.where(self.inside, self.area, torch.zeros_like(self.area))
+        self.t, self.a, self.b = t, a, b
+
+    def backward(self, grad: Tensor) -> tuple[list[Tensor], list[Tensor], list[Tensor], Tensor]:
+        """Contributions to the gradients of ``(t, a, b)`` in the order the ops were made, and the
+        gradient of ``r``."""
+        t, a, b = self.t, self.a, self.b
+        g_area = _where0(self.inside, grad)
+        g_num = g_area / self.den
+        g_den = -(g_area * (self.area / self.den))
+        g_r = _where0(_passes(self.r, 1e-3), g_den * 6.0)
+        g_x2 = g_num * (3.0 * self.x2.pow(2))
+        g_x1 = -g_num * (3.0 * self.x1.pow(2))
+        tie2 = torch.where(self.hi1 == self.hi2, g_x2 / 2, g_x2)
+        g_hi1 = tie2.masked_fill(self.hi1 > self.hi2, 0)
+        g_hi2 = tie2.masked_fill(self.hi1 < self.hi2, 0)
+        tie1 = torch.where(self.lo1 == self.lo2, g_x1 / 2, g_x1)
+        g_lo1 = tie1.masked_fill(self.lo1 < self.lo2, 0)
+        g_lo2 = tie1.masked_fill(self.lo1 > self.lo2, 0)
+        g_hi1r = _where0(self.steep, g_hi1)
+        g_ta_hi = g_hi1r / self.bs
+        g_bs_hi = -(g_hi1r * (self.hi1r / self.bs))
+        g_lo1r = _where0(self.steep, g_lo1)
+        g_ta_lo = g_lo1r / self.bs
+        g_bs_lo = -(g_lo1r * (self.lo1r / self.bs))
+        g_b_bs = _where0(self.steep, g_bs_hi + g_bs_lo)
+        g_hi2n = g_hi2 / a
+        g_a_hi2 = -(g_hi2 * (self.hi2 / a))
+        g_lo2n = g_lo2 / a
+        g_a_lo2 = -(g_lo2 * (self.lo2 / a))
+        g_tb_hi = -g_hi2n
+        g_tb_lo = -g_lo2n
+        return (
+            [g_tb_lo * b, g_tb_hi * b, g_ta_lo * a, g_ta_hi * a],
+            [g_a_lo2, g_a_hi2, g_ta_lo * t, g_ta_hi * t],
+            [g_tb_lo * t, g_tb_hi * t, g_b_bs],
+            g_r,
+        )
+
+
+class _Coverage(torch.autograd.Function):
+    """The differentiable coverage of each (stroke, pixel, segment) triple, with its backward
+    written out: one node instead of the ~110 of the autograd graph of the same ops (steps 3 and 4
+    of the module docstring).
+
+    The forward computes the very ops of the graph it replaces, with ``(x, y)`` pairs as ``[2, A]``
+    (each op one contiguous sweep); the backward applies autograd's formula for each op and sums
+    the contributions to a tensor used several times in the order autograd's engine sums them
+    (:func:`_accumulate`), so values and gradients are bit for bit those of that graph (tested:
+    ``tests/test_render.py::test_coverage_function_matches_autograd``).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: FunctionCtx,
+        cf: Tensor,
+        r: Tensor,
+        t0: Tensor,
+        centre: Tensor,
+        kappa: Tensor,
+        cap_any: bool,
+        thin: bool,
+    ) -> Tensor:
+        tiny = torch.finfo(cf.dtype).tiny
+        co = cf.T.contiguous()  # [8, A]
+        a3, a2, a1, a0 = co[0:2], co[2:4], co[4:6], co[6:8]
+        tt = t0
+        s1 = a3 * tt + a2
+        s2 = s1 * tt + a1
+        q = s2 * tt + a0
+        n4 = a3 * 3.0 * tt + a2 * 2.0
+        dq = n4 * tt + a1
+        diff0 = centre - q
+        prod = dq * diff0
+        g = -(prod[0] + prod[1])
+        delta = (g - g) * -kappa  # value 0; its derivative carries dt*/dθ
+        diff = diff0 - dq * delta
+        dd = diff * diff
+        dist2 = dd[0] + dd[1]
+        dist = dist2.clamp_min(tiny).sqrt()
+        ad = diff.abs()
+        nrm = ad / dist
+        on_curve = dist2 <= 1e-12
+        mx = torch.maximum(nrm[0], nrm[1])
+        mn = torch.minimum(nrm[0], nrm[1])
+        na = torch.where(on_curve, torch.ones_like(dist), mx)
+        nb = torch.where(on_curve, torch.zeros_like(dist), mn)
+        offset = r - dist
+        box = _Box(offset, na, nb)
+        cov = box.value
+        cap = kappa == 0  # nearest point at an end or corner: the boundary is a circle of radius r
+        capc = _Cap(offset, na, nb, r) if cap_any else None
+        if capc is not None:
+            cov = cov - torch.where(cap, capc.value, torch.zeros_like(cov))
+        box2 = _Box(-r - dist, na, nb) if thin else None
+        if box2 is not None:  # thin strokes: subtract the far side of the band
+            cov = cov - box2.value
+        out = cov.clamp(0.0, 1.0)
+        ctx.parts = (tt, kappa, a3, dq, diff0, diff, dist2, dist, nrm, mx, mn, on_curve, cov, cap)  # type: ignore[attr-defined]
+        ctx.boxes = (box, capc, box2)  # type: ignore[attr-defined]
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        tt, kappa, a3, dq, diff0, diff, dist2, dist, nrm, mx, mn, on_curve, cov, cap = ctx.parts
+        box, capc, box2 = ctx.boxes
+        tiny = torch.finfo(grad.dtype).tiny
+        g_cov = _where0(_passes(cov, 0.0, 1.0), grad)
+        t_terms, a_terms, b_terms = box.backward(g_cov)
+        r_terms: list[Tensor] = []
+        if capc is not None:
+            g_cap = _where0(cap, -g_cov)
+            ct, ca, cb, cr = capc.backward(g_cap)
+            t_terms, a_terms, b_terms = t_terms + ct, a_terms + ca, b_terms + cb
+        g_t2: Tensor | None = None
+        if box2 is not None:
+            tt2, ta2, tb2 = box2.backward(-g_cov)
+            a_terms, b_terms = a_terms + ta2, b_terms + tb2
+            g_t2 = _accumulate(tt2)
+        g_offset = _accumulate(t_terms)
+        g_na = _accumulate(a_terms)
+        g_nb = _accumulate(b_terms)
+        # r: used by offset = r − dist, the cap's clamp and the thin band's −r
+        r_terms = [g_offset]
+        if capc is not None:
+            r_terms.append(cr)
+        if g_t2 is not None:
+            r_terms.append(-g_t2)
+        g_r = _accumulate(r_terms)
+        # the normal's components (amax / amin over (x, y): ties share the gradient)
+        g_mx = _where0(~on_curve, g_na)
+        g_mn = _where0(~on_curve, g_nb)
+        is_mx = nrm == mx
+        is_mn = nrm == mn
+        g_nrm = (g_mn / is_mn.sum(0)) * is_mn + (g_mx / is_mx.sum(0)) * is_mx
+        g_ad = g_nrm / dist
+        g_dist_u = -(g_nrm * (nrm / dist))
+        dist_terms = [g_dist_u[0] + g_dist_u[1], -g_offset]
+        if g_t2 is not None:
+            dist_terms.append(-g_t2)
+        g_dist = _accumulate(dist_terms)
+        g_dist2 = _where0(_passes(dist2, tiny), g_dist / (2 * dist))
+        g_diff_abs = g_ad * diff.sgn()
+        g_diff = (g_diff_abs + g_dist2 * diff) + g_dist2 * diff
+        g_du = -g_diff
+        g_delta_u = g_du * dq
+        g_delta = g_delta_u[0] + g_delta_u[1]
+        g_g = g_delta * -kappa
+        g_p = -g_g
+        g_dq = g_p * diff0
+        g_diff0 = g_diff + g_p * dq
+        g_q = -g_diff0
+        # Horner's rule backwards: q = ((a3 t + a2) t + a1) t + a0 and B' = (3a3 t + 2a2) t + a1
+        g_s2 = g_q * tt
+        g_s1 = g_s2 * tt
+        g_n4 = g_dq * tt
+        g_co = a3.new_empty(8, a3.shape[1])
+        torch.add((g_n4 * tt) * 3.0, g_s1 * tt, out=g_co[0:2])
+        torch.add(g_n4 * 2.0, g_s1, out=g_co[2:4])
+        torch.add(g_dq, g_s2, out=g_co[4:6])
+        g_co[6:8] = g_q
+        return g_co.T, g_r, None, None, None, None, None
+
+
 _CONSTANTS: dict[tuple[Any, ...], Tensor] = {}
 
 
@@ -205,7 +485,7 @@ def _newton(coef: Tensor, centre: Tensor, t: Tensor, steps: int) -> tuple[Tensor
     table[2, 0] = a1
     torch.mul(a2, 2.0, out=table[2, 1])
     torch.mul(a3, 6.0, out=table[2, 2])
-    torch.sub(cols[6:8], centre.T, out=table[3, 0])  # B(t) − c directly, without cancellation
+    torch.sub(cols[6:8], centre, out=table[3, 0])  # B(t) − c directly, without cancellation
     table[3, 1] = a1
     table[3, 2] = table[2, 1]
     k3, k2, k1, k0 = table.unbind(0)
@@ -753,7 +1033,7 @@ def rasterize_torch(
         g_pair, row, colm, seg, t0 = g_pair[order], row[order], colm[order], seg[order], t0[order]
 
     with torch.no_grad():
-        centre = torch.stack([colm.to(dtype) + 0.5, row.to(dtype) + 0.5], dim=-1)  # [A, 2]
+        centre = torch.stack([colm.to(dtype) + 0.5, row.to(dtype) + 0.5])  # [2, A]
         coef_flat = cd.reshape(n * b * k, 8)
         seg_id = g_pair * k + seg
         t0, d2_near, hess = _newton(coef_flat.index_select(0, seg_id), centre, t0, steps)
@@ -775,26 +1055,10 @@ def rasterize_torch(
 
     # Differentiable coverage at the (detached) nearest parameter.
     cf = coef.reshape(n * b * k, 8).index_select(0, seg_id)
-    q, dq, _ = _eval(cf, t0)
-    diff = centre - q
-    g = -(dq * diff).sum(-1)
-    delta = (g - g.detach()) * -kappa  # value 0, derivative −(∂g/∂θ)/(∂g/∂t) at interior optima
-    diff = diff - dq.detach() * delta.unsqueeze(-1)
-    dist2 = (diff * diff).sum(-1)
-    dist = dist2.clamp_min(tiny).sqrt()
-    nrm = diff.abs() / dist.unsqueeze(-1)
-    on_curve = dist2.detach() <= 1e-12
-    na = torch.where(on_curve, torch.ones_like(dist), nrm.amax(dim=-1))
-    nb = torch.where(on_curve, torch.zeros_like(dist), nrm.amin(dim=-1))
     r = rad.index_select(0, g_pair)
-    offset = r - dist
-    cov = box_coverage(offset, na, nb)
-    cap = kappa == 0  # nearest point at an end or corner: the boundary is a circle of radius r
-    if bool(cap.any()):
-        cov = cov - torch.where(cap, _cap_correction(offset, na, nb, r), torch.zeros_like(cov))
-    if bool((rd < _HALF_DIAG).any()):  # thin strokes: subtract the far side of the band
-        cov = cov - box_coverage(-r - dist, na, nb)
-    cov = cov.clamp(0.0, 1.0)
+    cap_any = bool((kappa == 0).any())
+    thin = bool((rd < _HALF_DIAG).any())
+    cov = _Coverage.apply(cf, r, t0, centre, kappa, cap_any, thin)
     if group is not None:
         # Several segments in reach of a pixel: the nearest one counts; among segments equally near
         # (to rounding: a kinked join, where the nearest point can be the join on both sides or a
