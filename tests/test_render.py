@@ -24,6 +24,7 @@ from clipasso.render import (
     rasterize,
     register_rasterizer,
 )
+from clipasso.testing import supersampled_render
 
 BLACK = (0.0, 0.0, 0.0, 1.0)
 
@@ -100,44 +101,8 @@ def clipasso_strokes(n: int, size: int, *, batch: int = 1, seed: int = 0, segmen
     return torch.cat([p0, p0 + steps.cumsum(2)], dim=2)
 
 
-def reference_render(
-    points: torch.Tensor, widths: torch.Tensor, colors: torch.Tensor, size: tuple[int, int], ss: int = 16
-) -> torch.Tensor:
-    """Hard-edged ``ss×ss``-supersampled render over white, composited per sample. ``[3, H, W]``.
-
-    The distance of each sample to a stroke is the distance to a 128-chord-per-segment polyline
-    (deviation < 1e-3 px for these strokes); only samples in the stroke's bounding box are tested.
-    """
-    h, w = size
-    out = torch.ones(h * ss, w * ss, 3, dtype=torch.float64)
-    t = torch.linspace(0, 1, 129, dtype=torch.float64)[:, None]
-    for i in range(points.shape[0]):
-        p, r = points[i].double(), float(widths[i])
-        curve = []
-        for s in range(0, p.shape[0] - 1, 3):
-            c0, c1, c2, c3 = p[s : s + 4]
-            curve.append((1 - t) ** 3 * c0 + 3 * (1 - t) ** 2 * t * c1 + 3 * (1 - t) * t**2 * c2 + t**3 * c3)
-        cur = torch.cat(curve)
-        x0, y0 = (int(max(0, math.floor(float(v) - r - 1))) for v in cur.min(0).values)
-        x1 = int(min(w, math.ceil(float(cur[:, 0].max()) + r + 1)))
-        y1 = int(min(h, math.ceil(float(cur[:, 1].max()) + r + 1)))
-        if x1 <= x0 or y1 <= y0:
-            continue
-        ys = (torch.arange(y0 * ss, y1 * ss, dtype=torch.float64) + 0.5) / ss
-        xs = (torch.arange(x0 * ss, x1 * ss, dtype=torch.float64) + 0.5) / ss
-        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-        samples = torch.stack([gx, gy], -1).reshape(-1, 2)
-        a, d = cur[:-1], cur[1:] - cur[:-1]
-        best = torch.full((samples.shape[0],), math.inf, dtype=torch.float64)
-        for c in range(0, a.shape[0], 32):
-            wv = samples[:, None] - a[None, c : c + 32]
-            dd = d[None, c : c + 32]
-            lam = ((wv * dd).sum(-1) / (dd * dd).sum(-1).clamp_min(1e-30)).clamp(0, 1)
-            best = torch.minimum(best, (wv - lam[..., None] * dd).square().sum(-1).min(-1).values)
-        ink = ((best <= r * r).double() * float(colors[i, 3])).view(len(ys), len(xs), 1)
-        block = out[y0 * ss : y1 * ss, x0 * ss : x1 * ss]
-        out[y0 * ss : y1 * ss, x0 * ss : x1 * ss] = ink * colors[i, :3].double() + (1 - ink) * block
-    return out.reshape(h, ss, w, ss, 3).mean((1, 3)).permute(2, 0, 1)
+# the hard-edged supersampled image (clipasso.testing): what exact coverage should equal
+reference_render = supersampled_render
 
 
 # ------------------------------------------------------------------------------- registry / API

@@ -4,8 +4,9 @@ Each pixel gets the box-filtered coverage of the inked set ``{x : dist(x, curve)
 diffvg's supersampling estimates), computed analytically:
 
 1. **Sparse candidate pairs (no grad).** For every stroke a bounding-box patch (control-point box
-   grown by ``r + 1``; one common patch size per size class so all strokes of a class are handled
-   by one vectorised computation) is tested against a polyline of the curve. Only (stroke, pixel)
+   grown by ``r + 1``; one common patch size per size class, and classes of small strokes searched
+   together, so many strokes are handled by one vectorised computation) is tested against a
+   polyline of the curve. Only (stroke, pixel)
    pairs whose pixel centre can lie within ``r + √2/2`` of the curve are kept (a bound on the
    chord/curve deviation keeps the test conservative), so memory and time grow with the inked
    area, not with ``strokes × segments × pixels``.
@@ -20,9 +21,12 @@ diffvg's supersampling estimates), computed analytically:
    The coverage is the area of the unit pixel square inside the band ``|n·(x − q)| ≤ r`` (the
    stroke boundary replaced by its tangent lines at the nearest point): exact for straight strokes
    and a very close approximation elsewhere (round caps of radius ``r`` are the worst case).
-4. **Compositing.** Strokes are drawn in order with "over" by a custom autograd function that
-   walks the strokes once forward and once backward, saving only the canvas values under each
-   stroke's pixels (``[pairs, 4]``), never a per-stroke canvas.
+   The coverage is one custom autograd function (:class:`_Coverage`) whose backward applies,
+   op by op, the formulas autograd would, so gradients are bit for bit those of the plain graph.
+4. **Compositing.** Strokes are drawn in order with "over" by a custom autograd function on a
+   compact canvas of the touched pixels, one *layer* of pairs at a time (a pair's layer: how many
+   earlier strokes cover its pixel), once forward and once backward, saving only the canvas values
+   under each pair (``[pairs, 4]``), never a per-stroke canvas.
 
 Example:
     >>> import torch
@@ -139,7 +143,10 @@ def _power_coefficients(points: Tensor) -> Tensor:
 
 
 def _eval(coef: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Position, first and second derivative of cubics ``coef [A, 8]`` at ``t [A]`` (each ``[A, 2]``)."""
+    """Position, first and second derivative of cubics ``coef [A, 8]`` at ``t [A]`` (each ``[A, 2]``).
+
+    The plain autograd form of what :class:`_Coverage` and :func:`_newton` evaluate (the tests
+    compare them with it)."""
     a3, a2, a1, a0 = coef[:, 0:2], coef[:, 2:4], coef[:, 4:6], coef[:, 6:8]
     tt = t.unsqueeze(-1)
     q = ((a3 * tt + a2) * tt + a1) * tt + a0
@@ -718,7 +725,7 @@ class _Touched:
         layers: Whether to compute the layer order (:attr:`perm`, :attr:`bounds`).
 
     Attributes:
-        upix: ``[U]`` the touched pixels, ascending; ``where``: ``(b, row, col)`` of each, ``[U]``.
+        upix: ``[U]`` the touched pixels, ascending.
         slot: ``[A]`` each pair's pixel as an index into ``upix``.
         perm: ``[A]`` the pairs in layer order (drawing order within a layer); ``bounds``: the
             layers' boundaries in it.
@@ -726,7 +733,6 @@ class _Touched:
 
     def __init__(self, pixel: Tensor, shape: tuple[int, int, int], layers: bool) -> None:
         count = pixel.shape[0]
-        _b, h, w = shape
         device = pixel.device
         by_pixel = torch.sort(pixel, stable=True)  # each pixel's pairs together, in drawing order
         first = torch.ones(count, dtype=torch.bool, device=device)
@@ -734,18 +740,25 @@ class _Touched:
         self.upix = by_pixel.values[first]
         run = torch.cumsum(first, 0) - 1  # the pixel's slot, in pixel order
         self.slot = torch.empty_like(run).index_copy_(0, by_pixel.indices, run)
-        bi = torch.div(self.upix, h * w, rounding_mode="floor")
-        rest = self.upix - bi * (h * w)
-        yi = torch.div(rest, w, rounding_mode="floor")
-        self.where = (bi, yi, rest - yi * w)
+        self._shape = shape
         self.perm: Tensor | None = None
         self.bounds: list[int] = [0, count]
         if layers and count:
-            index = _constant("arange", count, torch.long, device)
-            depth = index - torch.cummax(index.masked_fill(~first, 0), 0).values  # in pixel order
+            index = torch.arange(count, device=device)
+            depth = index - index[first].index_select(0, run)  # rank within the pixel's run
             layer = torch.empty_like(depth).index_copy_(0, by_pixel.indices, depth)
             self.perm = torch.sort(layer, stable=True).indices
             self.bounds = [0, *torch.cumsum(torch.bincount(layer), 0).tolist()]
+
+
+    @property
+    def where(self) -> tuple[Tensor, Tensor, Tensor]:
+        """``(b, row, col)`` of each touched pixel, ``[U]`` each (for the backward's gathers)."""
+        _b, h, w = self._shape
+        bi = torch.div(self.upix, h * w, rounding_mode="floor")
+        rest = self.upix - bi * (h * w)
+        yi = torch.div(rest, w, rounding_mode="floor")
+        return bi, yi, rest - yi * w
 
 
 def _straight(canvas: Tensor, tiny: float) -> Tensor:
