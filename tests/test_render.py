@@ -557,3 +557,29 @@ def test_coverage_function_matches_autograd(dtype: torch.dtype, cap: bool, thin:
     assert int((outs[0][0] == 1).sum()) > 100  # the bound is exercised
     for want, got in zip(outs[0], outs[1]):
         assert torch.equal(want, got)
+
+
+@pytest.mark.parametrize("grey", [1.0, 0.0, 0.3, 0.7])
+@pytest.mark.parametrize("layout", ["planar", "channels_last", "unbatched"])
+def test_composite_backward_matches_autograd(grey: float, layout: str) -> None:
+    """`composite` onto a grey has its backward written out; it equals autograd's of the plain
+    expression bit for bit, and its own backward is differentiable (second derivatives)."""
+    g = torch.Generator().manual_seed(1)
+    base = torch.rand(2, 4, 9, 7, generator=g)
+    if layout == "channels_last":
+        base = base.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    elif layout == "unbatched":
+        base = base[0]
+    weight = torch.rand((*base.shape[:-3], 3, *base.shape[-2:]), generator=g)
+    grads, outs = [], []
+    for fused in (True, False):
+        x = base.clone().requires_grad_()
+        rgb, alpha = x[..., :3, :, :], x[..., 3:, :, :]
+        out = composite(x, grey) if fused else rgb * alpha + (1.0 - alpha) * grey
+        (out * weight).sum().backward()
+        outs.append(out.detach())
+        grads.append(x.grad)
+    assert torch.equal(outs[0], outs[1]) and outs[0].stride() == outs[1].stride()
+    assert torch.equal(grads[0], grads[1])
+    x64 = base.double().requires_grad_()
+    assert torch.autograd.gradgradcheck(lambda t: composite(t, grey), (x64,))

@@ -750,7 +750,6 @@ class _Touched:
             self.perm = torch.sort(layer, stable=True).indices
             self.bounds = [0, *torch.cumsum(torch.bincount(layer), 0).tolist()]
 
-
     @property
     def where(self) -> tuple[Tensor, Tensor, Tensor]:
         """``(b, row, col)`` of each touched pixel, ``[U]`` each (for the backward's gathers)."""
