@@ -385,6 +385,30 @@ def rasterize(
     return create_rasterizer(backend).render(p, w, c, hw)
 
 
+class _CompositeOnGrey(torch.autograd.Function):
+    """``rgb·α + (1 − α)·grey`` with the backward written out: the gradient of the RGBA image is
+    built in one tensor instead of autograd's two full-image zero tensors for the channel slices
+    and their sum. The same ops forward; backward each op's autograd formula, so values and
+    gradients are bit for bit those of the plain expression (tested). The backward is itself made
+    of differentiable ops, so higher-order gradients still work."""
+
+    @staticmethod
+    def forward(ctx: Any, rgba: Tensor, grey: float) -> Tensor:
+        ctx.save_for_backward(rgba)
+        ctx.grey = grey
+        rgb, alpha = rgba[..., :3, :, :], rgba[..., 3:, :, :]
+        return rgb * alpha + (1.0 - alpha) * grey
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        (rgba,) = ctx.saved_tensors
+        rgb, alpha = rgba[..., :3, :, :], rgba[..., 3:, :, :]
+        g_rgb = grad * alpha
+        g_alpha_mul = (grad * rgb).sum(-3, keepdim=True)
+        g_alpha_rsub = -(grad.sum(-3, keepdim=True) * ctx.grey)
+        return torch.cat([g_rgb, g_alpha_rsub + g_alpha_mul], dim=-3), None
+
+
 def composite(rgba: Tensor, background: float | Sequence[float] | Tensor = 1.0) -> Tensor:
     """Composite straight-alpha RGBA onto a background: ``rgb·α + (1 − α)·background``.
 
@@ -412,6 +436,8 @@ def composite(rgba: Tensor, background: float | Sequence[float] | Tensor = 1.0) 
                 raise InputError(f"background vector must have 1 or 3 entries, got {bg.shape[0]}")
             bg = bg.view(-1, 1, 1)
     elif isinstance(background, (int, float)):  # a Python scalar: no tensor to copy to the device
+        if rgba.requires_grad and torch.is_grad_enabled():
+            return _CompositeOnGrey.apply(rgba, float(background))
         return rgb * alpha + (1.0 - alpha) * float(background)
     else:
         vals = [float(v) for v in background]

@@ -4,8 +4,9 @@ Each pixel gets the box-filtered coverage of the inked set ``{x : dist(x, curve)
 diffvg's supersampling estimates), computed analytically:
 
 1. **Sparse candidate pairs (no grad).** For every stroke a bounding-box patch (control-point box
-   grown by ``r + 1``; one common patch size per size class so all strokes of a class are handled
-   by one vectorised computation) is tested against a polyline of the curve. Only (stroke, pixel)
+   grown by ``r + 1``; one common patch size per size class, and classes of small strokes searched
+   together, so many strokes are handled by one vectorised computation) is tested against a
+   polyline of the curve. Only (stroke, pixel)
    pairs whose pixel centre can lie within ``r + √2/2`` of the curve are kept (a bound on the
    chord/curve deviation keeps the test conservative), so memory and time grow with the inked
    area, not with ``strokes × segments × pixels``.
@@ -20,9 +21,12 @@ diffvg's supersampling estimates), computed analytically:
    The coverage is the area of the unit pixel square inside the band ``|n·(x − q)| ≤ r`` (the
    stroke boundary replaced by its tangent lines at the nearest point): exact for straight strokes
    and a very close approximation elsewhere (round caps of radius ``r`` are the worst case).
-4. **Compositing.** Strokes are drawn in order with "over" by a custom autograd function that
-   walks the strokes once forward and once backward, saving only the canvas values under each
-   stroke's pixels (``[pairs, 4]``), never a per-stroke canvas.
+   The coverage is one custom autograd function (:class:`_Coverage`) whose backward applies,
+   op by op, the formulas autograd would, so gradients are bit for bit those of the plain graph.
+4. **Compositing.** Strokes are drawn in order with "over" by a custom autograd function on a
+   compact canvas of the touched pixels, one *layer* of pairs at a time (a pair's layer: how many
+   earlier strokes cover its pixel), once forward and once backward, saving only the canvas values
+   under each pair (``[pairs, 4]``), never a per-stroke canvas.
 
 Example:
     >>> import torch
@@ -36,6 +40,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Sequence
@@ -53,6 +58,7 @@ _HALF_DIAG = math.sqrt(0.5)  # largest distance from a pixel centre to its squar
 _SEARCH_BUDGET = 1 << 20  # elements of the largest no-grad search tensor
 _SMALL_CLASS = 64  # patches up to this side share one vectorised class
 _CHORD_STEPS = (4, 8, 16, 32, 64)
+_MERGE_ELEMENTS = 1 << 16  # a merged search at most this big is always worth one pass
 
 
 def box_coverage(t: Tensor, a: Tensor, b: Tensor) -> Tensor:
@@ -137,13 +143,321 @@ def _power_coefficients(points: Tensor) -> Tensor:
 
 
 def _eval(coef: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Position, first and second derivative of cubics ``coef [A, 8]`` at ``t [A]`` (each ``[A, 2]``)."""
+    """Position, first and second derivative of cubics ``coef [A, 8]`` at ``t [A]`` (each ``[A, 2]``).
+
+    The plain autograd form of what :class:`_Coverage` and :func:`_newton` evaluate (the tests
+    compare them with it)."""
     a3, a2, a1, a0 = coef[:, 0:2], coef[:, 2:4], coef[:, 4:6], coef[:, 6:8]
     tt = t.unsqueeze(-1)
     q = ((a3 * tt + a2) * tt + a1) * tt + a0
     dq = (3.0 * a3 * tt + 2.0 * a2) * tt + a1
     ddq = 6.0 * a3 * tt + 2.0 * a2
     return q, dq, ddq
+
+
+def _accumulate(terms: list[Tensor]) -> Tensor:
+    """A gradient with several contributions, summed as autograd's engine sums them: it runs the
+    consumers of a tensor latest first, and each adds its part to what has arrived."""
+    out = terms[-1]
+    for term in reversed(terms[:-1]):
+        out = out + term
+    return out
+
+
+def _where0(mask: Tensor, x: Tensor) -> Tensor:
+    """``x`` where ``mask``, else 0 (the backward of ``where``, ``clamp`` and ``clamp_min``)."""
+    return torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+@functools.cache
+def _bounds_pass_gradient() -> tuple[bool, bool]:
+    """Whether autograd passes the gradient of ``clamp(x, lo, hi)`` and of ``clamp_min(x, lo)`` at
+    ``x`` exactly on a bound (torch 2.14: no, for both), read once from autograd itself so that
+    :class:`_Coverage` agrees with it on any torch version."""
+    with torch.enable_grad():
+        x = torch.tensor([0.0, 1.0], requires_grad=True)
+        (g_clamp,) = torch.autograd.grad(x.clamp(0.0, 1.0).sum(), x)
+        (g_min,) = torch.autograd.grad(x.clamp_min(0.0).sum(), x)
+    return bool(g_clamp[0] != 0), bool(g_min[0] != 0)
+
+
+def _passes(x: Tensor, lo: float, hi: float | None = None) -> Tensor:
+    """Where the gradient of ``x.clamp(lo, hi)`` (``clamp_min`` when ``hi`` is None) is passed."""
+    inclusive = _bounds_pass_gradient()[0 if hi is not None else 1]
+    if hi is None:
+        return x >= lo if inclusive else x > lo
+    return (x >= lo) & (x <= hi) if inclusive else (x > lo) & (x < hi)
+
+
+class _Box:
+    """:func:`box_coverage` with its intermediates kept, and its backward written out.
+
+    The backward does, value by value, what autograd does for the ops of :func:`box_coverage`
+    (the same formulas in the same order), so gradients are bit for bit those of the autograd
+    graph it replaces.
+    """
+
+    def __init__(self, t: Tensor, a: Tensor, b: Tensor) -> None:
+        h1 = 0.5 * (a - b)
+        self.h2 = 0.5 * (a + b)
+        self.a2x = 2.0 * a
+        ab2 = self.a2x * b
+        self.tilted = ab2 > 1e-6
+        self.ab2 = torch.where(self.tilted, ab2, torch.ones_like(ab2))
+        self.lo_raw = t + self.h2
+        self.lo = self.lo_raw.clamp_min(0.0)
+        self.hi_raw = self.h2 - t
+        self.hi = self.hi_raw.clamp_min(0.0)
+        self.tdiv = t / a
+        mid = 0.5 + self.tdiv
+        self.lc_raw = self.lo * self.lo / self.ab2
+        low_corner = torch.where(self.tilted, self.lc_raw, torch.zeros_like(self.lo))
+        self.hq = self.hi * self.hi / self.ab2
+        high_corner = torch.where(self.tilted, 1.0 - self.hq, torch.ones_like(self.hi))
+        self.c1 = t <= -h1
+        self.c2 = t < h1
+        self.out = torch.where(self.c1, low_corner, torch.where(self.c2, mid, high_corner))
+        self.value = self.out.clamp(0.0, 1.0)
+        self.a, self.b = a, b
+
+    def backward(self, grad: Tensor) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        """Contributions to the gradients of ``(t, a, b)``, each list in the order the ops were made."""
+        g_out = _where0(_passes(self.out, 0.0, 1.0), grad)
+        g_inner = _where0(~self.c1, g_out)
+        g_low = _where0(self.c1, g_out)
+        g_mid = _where0(self.c2, g_inner)
+        g_high = _where0(~self.c2, g_inner)
+        g_hq = -_where0(self.tilted, g_high)
+        g_hihi = g_hq / self.ab2
+        g_ab2_hi = -(g_hq * (self.hq / self.ab2))
+        g_hi = g_hihi * self.hi + g_hihi * self.hi
+        g_lcr = _where0(self.tilted, g_low)
+        g_lolo = g_lcr / self.ab2
+        g_ab2_lo = -(g_lcr * (self.lc_raw / self.ab2))
+        g_lo = g_lolo * self.lo + g_lolo * self.lo
+        g_t_mid = g_mid / self.a
+        g_a_mid = -(g_mid * (self.tdiv / self.a))
+        g_hi_raw = _where0(_passes(self.hi_raw, 0.0), g_hi)
+        g_lo_raw = _where0(_passes(self.lo_raw, 0.0), g_lo)
+        g_ab2 = _where0(self.tilted, g_ab2_hi + g_ab2_lo)
+        g_a_2x = (g_ab2 * self.b) * 2.0
+        g_b_ab2 = g_ab2 * self.a2x
+        g_hs = (g_hi_raw + g_lo_raw) * 0.5
+        return [g_lo_raw, -g_hi_raw, g_t_mid], [g_hs, g_a_2x, g_a_mid], [g_hs, g_b_ab2]
+
+
+class _Cap:
+    """:func:`_cap_correction` with its intermediates kept, and its backward written out (as
+    :class:`_Box`)."""
+
+    def __init__(self, t: Tensor, a: Tensor, b: Tensor, r: Tensor) -> None:
+        big = 1e3
+        self.tb = t * b
+        self.lo2 = (-0.5 - self.tb) / a
+        self.hi2 = (0.5 - self.tb) / a
+        self.steep = b > 1e-6
+        self.bs = torch.where(self.steep, b, torch.ones_like(b))
+        self.ta = t * a
+        self.lo1r = (self.ta - 0.5) / self.bs
+        lo1 = torch.where(self.steep, self.lo1r, torch.full_like(t, -big))
+        self.hi1r = (self.ta + 0.5) / self.bs
+        hi1 = torch.where(self.steep, self.hi1r, torch.full_like(t, big))
+        self.x1 = torch.maximum(lo1, self.lo2)
+        self.x2 = torch.minimum(hi1, self.hi2)
+        self.lo1, self.hi1 = lo1, hi1
+        self.inside = (self.x2 > self.x1) & (t.abs() < 0.5 * (a + b))
+        self.r = r
+        self.den = 6.0 * r.clamp_min(1e-3)
+        self.area = (self.x2**3 - self.x1**3) / self.den
+        self.value = torch.where(self.inside, self.area, torch.zeros_like(self.area))
+        self.t, self.a, self.b = t, a, b
+
+    def backward(self, grad: Tensor) -> tuple[list[Tensor], list[Tensor], list[Tensor], Tensor]:
+        """Contributions to the gradients of ``(t, a, b)`` in the order the ops were made, and the
+        gradient of ``r``."""
+        t, a, b = self.t, self.a, self.b
+        g_area = _where0(self.inside, grad)
+        g_num = g_area / self.den
+        g_den = -(g_area * (self.area / self.den))
+        g_r = _where0(_passes(self.r, 1e-3), g_den * 6.0)
+        g_x2 = g_num * (3.0 * self.x2.pow(2))
+        g_x1 = -g_num * (3.0 * self.x1.pow(2))
+        tie2 = torch.where(self.hi1 == self.hi2, g_x2 / 2, g_x2)
+        g_hi1 = tie2.masked_fill(self.hi1 > self.hi2, 0)
+        g_hi2 = tie2.masked_fill(self.hi1 < self.hi2, 0)
+        tie1 = torch.where(self.lo1 == self.lo2, g_x1 / 2, g_x1)
+        g_lo1 = tie1.masked_fill(self.lo1 < self.lo2, 0)
+        g_lo2 = tie1.masked_fill(self.lo1 > self.lo2, 0)
+        g_hi1r = _where0(self.steep, g_hi1)
+        g_ta_hi = g_hi1r / self.bs
+        g_bs_hi = -(g_hi1r * (self.hi1r / self.bs))
+        g_lo1r = _where0(self.steep, g_lo1)
+        g_ta_lo = g_lo1r / self.bs
+        g_bs_lo = -(g_lo1r * (self.lo1r / self.bs))
+        g_b_bs = _where0(self.steep, g_bs_hi + g_bs_lo)
+        g_hi2n = g_hi2 / a
+        g_a_hi2 = -(g_hi2 * (self.hi2 / a))
+        g_lo2n = g_lo2 / a
+        g_a_lo2 = -(g_lo2 * (self.lo2 / a))
+        g_tb_hi = -g_hi2n
+        g_tb_lo = -g_lo2n
+        return (
+            [g_tb_lo * b, g_tb_hi * b, g_ta_lo * a, g_ta_hi * a],
+            [g_a_lo2, g_a_hi2, g_ta_lo * t, g_ta_hi * t],
+            [g_tb_lo * t, g_tb_hi * t, g_b_bs],
+            g_r,
+        )
+
+
+class _Coverage(torch.autograd.Function):
+    """The differentiable coverage of each (stroke, pixel, segment) triple, with its backward
+    written out: one node instead of the ~110 of the autograd graph of the same ops (steps 3 and 4
+    of the module docstring).
+
+    The forward computes the very ops of the graph it replaces, with ``(x, y)`` pairs as ``[2, A]``
+    (each op one contiguous sweep); the backward applies autograd's formula for each op and sums
+    the contributions to a tensor used several times in the order autograd's engine sums them
+    (:func:`_accumulate`), so values and gradients are bit for bit those of that graph (tested:
+    ``tests/test_render.py::test_coverage_function_matches_autograd``).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: FunctionCtx,
+        cf: Tensor,
+        r: Tensor,
+        t0: Tensor,
+        centre: Tensor,
+        kappa: Tensor,
+        cap_any: bool,
+        thin: bool,
+    ) -> Tensor:
+        tiny = torch.finfo(cf.dtype).tiny
+        co = cf.T.contiguous()  # [8, A]
+        a3, a2, a1, a0 = co[0:2], co[2:4], co[4:6], co[6:8]
+        tt = t0
+        s1 = a3 * tt + a2
+        s2 = s1 * tt + a1
+        q = s2 * tt + a0
+        n4 = a3 * 3.0 * tt + a2 * 2.0
+        dq = n4 * tt + a1
+        diff0 = centre - q
+        prod = dq * diff0
+        g = -(prod[0] + prod[1])
+        delta = (g - g) * -kappa  # value 0; its derivative carries dt*/dθ
+        diff = diff0 - dq * delta
+        dd = diff * diff
+        dist2 = dd[0] + dd[1]
+        dist = dist2.clamp_min(tiny).sqrt()
+        ad = diff.abs()
+        nrm = ad / dist
+        on_curve = dist2 <= 1e-12
+        mx = torch.maximum(nrm[0], nrm[1])
+        mn = torch.minimum(nrm[0], nrm[1])
+        na = torch.where(on_curve, torch.ones_like(dist), mx)
+        nb = torch.where(on_curve, torch.zeros_like(dist), mn)
+        offset = r - dist
+        box = _Box(offset, na, nb)
+        cov = box.value
+        cap = kappa == 0  # nearest point at an end or corner: the boundary is a circle of radius r
+        capc = _Cap(offset, na, nb, r) if cap_any else None
+        if capc is not None:
+            cov = cov - torch.where(cap, capc.value, torch.zeros_like(cov))
+        box2 = _Box(-r - dist, na, nb) if thin else None
+        if box2 is not None:  # thin strokes: subtract the far side of the band
+            cov = cov - box2.value
+        out = cov.clamp(0.0, 1.0)
+        ctx.parts = (tt, kappa, a3, dq, diff0, diff, dist2, dist, nrm, mx, mn, on_curve, cov, cap)  # type: ignore[attr-defined]
+        ctx.boxes = (box, capc, box2)  # type: ignore[attr-defined]
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        tt, kappa, a3, dq, diff0, diff, dist2, dist, nrm, mx, mn, on_curve, cov, cap = ctx.parts
+        box, capc, box2 = ctx.boxes
+        tiny = torch.finfo(grad.dtype).tiny
+        g_cov = _where0(_passes(cov, 0.0, 1.0), grad)
+        t_terms, a_terms, b_terms = box.backward(g_cov)
+        r_terms: list[Tensor] = []
+        if capc is not None:
+            g_cap = _where0(cap, -g_cov)
+            ct, ca, cb, cr = capc.backward(g_cap)
+            t_terms, a_terms, b_terms = t_terms + ct, a_terms + ca, b_terms + cb
+        g_t2: Tensor | None = None
+        if box2 is not None:
+            tt2, ta2, tb2 = box2.backward(-g_cov)
+            a_terms, b_terms = a_terms + ta2, b_terms + tb2
+            g_t2 = _accumulate(tt2)
+        g_offset = _accumulate(t_terms)
+        g_na = _accumulate(a_terms)
+        g_nb = _accumulate(b_terms)
+        # r: used by offset = r − dist, the cap's clamp and the thin band's −r
+        r_terms = [g_offset]
+        if capc is not None:
+            r_terms.append(cr)
+        if g_t2 is not None:
+            r_terms.append(-g_t2)
+        g_r = _accumulate(r_terms)
+        # the normal's components (amax / amin over (x, y): ties share the gradient)
+        g_mx = _where0(~on_curve, g_na)
+        g_mn = _where0(~on_curve, g_nb)
+        is_mx = nrm == mx
+        is_mn = nrm == mn
+        g_nrm = (g_mn / is_mn.sum(0)) * is_mn + (g_mx / is_mx.sum(0)) * is_mx
+        g_ad = g_nrm / dist
+        g_dist_u = -(g_nrm * (nrm / dist))
+        dist_terms = [g_dist_u[0] + g_dist_u[1], -g_offset]
+        if g_t2 is not None:
+            dist_terms.append(-g_t2)
+        g_dist = _accumulate(dist_terms)
+        g_dist2 = _where0(_passes(dist2, tiny), g_dist / (2 * dist))
+        g_diff_abs = g_ad * diff.sgn()
+        g_diff = (g_diff_abs + g_dist2 * diff) + g_dist2 * diff
+        g_du = -g_diff
+        g_delta_u = g_du * dq
+        g_delta = g_delta_u[0] + g_delta_u[1]
+        g_g = g_delta * -kappa
+        g_p = -g_g
+        g_dq = g_p * diff0
+        g_diff0 = g_diff + g_p * dq
+        g_q = -g_diff0
+        # Horner's rule backwards: q = ((a3 t + a2) t + a1) t + a0 and B' = (3a3 t + 2a2) t + a1
+        g_s2 = g_q * tt
+        g_s1 = g_s2 * tt
+        g_n4 = g_dq * tt
+        g_co = a3.new_empty(8, a3.shape[1])
+        torch.add((g_n4 * tt) * 3.0, g_s1 * tt, out=g_co[0:2])
+        torch.add(g_n4 * 2.0, g_s1, out=g_co[2:4])
+        torch.add(g_dq, g_s2, out=g_co[4:6])
+        g_co[6:8] = g_q
+        return g_co.T, g_r, None, None, None, None, None
+
+
+_CONSTANTS: dict[tuple[Any, ...], Tensor] = {}
+
+
+def _constant(kind: str, n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """Small constant tensors kept across renders (no allocation and fill per call).
+
+    ``"arange"``: ``[n]`` long ``0 … n−1`` (``dtype`` unused). ``"params"``: ``[len(_CHORD_STEPS),
+    n + 1]``, row ``i`` the search polyline's parameters ``j / c`` for ``c = _CHORD_STEPS[i]`` chords
+    (exact: ``c`` is a power of two), padded with ``1.0`` up to ``n`` chords.
+    """
+    key = (kind, n, dtype, device)
+    out = _CONSTANTS.get(key)
+    if out is None:
+        if len(_CONSTANTS) > 256:  # many canvas sizes, dtypes or devices: start again
+            _CONSTANTS.clear()
+        if kind == "arange":
+            out = torch.arange(n, device=device)
+        else:
+            out = torch.ones(len(_CHORD_STEPS), n + 1, dtype=dtype, device=device)
+            for i, c in enumerate(_CHORD_STEPS):
+                if c <= n:
+                    out[i, : c + 1] = torch.linspace(0.0, 1.0, c + 1, dtype=dtype, device=device)
+        _CONSTANTS[key] = out
+    return out
 
 
 @torch.no_grad()
@@ -155,6 +469,11 @@ def _newton(coef: Tensor, centre: Tensor, t: Tensor, steps: int) -> tuple[Tensor
     only when they are small: near the optimum ``d²`` is flat to rounding and cannot rank iterates,
     while ``t`` still converges quadratically (the gradient needs ``t*`` to full precision).
 
+    ``B(t) − c``, ``B'(t)`` and ``B''(t)`` come from one Horner evaluation of a ``[4, A, 6]`` table
+    whose derivative rows start with exact zeros (``0·t + x = x``), so each gets the very
+    operations of its own Horner scheme: the values are those of evaluating them one by one, in
+    about a third of the tensor ops.
+
     Args:
         coef: ``[A, 8]`` power-basis coefficients; ``centre``: ``[A, 2]``; ``t``: ``[A]`` start.
         steps: Total Newton iterations.
@@ -162,31 +481,53 @@ def _newton(coef: Tensor, centre: Tensor, t: Tensor, steps: int) -> tuple[Tensor
     Returns:
         ``(t [A], squared distance [A], ∂g/∂t [A])`` at the final parameter.
     """
-    local = coef.clone()
-    local[:, 6:8] -= centre  # evaluate B(t) − c directly, without cancellation
+    # Rows k3..k0 of Horner's rule, each [(B − c, B', B''), (x, y), A]: the pairs along the last,
+    # contiguous dimension, so every op is one vectorised sweep (no broadcast over a dim of 2 or 6).
+    cols = coef.T  # [8, A]
+    a3, a2, a1 = cols[0:2], cols[2:4], cols[4:6]
+    table = coef.new_zeros(4, 3, 2, coef.shape[0])
+    table[0, 0] = a3
+    table[1, 0] = a2
+    torch.mul(a3, 3.0, out=table[1, 1])
+    table[2, 0] = a1
+    torch.mul(a2, 2.0, out=table[2, 1])
+    torch.mul(a3, 6.0, out=table[2, 2])
+    torch.sub(cols[6:8], centre, out=table[3, 0])  # B(t) − c directly, without cancellation
+    table[3, 1] = a1
+    table[3, 2] = table[2, 1]
+    k3, k2, k1, k0 = table.unbind(0)
     tiny = torch.finfo(t.dtype).tiny
     polish = min(steps, 2 if t.dtype == torch.float64 else 1)
 
-    def step(t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        w, dq, ddq = _eval(local, t)
-        speed2 = (dq * dq).sum(-1)
-        h = speed2 + (ddq * w).sum(-1)
+    def evaluate(t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(d², g = B'·(B − c), speed², h = ∂g/∂t)``, each ``[A]``."""
+        e = ((k3 * t + k2) * t + k1) * t + k0  # [(B − c, B', B''), (x, y), A]
+        prod = e * e[:1]  # (B − c)·(B − c), B'·(B − c), B''·(B − c) by coordinate
+        dots = prod[:, 0] + prod[:, 1]
+        speed = e[1] * e[1]
+        speed2 = speed[0] + speed[1]
+        return dots[0], dots[1], speed2, speed2 + dots[2]
+
+    def step(t: Tensor) -> tuple[Tensor, Tensor]:
+        d2, g, speed2, h = evaluate(t)
         denom = torch.where(h > 1e-3 * speed2, h, speed2) + tiny
-        return (w * w).sum(-1), h, (dq * w).sum(-1) / denom
+        return d2, g / denom
 
     best_t = t
     best_d2 = torch.full_like(t, math.inf)
-    for _ in range(steps - polish + 1):
-        d2, _h, delta = step(t)
+    guarded = steps - polish + 1
+    for i in range(guarded):
+        d2, delta = step(t)
         better = d2 < best_d2
         best_t = torch.where(better, t, best_t)
         best_d2 = torch.where(better, d2, best_d2)
-        t = (t - delta).clamp(0.0, 1.0)
+        if i < guarded - 1:  # the last guarded step only ranks t: the polish starts from the best
+            t = (t - delta).clamp(0.0, 1.0)
     t = best_t
     for _ in range(polish):
-        _d2, _h, delta = step(t)
+        _d2, delta = step(t)
         t = torch.where(delta.abs() < 0.05, (t - delta).clamp(0.0, 1.0), t)
-    d2, h, _delta = step(t)
+    d2, _g, _speed2, h = evaluate(t)
     return t, d2, h
 
 
@@ -207,49 +548,94 @@ def _patch_origin(lo: Tensor, size: int, extent: int) -> Tensor:
 def _search(
     coef: Tensor,
     radius: Tensor,
-    margin: Tensor,
-    ox: Tensor,
-    oy: Tensor,
-    sh: int,
-    sw: int,
-    chords: int,
+    d2max: Tensor,
+    lo: Tensor,
+    size: tuple[int, int],
+    chords: list[int],
+    patches: list[tuple[int, int]],
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Candidate (stroke, pixel, segment) triples of one size class, with a chord-based initial ``t``.
+    """Candidate (stroke, pixel, segment) triples of a group of strokes, with a chord-based initial ``t``.
 
     Every segment whose polyline comes within reach of a pixel gives its own triple (the nearest
     chord of that segment), so a pixel near a join between segments is tested against each of
-    them; the triples of one (stroke, pixel) come out consecutively, segments in order.
+    them; the triples of one (stroke, pixel) come out consecutively, segments in order, strokes in
+    the order given.
+
+    The strokes of a group may come from several classes (chords per segment, patch size) and are
+    searched in one vectorised pass all the same: each stroke keeps its own polyline (padded to the
+    group's most chords with zero-length chords out of reach) and its own patch (the pixels of the
+    group's larger grid outside it are masked out), so the triples and their ``t`` are, bit for
+    bit, those of searching each class on its own.
 
     Args:
         coef: ``[M, k, 8]`` detached power-basis coefficients.
-        radius: ``[M]`` half-widths; ``margin``: ``[M]`` chord/curve deviation bound.
-        ox, oy: ``[M]`` integer patch origins (column, row); ``sh, sw``: patch size.
-        chords: chords per segment of the search polyline.
+        radius: ``[M]`` half-widths.
+        d2max: ``[M]`` largest second difference of the control points, ``max|Δ²P|`` (the
+            chord/curve deviation bound is ``¾·max|Δ²P|/chords²``).
+        lo: ``[M, 2]`` long, the (column, row) corners of the strokes' boxes.
+        size: ``(H, W)`` of the canvas (patches are clamped inside it).
+        chords: chords per segment of each stroke's polyline (in ``_CHORD_STEPS``).
+        patches: ``(height, width)`` of each stroke's patch.
 
     Returns:
-        ``(m [A], row [A], col [A], seg [A], t [A])`` of the triples, ``m`` indexing the class.
+        ``(m [A], row [A], col [A], seg [A], t [A])`` of the triples, ``m`` indexing the group.
     """
     m_count, k, _ = coef.shape
     dtype, device = coef.dtype, coef.device
-    s = torch.linspace(0.0, 1.0, chords + 1, dtype=dtype, device=device)
+    height, width = size
+    sh, sw = max(p[0] for p in patches), max(p[1] for p in patches)
+    most = max(chords)
+    one_polyline = min(chords) == most
+    one_patch = all(p == (sh, sw) for p in patches)
+    per: Tensor | None = None
+    if not (one_polyline and one_patch):  # [4, M]: chords, their row in _CHORD_STEPS, patch h and w
+        per = torch.tensor(
+            [[c, _CHORD_STEPS.index(c), ph, pw] for c, (ph, pw) in zip(chords, patches)], device=device
+        ).T
+    if one_polyline:
+        s = _constant("params", most, dtype, device)[_CHORD_STEPS.index(most)]
+        margin = 0.75 * d2max / most**2
+    else:
+        assert per is not None
+        s = _constant("params", most, dtype, device).index_select(0, per[1]).view(m_count, 1, 1, most + 1)
+        c_float = per[0].to(dtype)
+        margin = 0.75 * d2max / (c_float * c_float)
+    if one_patch:
+        ox = _patch_origin(lo[:, 0], sw, width)
+        oy = _patch_origin(lo[:, 1], sh, height)
+    else:
+        assert per is not None
+        ox = torch.minimum(lo[:, 0].clamp_min(0), (width - per[3]).clamp_min(0))
+        oy = torch.minimum(lo[:, 1].clamp_min(0), (height - per[2]).clamp_min(0))
+
     # Horner's rule, elementwise (a matmul's blocking would depend on M, i.e. on the batch)
     c3, c2, c1, c0 = (coef[..., i : i + 2].unsqueeze(-1) for i in (0, 2, 4, 6))  # [M, k, 2, 1]
     cxy = ((c3 * s + c2) * s + c1) * s + c0  # [M, k, 2, c+1]
-    cx, cy = cxy[:, :, 0], cxy[:, :, 1]  # [M, k, c+1]
-    ax, ay = cx[..., :-1].reshape(m_count, 1, -1), cy[..., :-1].reshape(m_count, 1, -1)  # [M, 1, C]
-    dx = (cx[..., 1:] - cx[..., :-1]).reshape(m_count, 1, -1)
-    dy = (cy[..., 1:] - cy[..., :-1]).reshape(m_count, 1, -1)
+    start = cxy[..., :-1]
+    if not one_polyline:  # the padding chords (zero length, at t = 1) out of reach
+        assert per is not None
+        pad = _constant("arange", most, torch.long, device) >= per[0].view(m_count, 1, 1, 1)
+        start = start.masked_fill(pad, 1e30 if dtype == torch.float32 else 1e300)
+    # Layout [M, C, Q]: the pixels along the last, contiguous dimension, every chord's values
+    # broadcast along it as one number, so each op is a vectorised sweep over a stroke's pixels.
+    ax, ay = start[:, :, 0].reshape(m_count, -1, 1), start[:, :, 1].reshape(m_count, -1, 1)  # [M, C, 1]
+    dxy = cxy[..., 1:] - cxy[..., :-1]
+    dx, dy = dxy[:, :, 0].reshape(m_count, -1, 1), dxy[:, :, 1].reshape(m_count, -1, 1)
     inv_len2 = 1.0 / (dx * dx + dy * dy).clamp_min(torch.finfo(dtype).tiny)
-    n_chords = k * chords
-    cut2 = (radius + _HALF_DIAG + margin + 1e-3).square().unsqueeze(-1)  # [M, 1]
+    n_chords = k * most
+    cut2 = (radius + _HALF_DIAG + margin + 1e-3).square().view(m_count, 1, 1)
 
-    cols = torch.arange(sw, device=device)
-    rows = torch.arange(sh, device=device)
-    gx = (ox.unsqueeze(-1) + cols).to(dtype) + 0.5  # [M, sw]
-    gy = (oy.unsqueeze(-1) + rows).to(dtype) + 0.5  # [M, sh]
-    px = gx.unsqueeze(1).expand(m_count, sh, sw).reshape(m_count, -1, 1)  # [M, Q, 1]
-    py = gy.unsqueeze(2).expand(m_count, sh, sw).reshape(m_count, -1, 1)
+    cols = _constant("arange", sw, torch.long, device)
+    rows = _constant("arange", sh, torch.long, device)
     q_count = sh * sw
+    px = ((ox.unsqueeze(-1) + cols).to(dtype) + 0.5).view(m_count, 1, sw).expand(m_count, sh, sw)
+    py = ((oy.unsqueeze(-1) + rows).to(dtype) + 0.5).view(m_count, sh, 1).expand(m_count, sh, sw)
+    px, py = px.reshape(m_count, 1, q_count), py.reshape(m_count, 1, q_count)  # [M, 1, Q]
+    inside: Tensor | None = None
+    if not one_patch:  # [M, 1, Q]: whether the pixel lies in the stroke's own patch
+        assert per is not None
+        inside = (rows.view(1, sh, 1) < per[2].view(-1, 1, 1)) & (cols.view(1, 1, sw) < per[3].view(-1, 1, 1))
+        inside = inside.view(m_count, 1, q_count)
 
     out_m, out_q, out_j, out_l = [], [], [], []
     per_stroke = q_count * n_chords
@@ -259,38 +645,150 @@ def _search(
         m1 = min(m_count, m0 + m_step)
         for q0 in range(0, q_count, q_step):
             q1 = min(q_count, q0 + q_step)
-            wx = px[m0:m1, q0:q1] - ax[m0:m1]  # [m, q, C]
-            wy = py[m0:m1, q0:q1] - ay[m0:m1]
+            wx = px[m0:m1, :, q0:q1] - ax[m0:m1]  # [m, C, q]
+            wy = py[m0:m1, :, q0:q1] - ay[m0:m1]
             lam = ((wx * dx[m0:m1] + wy * dy[m0:m1]) * inv_len2[m0:m1]).clamp_(0.0, 1.0)
             ex = wx.sub_(lam * dx[m0:m1])
             ey = wy.sub_(lam * dy[m0:m1])
             d2 = ex.square_().add_(ey.square_())
-            d2min, jc = d2.view(m1 - m0, q1 - q0, k, chords).min(dim=-1)  # [m, q, k]: per segment
-            hit = (d2min <= cut2[m0:m1].unsqueeze(-1)).nonzero()
+            d2min, jc = d2.view(m1 - m0, k, most, q1 - q0).min(dim=2)  # [m, k, q]: per segment
+            near = d2min <= cut2[m0:m1]
+            if inside is not None:
+                near &= inside[m0:m1, :, q0:q1]
+            hit = near.transpose(1, 2).nonzero()  # in (stroke, pixel, segment) order
             if hit.shape[0] == 0:
                 continue
-            hm, hq, hs = hit[:, 0], hit[:, 1], hit[:, 2]
-            jj = hs * chords + jc[hm, hq, hs]
+            hm, hq, hs = hit.unbind(1)
+            jj = hs * most + jc[hm, hs, hq]
             out_m.append(hm + m0)
             out_q.append(hq + q0)
             out_j.append(jj)
-            out_l.append(lam[hm, hq, jj])
+            out_l.append(lam[hm, jj, hq])
     if not out_m:
         empty = torch.zeros(0, dtype=torch.long, device=device)
         return empty, empty, empty, empty, torch.zeros(0, dtype=dtype, device=device)
-    m = torch.cat(out_m)
-    q = torch.cat(out_q)
-    j = torch.cat(out_j)
-    lam_sel = torch.cat(out_l)
-    seg = torch.div(j, chords, rounding_mode="floor")
-    t = ((j - seg * chords).to(dtype) + lam_sel) / chords
+    m, q, j, lam_sel = (x[0] if len(x) == 1 else torch.cat(x) for x in (out_m, out_q, out_j, out_l))
+    seg = torch.div(j, most, rounding_mode="floor")
+    if one_polyline:
+        t = ((j - seg * most).to(dtype) + lam_sel) / most
+    else:
+        t = ((j - seg * most).to(dtype) + lam_sel) / c_float[m]
     row = oy[m] + torch.div(q, sw, rounding_mode="floor")
     col = ox[m] + q % sw
     return m, row, col, seg, t
 
 
+def _groups(classes: list[tuple[int, int, int, int]], segments: int) -> list[list[int]]:
+    """Which classes to search together: ``classes`` are ``(strokes, chords, patch h, patch w)``.
+
+    Classes are merged (greedily, smaller patches first) while the merged search is at most twice
+    the elements of searching them apart, or small anyway (``_MERGE_ELEMENTS``): a search is a few
+    dozen tensor ops whatever its size, so for small patches one pass is cheaper than several.
+    Which classes go together changes the time only, never the triples found (see :func:`_search`).
+
+    Returns:
+        Lists of indices into ``classes``.
+    """
+    order = sorted(range(len(classes)), key=lambda i: (classes[i][2] * classes[i][3], classes[i][1]))
+    groups: list[list[int]] = []
+    apart = 0
+    dims = (0, 0, 0, 0)  # strokes, chords, h, w of the current group
+    for i in order:
+        n_i, c_i, h_i, w_i = classes[i]
+        cost = n_i * h_i * w_i * segments * c_i
+        if groups:
+            n, c, hh, ww = dims[0] + n_i, max(dims[1], c_i), max(dims[2], h_i), max(dims[3], w_i)
+            together = n * hh * ww * segments * c
+            if together <= max(2 * (apart + cost), _MERGE_ELEMENTS):
+                groups[-1].append(i)
+                apart += cost
+                dims = (n, c, hh, ww)
+                continue
+        groups.append([i])
+        apart, dims = cost, (n_i, c_i, h_i, w_i)
+    return groups
+
+
+class _Touched:
+    """The pixels the pairs touch, and the order of the pairs for a layered compositing pass.
+
+    Compositing runs on a compact canvas of the touched pixels only (``[U, 4]``; the rest of the
+    image is the empty canvas, or the background, exactly); a pair's *layer* is the number of
+    earlier pairs (strokes drawn before) on its pixel. Within a layer every pixel occurs once, so a
+    layer is one vectorised update, and every pixel still sees its strokes in drawing order: layer
+    by layer "over" does, pixel by pixel, the very operations of stroke by stroke "over", in as
+    many steps as the deepest overlap has strokes.
+
+    Args:
+        pixel: ``[A]`` long, the pairs' pixels (``b·H·W + row·W + col``), pairs in drawing order.
+        shape: ``(B, H, W)``.
+        layers: Whether to compute the layer order (:attr:`perm`, :attr:`bounds`).
+
+    Attributes:
+        upix: ``[U]`` the touched pixels, ascending.
+        slot: ``[A]`` each pair's pixel as an index into ``upix``.
+        perm: ``[A]`` the pairs in layer order (drawing order within a layer); ``bounds``: the
+            layers' boundaries in it.
+    """
+
+    def __init__(self, pixel: Tensor, shape: tuple[int, int, int], layers: bool) -> None:
+        count = pixel.shape[0]
+        device = pixel.device
+        by_pixel = torch.sort(pixel, stable=True)  # each pixel's pairs together, in drawing order
+        first = torch.ones(count, dtype=torch.bool, device=device)
+        torch.ne(by_pixel.values[1:], by_pixel.values[:-1], out=first[1:])
+        self.upix = by_pixel.values[first]
+        run = torch.cumsum(first, 0) - 1  # the pixel's slot, in pixel order
+        self.slot = torch.empty_like(run).index_copy_(0, by_pixel.indices, run)
+        self._shape = shape
+        self.perm: Tensor | None = None
+        self.bounds: list[int] = [0, count]
+        if layers and count:
+            index = torch.arange(count, device=device)
+            depth = index - index[first].index_select(0, run)  # rank within the pixel's run
+            layer = torch.empty_like(depth).index_copy_(0, by_pixel.indices, depth)
+            self.perm = torch.sort(layer, stable=True).indices
+            self.bounds = [0, *torch.cumsum(torch.bincount(layer), 0).tolist()]
+
+    @property
+    def where(self) -> tuple[Tensor, Tensor, Tensor]:
+        """``(b, row, col)`` of each touched pixel, ``[U]`` each (for the backward's gathers)."""
+        _b, h, w = self._shape
+        bi = torch.div(self.upix, h * w, rounding_mode="floor")
+        rest = self.upix - bi * (h * w)
+        yi = torch.div(rest, w, rounding_mode="floor")
+        return bi, yi, rest - yi * w
+
+
+def _straight(canvas: Tensor, tiny: float) -> Tensor:
+    """Straight RGBA ``[U, 4]`` from a premultiplied ``canvas [U, 4]`` (zero colour where ``α = 0``)."""
+    a = canvas[:, 3:]
+    rgb = torch.where(a > 0, canvas[:, :3] / a.clamp_min(tiny), torch.zeros_like(canvas[:, :3]))
+    return torch.cat([rgb, a], dim=1)
+
+
+def _straight_backward(grad: Tensor, canvas: Tensor, tiny: float) -> Tensor:
+    """The gradient of :func:`_straight` with respect to ``canvas``, as autograd computes it (the
+    backward formulas of ``cat``, ``where``, ``div`` and ``clamp_min``, in the same arithmetic)."""
+    a = canvas[:, 3:]
+    a_cl = a.clamp_min(tiny)
+    g_rgb = torch.where(a > 0, grad[:, :3], torch.zeros_like(grad[:, :3]))
+    out = torch.empty_like(canvas)
+    torch.div(g_rgb, a_cl, out=out[:, :3])
+    g_cl = (-g_rgb * ((canvas[:, :3] / a_cl) / a_cl)).sum(-1, keepdim=True)
+    torch.add(grad[:, 3:], torch.where(a >= tiny, g_cl, torch.zeros_like(g_cl)), out=out[:, 3:])
+    return out
+
+
 class _OverComposite(torch.autograd.Function):
-    """Composite sparse per-stroke alphas in order with "over" (premultiplied accumulation)."""
+    """Composite sparse per-stroke alphas in order with "over" (premultiplied accumulation), then
+    either divide to straight alpha (``background`` None, ``[B, 4, H, W]``) or put the result onto a
+    grey (``rgb + (1 − α)·grey``, ``[B, 3, H, W]``).
+
+    Works on the touched pixels only (:class:`_Touched`), layer by layer; the backward walks the
+    layers in reverse and gathers the incoming gradient at the touched pixels, so no full-canvas
+    tensor is built but the output.
+    """
 
     @staticmethod
     def forward(
@@ -299,51 +797,72 @@ class _OverComposite(torch.autograd.Function):
         rgb: Tensor,
         pair_stroke: Tensor,
         pair_pixel: Tensor,
-        bounds: list[int],
-        numel: int,
+        shape: tuple[int, int, int],
+        background: float | None,
     ) -> Tensor:
-        count = alpha.shape[0]
-        u = alpha.new_ones(count, 4)
-        u[:, :3] = rgb.index_select(0, pair_stroke)
-        canvas = alpha.new_zeros(numel, 4)
-        below = alpha.new_empty(count, 4)
-        a_col = alpha.unsqueeze(-1)
-        for s, e in itertools.pairwise(bounds):
-            if s == e:
-                continue
-            idx = pair_pixel[s:e]
+        b, h, w = shape
+        touched = _Touched(pair_pixel, shape, layers=True)
+        perm = touched.perm
+        if perm is None:
+            perm = torch.zeros(0, dtype=torch.long, device=alpha.device)
+        a_col = alpha.index_select(0, perm).unsqueeze(-1)  # [A, 1], layer order from here on
+        slot = touched.slot.index_select(0, perm)
+        u = alpha.new_ones(alpha.shape[0], 4)
+        u[:, :3] = rgb.index_select(0, pair_stroke.index_select(0, perm))
+        canvas = alpha.new_zeros(touched.upix.shape[0], 4)
+        below = alpha.new_empty(alpha.shape[0], 4)
+        for s, e in itertools.pairwise(touched.bounds):
+            idx = slot[s:e]
             xp = canvas.index_select(0, idx)
             below[s:e] = xp
             canvas.index_copy_(0, idx, torch.addcmul(xp, a_col[s:e], u[s:e] - xp))
-        ctx.save_for_backward(alpha, u, below, pair_stroke, pair_pixel)
-        ctx.bounds = bounds  # type: ignore[attr-defined]
+        ctx.save_for_backward(a_col, u, below, pair_stroke, slot, perm, canvas)
+        ctx.touched = touched  # type: ignore[attr-defined]
         ctx.num_strokes = rgb.shape[0]  # type: ignore[attr-defined]
-        return canvas
+        ctx.background = background  # type: ignore[attr-defined]
+        numel = b * h * w
+        if background is None:  # straight alpha; the untouched pixels are (0, 0, 0, 0)
+            tiny = torch.finfo(alpha.dtype).tiny
+            out = alpha.new_zeros(numel, 4).index_copy_(0, touched.upix, _straight(canvas, tiny))
+            return out.view(b, h, w, 4).permute(0, 3, 1, 2)
+        over = torch.addcmul(canvas[:, :3], 1.0 - canvas[:, 3:], canvas.new_tensor(background))
+        out = alpha.new_full((numel, 3), background).index_copy_(0, touched.upix, over)
+        return out.view(b, h, w, 3).permute(0, 3, 1, 2)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        alpha, u, below, pair_stroke, pair_pixel = ctx.saved_tensors
-        bounds: list[int] = ctx.bounds
-        g_canvas = grad.contiguous().clone()
-        d_alpha = torch.zeros_like(alpha)
-        d_u = alpha.new_zeros(alpha.shape[0], 3)
-        a_col = alpha.unsqueeze(-1)
+        a_col, u, below, pair_stroke, slot, perm, canvas = ctx.saved_tensors
+        touched: _Touched = ctx.touched
+        g_touched = grad.permute(0, 2, 3, 1)[touched.where]  # [U, C]
+        if ctx.background is None:
+            g_canvas = _straight_backward(g_touched, canvas, torch.finfo(canvas.dtype).tiny)
+        else:  # the gradient of rgb + (1 − α)·grey, as autograd would give it to the canvas
+            g_canvas = g_touched.new_empty(g_touched.shape[0], 4)
+            g_canvas[:, :3] = g_touched
+            g_alpha = (g_touched * g_touched.new_tensor(ctx.background)).sum(-1, keepdim=True)
+            torch.neg(g_alpha, out=g_canvas[:, 3:])
+        count = a_col.shape[0]
+        d_alpha = a_col.new_empty(count)
+        d_u = a_col.new_empty(count, 3)
+        bounds = touched.bounds
         for s, e in zip(reversed(bounds[:-1]), reversed(bounds[1:])):
-            if s == e:
-                continue
-            idx = pair_pixel[s:e]
+            idx = slot[s:e]
             gp = g_canvas.index_select(0, idx)
-            d_alpha[s:e] = (gp * (u[s:e] - below[s:e])).sum(-1)
-            d_u[s:e] = gp[:, :3] * a_col[s:e]
+            torch.sum(gp * (u[s:e] - below[s:e]), -1, out=d_alpha[s:e])
+            torch.mul(gp[:, :3], a_col[s:e], out=d_u[s:e])
             g_canvas.index_copy_(0, idx, gp * (1.0 - a_col[s:e]))
-        d_rgb = alpha.new_zeros(ctx.num_strokes, 3).index_add_(0, pair_stroke, d_u)
+        # back to drawing order (the colours' gradients are summed in that order)
+        d_alpha = torch.empty_like(d_alpha).index_copy_(0, perm, d_alpha)
+        d_u = torch.empty_like(d_u).index_copy_(0, perm, d_u)
+        d_rgb = a_col.new_zeros(ctx.num_strokes, 3).index_add_(0, pair_stroke, d_u)
         return d_alpha, d_rgb, None, None, None, None
 
 
 class _OverCompositePrefixes(torch.autograd.Function):
-    """:class:`_OverComposite` that also returns the canvas after the first ``k`` strokes, for every
-    ``k`` in ``snaps`` (strokes are drawn in order, so each prefix is a snapshot of the one pass)."""
+    """The sketches after the first ``k`` strokes, for every ``k`` in ``snaps``, over a grey:
+    :class:`_OverComposite`'s pass stroke by stroke (on the touched pixels), each prefix a
+    snapshot of it."""
 
     @staticmethod
     def forward(
@@ -353,56 +872,71 @@ class _OverCompositePrefixes(torch.autograd.Function):
         pair_stroke: Tensor,
         pair_pixel: Tensor,
         bounds: list[int],
-        numel: int,
+        shape: tuple[int, int, int],
         snaps: list[int],
+        background: float,
     ) -> Tensor:
+        b, h, w = shape
+        touched = _Touched(pair_pixel, shape, layers=False)
+        slot = touched.slot
         count = alpha.shape[0]
         u = alpha.new_ones(count, 4)
         u[:, :3] = rgb.index_select(0, pair_stroke)
-        canvas = alpha.new_zeros(numel, 4)
+        canvas = alpha.new_zeros(touched.upix.shape[0], 4)
         below = alpha.new_empty(count, 4)
         a_col = alpha.unsqueeze(-1)
-        out = alpha.new_zeros(len(snaps), numel, 4)
+        out = alpha.new_zeros(len(snaps), touched.upix.shape[0], 4)
         where: dict[int, list[int]] = {}
         for j, k in enumerate(snaps):
             where.setdefault(k, []).append(j)
         for i, (s, e) in enumerate(itertools.pairwise(bounds)):
             if s != e:
-                idx = pair_pixel[s:e]
+                idx = slot[s:e]
                 xp = canvas.index_select(0, idx)
                 below[s:e] = xp
                 canvas.index_copy_(0, idx, torch.addcmul(xp, a_col[s:e], u[s:e] - xp))
             for j in where.get(i + 1, ()):
                 out[j] = canvas
-        ctx.save_for_backward(alpha, u, below, pair_stroke, pair_pixel)
+        ctx.save_for_backward(alpha, u, below, pair_stroke, slot)
         ctx.bounds = bounds  # type: ignore[attr-defined]
         ctx.num_strokes = rgb.shape[0]  # type: ignore[attr-defined]
         ctx.where = where  # type: ignore[attr-defined]
-        return out
+        ctx.touched = touched  # type: ignore[attr-defined]
+        ctx.background = background  # type: ignore[attr-defined]
+        over = torch.addcmul(out[..., :3], 1.0 - out[..., 3:], out.new_tensor(background))  # [K, U, 3]
+        full = alpha.new_full((len(snaps), b * h * w, 3), background).index_copy_(1, touched.upix, over)
+        return full.view(len(snaps), b, h, w, 3).permute(1, 0, 4, 2, 3)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        alpha, u, below, pair_stroke, pair_pixel = ctx.saved_tensors
+        alpha, u, below, pair_stroke, slot = ctx.saved_tensors
         bounds: list[int] = ctx.bounds
         where: dict[int, list[int]] = ctx.where
-        g_canvas = grad.new_zeros(grad.shape[1:])
+        touched: _Touched = ctx.touched
+        bi, yi, xi = touched.where
+        g_touched = grad.permute(1, 0, 3, 4, 2)[:, bi, yi, xi]  # [K, U, 3]
+        g_out = g_touched.new_empty(*g_touched.shape[:2], 4)  # the gradient of each snapshot's canvas
+        g_out[..., :3] = g_touched
+        g_alpha = (g_touched * g_touched.new_tensor(ctx.background)).sum(-1, keepdim=True)
+        torch.neg(g_alpha, out=g_out[..., 3:])
+        g_canvas = grad.new_zeros(touched.upix.shape[0], 4)
         d_alpha = torch.zeros_like(alpha)
         d_u = alpha.new_zeros(alpha.shape[0], 3)
         a_col = alpha.unsqueeze(-1)
         for i in reversed(range(len(bounds) - 1)):
             for j in where.get(i + 1, ()):  # the prefix of the first i + 1 strokes ends here
-                g_canvas += grad[j]
+                g_canvas += g_out[j]
             s, e = bounds[i], bounds[i + 1]
             if s == e:
                 continue
-            idx = pair_pixel[s:e]
+            idx = slot[s:e]
             gp = g_canvas.index_select(0, idx)
             d_alpha[s:e] = (gp * (u[s:e] - below[s:e])).sum(-1)
             d_u[s:e] = gp[:, :3] * a_col[s:e]
             g_canvas.index_copy_(0, idx, gp * (1.0 - a_col[s:e]))
         d_rgb = alpha.new_zeros(ctx.num_strokes, 3).index_add_(0, pair_stroke, d_u)
-        return d_alpha, d_rgb, None, None, None, None, None
+        return d_alpha, d_rgb, None, None, None, None, None, None
 
 
 def rasterize_torch(
@@ -481,25 +1015,37 @@ def rasterize_torch(
         key = 0 if side <= _SMALL_CLASS else 1 << math.ceil(math.log2(side))
         classes.setdefault((key, _chords(leg)), []).append(g_idx)
 
-    parts = []
+    info = []  # per class: (strokes, chords, patch height, patch width)
+    members_of = list(classes.values())
     for (_key, chords), members in classes.items():
-        sel = torch.tensor(members, dtype=torch.long, device=device)
         sw = min(w, max(ext_list[i][0] for i in members))
         sh = min(h, max(ext_list[i][1] for i in members))
-        margin = 0.75 * d2max[sel] / chords**2
-        ox = _patch_origin(lo[sel, 0], sw, w)
-        oy = _patch_origin(lo[sel, 1], sh, h)
-        m, row, colm, seg, t = _search(cd[sel], rd[sel], margin, ox, oy, sh, sw, chords)
+        info.append((len(members), chords, sh, sw))
+    parts = []
+    for together in _groups(info, k):
+        members = sorted(itertools.chain.from_iterable(members_of[i] for i in together))
+        chords_of, patch_of = [0] * (n * b), [(0, 0)] * (n * b)
+        for i in together:
+            for g_idx in members_of[i]:
+                chords_of[g_idx], patch_of[g_idx] = info[i][1], (info[i][2], info[i][3])
+        chord_list = [chords_of[i] for i in members]
+        patch_list = [patch_of[i] for i in members]
+        if len(members) == n * b:  # every stroke, in order
+            m, row, colm, seg, t = _search(cd, rd, d2max, lo, (h, w), chord_list, patch_list)
+            parts.append((m, row, colm, seg, t))
+            continue
+        sel = torch.tensor(members, dtype=torch.long, device=device)
+        m, row, colm, seg, t = _search(cd[sel], rd[sel], d2max[sel], lo[sel], (h, w), chord_list, patch_list)
         parts.append((sel[m], row, colm, seg, t))
     if len(parts) == 1:
         g_pair, row, colm, seg, t0 = parts[0]
-    else:
+    else:  # strokes in drawing order, each one's triples in the order found
         g_pair, row, colm, seg, t0 = (torch.cat(x) for x in zip(*parts))
         order = torch.sort(g_pair, stable=True).indices
         g_pair, row, colm, seg, t0 = g_pair[order], row[order], colm[order], seg[order], t0[order]
 
     with torch.no_grad():
-        centre = torch.stack([colm.to(dtype) + 0.5, row.to(dtype) + 0.5], dim=-1)  # [A, 2]
+        centre = torch.stack([colm.to(dtype) + 0.5, row.to(dtype) + 0.5])  # [2, A]
         coef_flat = cd.reshape(n * b * k, 8)
         seg_id = g_pair * k + seg
         t0, d2_near, hess = _newton(coef_flat.index_select(0, seg_id), centre, t0, steps)
@@ -515,31 +1061,16 @@ def rasterize_torch(
             pair_g, strokes_ord, pixel = g_pair[first], strokes_ord[first], pixel[first]
         else:
             pair_g = g_pair
-        counts = torch.bincount(strokes_ord, minlength=n)
-        bounds = [0, *torch.cumsum(counts, 0).tolist()]
+        bounds = [0]
+        if prefixes is not None:  # the prefixes' pass goes stroke by stroke
+            bounds += torch.cumsum(torch.bincount(strokes_ord, minlength=n), 0).tolist()
 
     # Differentiable coverage at the (detached) nearest parameter.
     cf = coef.reshape(n * b * k, 8).index_select(0, seg_id)
-    q, dq, _ = _eval(cf, t0)
-    diff = centre - q
-    g = -(dq * diff).sum(-1)
-    delta = (g - g.detach()) * -kappa  # value 0, derivative −(∂g/∂θ)/(∂g/∂t) at interior optima
-    diff = diff - dq.detach() * delta.unsqueeze(-1)
-    dist2 = (diff * diff).sum(-1)
-    dist = dist2.clamp_min(tiny).sqrt()
-    nrm = diff.abs() / dist.unsqueeze(-1)
-    on_curve = dist2.detach() <= 1e-12
-    na = torch.where(on_curve, torch.ones_like(dist), nrm.amax(dim=-1))
-    nb = torch.where(on_curve, torch.zeros_like(dist), nrm.amin(dim=-1))
     r = rad.index_select(0, g_pair)
-    offset = r - dist
-    cov = box_coverage(offset, na, nb)
-    cap = kappa == 0  # nearest point at an end or corner: the boundary is a circle of radius r
-    if bool(cap.any()):
-        cov = cov - torch.where(cap, _cap_correction(offset, na, nb, r), torch.zeros_like(cov))
-    if bool((rd < _HALF_DIAG).any()):  # thin strokes: subtract the far side of the band
-        cov = cov - box_coverage(-r - dist, na, nb)
-    cov = cov.clamp(0.0, 1.0)
+    cap_any = bool((kappa == 0).any())
+    thin = bool((rd < _HALF_DIAG).any())
+    cov = _Coverage.apply(cf, r, t0, centre, kappa, cap_any, thin)
     if group is not None:
         # Several segments in reach of a pixel: the nearest one counts; among segments equally near
         # (to rounding: a kinked join, where the nearest point can be the join on both sides or a
@@ -556,18 +1087,13 @@ def rasterize_torch(
 
     if prefixes is not None:
         assert background is not None
-        snaps = _OverCompositePrefixes.apply(alpha, col[:, :3], pair_g, pixel, bounds, b * h * w, prefixes)
-        grey = snaps.new_tensor(float(background))
-        over = torch.addcmul(snaps[..., :3], 1.0 - snaps[..., 3:], grey)  # [K, B*H*W, 3]
-        return over.view(len(prefixes), b, h, w, 3).permute(1, 0, 4, 2, 3).to(out_dtype)
-    canvas = _OverComposite.apply(alpha, col[:, :3], pair_g, pixel, bounds, b * h * w)
-    if background is not None:  # premultiplied over a grey: no round trip through straight alpha
-        over = torch.addcmul(canvas[:, :3], 1.0 - canvas[:, 3:], canvas.new_tensor(float(background)))
-        return over.view(b, h, w, 3).permute(0, 3, 1, 2).to(out_dtype)
-    canvas = canvas.view(b, h, w, 4).permute(0, 3, 1, 2)
-    a_out = canvas[:, 3:]
-    rgb = torch.where(a_out > 0, canvas[:, :3] / a_out.clamp_min(tiny), torch.zeros_like(canvas[:, :3]))
-    return torch.cat([rgb, a_out], dim=1).to(out_dtype)
+        snaps = _OverCompositePrefixes.apply(
+            alpha, col[:, :3], pair_g, pixel, bounds, (b, h, w), prefixes, float(background)
+        )
+        return snaps.to(out_dtype)
+    # premultiplied over a grey (no round trip through straight alpha), or straight alpha
+    out = _OverComposite.apply(alpha, col[:, :3], pair_g, pixel, (b, h, w), background)
+    return out.to(out_dtype)
 
 
 @register_rasterizer("torch")
