@@ -453,21 +453,12 @@ def main() -> None:
         if "plain_greedy" in row:
             line += f" (greedy {row['plain_greedy']['area']:.3f}, {row['plain_greedy']['seconds']:.1f} s)"
         line += f"; separate {sum(v['seconds'] for v in row['separate'].values()):.1f} s"
-        for mode in args.modes:
+        for mode in [*args.modes, *(["progressive"] if "progressive" in row else [])]:
             e = row[mode]
             gaps = [e["curve"][k] / row["separate"][str(k)]["loss"] - 1 for k in RUNGS]
             gaps.append(e["curve"][N] / row["plain"]["curve"][N] - 1)
             line += (
                 f"\n         {mode:6s} {e['seconds']:.1f} s area {e['area']:.3f} gaps "
-                + " ".join(f"{g:+.1%}" for g in gaps)
-                + f" auto {e['auto']}"
-            )
-        if "progressive" in row:
-            e = row["progressive"]
-            gaps = [e["curve"][k] / row["separate"][str(k)]["loss"] - 1 for k in RUNGS]
-            gaps.append(e["curve"][N] / row["plain"]["curve"][N] - 1)
-            line += (
-                f"\n         progressive {e['seconds']:.1f} s area {e['area']:.3f} gaps "
                 + " ".join(f"{g:+.1%}" for g in gaps)
                 + f" auto {e['auto']}"
             )
