@@ -96,10 +96,13 @@ def test_default_objective_and_its_numbers_are_unchanged(
         train, evaluation = recorded[cand.seed]
         assert sorted(cand.history.train) == sorted([*train, "total"])
         assert sorted(cand.history.eval) == sorted([*evaluation, "total"])
+        # fc is 0.1 (1 - cos) of embeddings whose cosine is near 1: fp32 kernels that sum in another
+        # order (AMD EPYC against the Xeon the numbers were recorded on) move it by ~7e-7 absolute,
+        # 3e-5 of its value, hence an absolute bar for it beside the relative one
         for key, value in train.items():
-            assert cand.history.train[key][0] == pytest.approx(value, rel=1e-5), key
+            assert cand.history.train[key][0] == pytest.approx(value, rel=1e-5, abs=5e-6), key
         for key, value in evaluation.items():
-            assert cand.history.eval[key][0] == pytest.approx(value, rel=1e-5), key
+            assert cand.history.eval[key][0] == pytest.approx(value, rel=1e-5, abs=5e-6), key
         assert cand.history.eval["total"][0] == pytest.approx(sum(evaluation.values()), rel=1e-5)
 
 

@@ -73,8 +73,12 @@ def test_a_batch_with_the_edge_objective_agrees_to_rounding() -> None:
     for got, image in zip(sk.sketch_many(_images()), _images()):
         want = sk.sketch(image)
         for a, b in zip(got.candidates, want.candidates):
-            torch.testing.assert_close(a.strokes.points, b.strokes.points, atol=0.05, rtol=0)
-            assert a.history.eval["total"] == pytest.approx(b.history.eval["total"], rel=1e-4)
+            # Adam (lr 1 px) amplifies the rounding: a point may move by a tenth of a pixel on one
+            # CPU kind (0.088 px on the AMD EPYC), while on average they stay within hundredths
+            diff = (a.strokes.points - b.strokes.points).abs()
+            assert float(diff.max()) < 0.25 and float(diff.mean()) < 0.02, (diff.max(), diff.mean())
+            # the losses follow the points: within 1.3e-4 on the EPYC, so a bar of 1e-3
+            assert a.history.eval["total"] == pytest.approx(b.history.eval["total"], rel=1e-3)
 
 
 def test_a_batch_with_the_clip_objective_agrees_to_rounding(tiny_vit: torch.nn.Module) -> None:
