@@ -362,3 +362,34 @@ def test_spread_trains_the_prefixes_through_a_clip_loss_and_resumes_exactly(tmp_
 def test_spread_refuses_a_loss_without_views() -> None:
     with pytest.raises(InputError, match="spread"):
         _sketcher(nested=[2, 4], nested_mode="spread").sketch(_image())
+
+
+def test_the_default_nested_mode_spreads_for_clip_losses_and_scores_all_prefixes_otherwise() -> None:
+    from clipasso.losses import CLIPConvLoss
+    from clipasso.testing import recalibrate_batchnorm, tiny_clip
+
+    big = torch.nn.functional.interpolate(_image()[None], size=224, mode="bilinear")
+    model = recalibrate_batchnorm(tiny_clip("resnet"), big)
+    assert SketchConfig().nested_mode == "auto"
+    assert _sketcher(nested=[2, 4]).nested_mode == "all"  # Ink has no views
+    assert _sketcher(nested=[2, 4], nested_mode="sample").nested_mode == "sample"  # as asked
+    assert not CLIPConvLoss(model, num_views=0).spreads_views()  # no random views: nothing to spread
+    assert _sketcher(loss=CLIPConvLoss(model, num_views=0), nested=[2, 4]).nested_mode == "all"
+
+    def run(mode: str, views: int = 2) -> Any:
+        sk = _sketcher(
+            loss=CLIPConvLoss(model, num_views=views), nested=[2, 4], nested_mode=mode, iterations=4
+        )
+        return sk, sk.sketch(_image())
+
+    auto, got = run("auto")
+    assert auto.nested_mode == "spread"
+    _, spread = run("spread")
+    _, every = run("all")
+    for a, b in zip(got.candidates, spread.candidates):  # "auto" IS "spread" here, bit for bit
+        assert torch.equal(a.strokes.points, b.strokes.points) and a.history.train == b.history.train
+    assert got.candidates[0].history.train != every.candidates[0].history.train
+    # a run's num_views decides, as the loss adopts it: with none, "auto" scores every prefix
+    zero = _sketcher(loss=CLIPConvLoss(model), nested=[2, 4], num_views=0, iterations=2)
+    zero.sketch(_image())
+    assert zero.nested_mode == "all"

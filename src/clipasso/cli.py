@@ -93,8 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sk.add_argument(
         "--nested-mode",
-        choices=("all", "sample", "spread"),
-        help="every prefix each step (all), one drawn (sample), or the CLIP views spread over them (spread)",
+        choices=("auto", "all", "sample", "spread"),
+        help="every prefix each step (all), one drawn (sample), the CLIP views spread over them (spread);"
+        " auto (default): spread for the CLIP losses, all otherwise",
     )
     sk.add_argument(
         "--abstraction",

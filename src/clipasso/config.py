@@ -181,10 +181,12 @@ class SketchConfig:
             from the paper.
         nested_mode: ``"all"`` (every prefix every step: ``len(K)`` times the loss's cost),
             ``"sample"`` (the full sketch and one prefix drawn per step, importance-weighted so that
-            the expected loss is the ``"all"`` objective: twice the cost) or ``"spread"`` (one loss
+            the expected loss is the ``"all"`` objective: twice the cost), ``"spread"`` (one loss
             call on the full sketch whose random views are made from prefixes drawn by their
             weights, view 0 from the full sketch: a plain step's cost; CLIP losses only, as they
-            are the ones with views). Evaluations score all.
+            are the ones with views) or ``"auto"`` (default: ``"spread"`` where the objective can
+            spread its views, else ``"all"``; :attr:`~clipasso.sketcher.Sketcher.nested_mode`
+            says which). Evaluations score all.
         nested_weights: Weights of the prefixes' losses, one per prefix in increasing order
             (``nested`` and ``num_strokes``, sorted); None: equal weights (their mean).
         auto_strokes: Choose the stroke count (``Sketcher(num_strokes="auto")``): optimise
@@ -260,7 +262,7 @@ class SketchConfig:
     threads: int | None = None
     checkpoint_every: int = 50
     nested: list[int] | None = None
-    nested_mode: str = "all"
+    nested_mode: str = "auto"
     nested_weights: list[float] | None = None
     auto_strokes: bool = False
     abstraction: float = 0.1
@@ -630,7 +632,7 @@ _CHECKS: dict[str, Callable[[str, Any], None]] = {
     "fidelity": _int_check(0, optional=True),
     "checkpoint_every": _int_check(1),
     "nested": _stroke_counts,
-    "nested_mode": _str_check(("all", "sample", "spread")),
+    "nested_mode": _str_check(("auto", "all", "sample", "spread")),
     "nested_weights": _weights_list,
     "auto_strokes": _bool_check,
     "abstraction": _fraction_closed,

@@ -236,6 +236,18 @@ class Sketcher:
         return self._initializer
 
     @property
+    def nested_mode(self) -> str:
+        """The nested mode a run uses: ``config.nested_mode``, with ``"auto"`` resolved against the
+        objective: ``"spread"`` when every term can spread its random views over the prefixes
+        (:meth:`~clipasso.losses.SketchLoss.spreads_views`: the CLIP losses with random views, a
+        plain step's cost), else ``"all"`` (every prefix each step). Asked after the loss is
+        configured for a run (its ``num_views`` may decide)."""
+        mode = self.config.nested_mode
+        if mode != "auto":
+            return mode
+        return "spread" if self.loss.spreads_views() else "all"
+
+    @property
     def rasterizer(self) -> Rasterizer:
         """The rasterizer (built on first access by :meth:`build_rasterizer`)."""
         if self._rasterizer is None:
@@ -503,7 +515,7 @@ class Sketcher:
                 sketch,
                 context,
                 weights,
-                mode=cfg.nested_mode,
+                mode=self.nested_mode,
                 seed=cfg.seed,
             )
         return dict(self.loss(sketch, image, context))
@@ -720,8 +732,9 @@ class Sketcher:
         if cfg.nested_mode == "spread" and cfg.prefix_set() is not None and not self.loss.spreads_views():
             raise InputError(
                 f"nested_mode='spread' spreads a loss's random views over the prefixes, but "
-                f"{type(self.loss).__name__} ({cfg.loss!r}) has terms without views: use "
-                "nested_mode='sample' or 'all' with it (the CLIP losses spread)"
+                f"{type(self.loss).__name__} ({cfg.loss!r}) has terms without random views: use "
+                "nested_mode='auto', 'sample' or 'all' with it (the CLIP losses with num_views >= 1 "
+                "spread)"
             )
         state, inits = self.start(work, seeds)
         t_init = time.perf_counter()

@@ -254,8 +254,9 @@ class SketchLoss(nn.Module):
     def spreads_views(self) -> bool:
         """True when every term is computed on augmented views made from
         ``LossContext.sources_for(V)`` when it is set (nested ``"spread"`` training spreads the train
-        views over the prefixes); False for terms on the image itself (pixel, edges). Composed losses:
-        all of their parts."""
+        views over the prefixes) and there is at least one random view; False for terms on the image
+        itself (pixel, edges), and for a CLIP loss with ``num_views=0``. Composed losses: all of
+        their parts. Asked after :meth:`configure` (a run's ``num_views`` may change it)."""
         return False
 
     def compute(self, sketch: Tensor, target: Tensor, context: LossContext) -> Tensor | dict[str, Tensor]:

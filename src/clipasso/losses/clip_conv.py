@@ -372,7 +372,7 @@ class CLIPConvLoss(SketchLoss):
         return names
 
     def spreads_views(self) -> bool:
-        return True
+        return self.augment.num_views > 0  # with no random views the prefixes would get no signal
 
     def extra_repr(self) -> str:
         return (

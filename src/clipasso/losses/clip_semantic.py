@@ -98,7 +98,7 @@ class CLIPSemanticLoss(SketchLoss):
         self._text_cache: dict[tuple[torch.device, torch.dtype], Tensor] = {}
 
     def spreads_views(self) -> bool:
-        return True
+        return self.augment.num_views > 0  # with no random views the prefixes would get no signal
 
     def extra_repr(self) -> str:
         return f"model={self.model!r}, text={self.prompts!r}, weight={self.weight}"

@@ -191,7 +191,7 @@ class CLIPViTLayerLoss(SketchLoss):
         return [f"vit_{k}" for k in self.layers] + (["vit_fc"] if self.fc_weight != 0.0 else [])
 
     def spreads_views(self) -> bool:
-        return True
+        return self.augment.num_views > 0  # with no random views the prefixes would get no signal
 
     def extra_repr(self) -> str:
         return (
