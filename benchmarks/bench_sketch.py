@@ -29,6 +29,7 @@ Usage:
     python benchmarks/bench_sketch.py --iterations 5 --only default   # peak memory of (b) alone
     python benchmarks/bench_sketch.py --profile                 # where one iteration's time goes
     python benchmarks/bench_sketch.py --options                 # each speed-up switched on/off
+    python benchmarks/bench_sketch.py --only none --kernels --threads 1   # the CLIP kernels of a step
     python benchmarks/bench_sketch.py --only none --machine-check   # METHOD §7's parts timed here
     python benchmarks/bench_sketch.py --preset fast --iterations 1000 --baseline-iterations 4
         # time to a whole best-of-3 sketch with a preset vs the reference recipe, same process
@@ -466,6 +467,152 @@ def option_effects(models: Models, reps: int = 2, with_compile: bool = False) ->
     return out
 
 
+def _onednn_log(fn: Callable[[], object]) -> list[str]:
+    """The oneDNN verbose lines that ``fn()`` prints (oneDNN writes them to file descriptor 1)."""
+    import sys
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with tempfile.TemporaryFile(mode="w+") as log:
+        os.dup2(log.fileno(), 1)
+        try:
+            with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
+                fn()
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+        log.seek(0)
+        return log.read().splitlines()
+
+
+def onednn_summary(lines: list[str]) -> dict[str, dict[str, float]]:
+    """oneDNN verbose ``exec`` lines summed by primitive, implementation and propagation kind:
+    ``{"convolution brg_conv_fwd:avx512_core_bf16 forward_training": {"calls": n, "ms": t}}``."""
+    out: dict[str, dict[str, float]] = {}
+    for line in lines:
+        fields = line.split(",")
+        if "exec" not in fields:
+            continue
+        i = fields.index("exec")
+        try:
+            ms = float(fields[-1])
+            key = " ".join(fields[i + 2 : i + 5])
+        except (ValueError, IndexError):
+            continue
+        entry = out.setdefault(key, {"calls": 0, "ms": 0.0})
+        entry["calls"] += 1
+        entry["ms"] += ms
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["ms"]))
+
+
+def kernel_study(models: Models, reps: int = 4, with_compile: bool = False) -> dict[str, Any]:
+    """Where a one-candidate ``fast`` step's CLIP time goes on this CPU (issue 25).
+
+    The loss of the ``fast`` preset's one-candidate step (B = 1, view 0 + 2 random views with view 0
+    weighted 0.2, bf16 autocast, channels_last): its forward + backward timed with the bf16 weight
+    copy on and off (interleaved); the torch profiler's top operators; oneDNN's own kernel log
+    (which implementation ran, forward and backward, and the weight reorders); the dtypes of the
+    tensors the graph saves for backward (a bf16 backward saves bf16); the bare tower's views with
+    the target views in the sketch's batch (one pass with autograd) against apart (the target
+    without autograd); and with ``with_compile`` the ``torch.compile``d loss (first call with
+    compilation, then steady state; inductor's cache makes a second process's first call cheaper).
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    rn = models.rn101
+    drop_weight_grads(rn)
+    out: dict[str, Any] = {}
+
+    def fast_loss(**kw: Any) -> CLIPConvLoss:
+        return CLIPConvLoss(rn, precision="bf16", channels_last=True, num_views=2, identity_weight=0.2, **kw)
+
+    sketch = random_sketches(1, seed=7).requires_grad_(True)
+
+    def stepper(loss: CLIPConvLoss) -> Callable[[], None]:
+        gens = [torch.Generator().manual_seed(0)]
+
+        def step() -> None:
+            sum(loss(sketch, models.target, LossContext(generators=gens)).values()).sum().backward()
+
+        return step
+
+    variants = {
+        "bf16_weights=False (autocast casts every call)": fast_loss(bf16_weights=False),
+        "bf16_weights=True (the default)": fast_loss(),
+    }
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for loss in variants.values():
+        stepper(loss)()  # warm-up (builds the bf16 copy, the target cache)
+    for _ in range(reps):
+        for k, loss in variants.items():
+            t0 = time.perf_counter()
+            stepper(loss)()
+            times[k].append(time.perf_counter() - t0)
+    out["loss forward+backward s (median)"] = {k: _median(v) for k, v in times.items()}
+    step = stepper(variants["bf16_weights=True (the default)"])
+    for name, loss in variants.items():
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(2):
+                stepper(loss)()
+        events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+        total = sum(e.self_cpu_time_total for e in events) / 2e3
+        out[f"profiler, {name}"] = {
+            "self ms per step": total,
+            "top": {e.key: {"ms": e.self_cpu_time_total / 2e3, "calls": e.count / 2} for e in events[:12]},
+        }
+    out["oneDNN kernels of one step (bf16_weights=True)"] = onednn_summary(_onednn_log(step))
+    dtypes: dict[str, float] = {}
+
+    def pack(t: Tensor) -> Tensor:
+        key = str(t.dtype).replace("torch.", "")
+        dtypes[key] = dtypes.get(key, 0.0) + t.numel() * t.element_size() / 2**20
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        step()
+    out["tensors saved for backward, MB by dtype"] = dtypes
+    visual = visual_of(rn).to(memory_format=torch.channels_last)
+    try:
+        g = torch.Generator().manual_seed(3)
+        views = torch.rand(5, 3, 224, 224, generator=g).contiguous(memory_format=torch.channels_last)
+
+        def apart() -> None:
+            x = views[:3].clone().requires_grad_(True)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                y = visual(x)
+                with torch.no_grad():
+                    visual(views[3:])
+            y.float().square().sum().backward()
+
+        def together() -> None:
+            x = views.clone().requires_grad_(True)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                y = visual(x)
+            y[:3].float().square().sum().backward()
+
+        out["bare tower, 3 sketch views with autograd + 2 target views without, s"] = timed(apart, reps)
+        out["bare tower, the 5 views in one batch with autograd, s"] = timed(together, reps)
+    finally:
+        visual.to(memory_format=torch.contiguous_format)
+    if with_compile:
+        comp = fast_loss(compile_model=True)
+        t0 = time.perf_counter()
+        stepper(comp)()
+        out["compile: first call incl. compilation, s"] = time.perf_counter() - t0
+        both = {"eager": stepper(fast_loss()), "compiled": stepper(comp)}
+        ctimes: dict[str, list[float]] = {k: [] for k in both}
+        for _ in range(reps):
+            for k, fn in both.items():
+                t0 = time.perf_counter()
+                fn()
+                ctimes[k].append(time.perf_counter() - t0)
+        out["compile: steady state s (median), eager vs compiled"] = {
+            k: _median(v) for k, v in ctimes.items()
+        }
+    return out
+
+
 #: METHOD §7's figures for the reference's parts, measured on a 2-core CPU with AMX (seconds).
 METHOD_PARTS = {
     "RN101, 5 views, forward+backward to the input, fp32 (frozen)": 1.2,
@@ -563,7 +710,14 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="time the parts of one iteration")
     parser.add_argument("--rounds", type=int, default=4, help="with --profile: interleaved repetitions")
     parser.add_argument("--options", action="store_true", help="time each speed-up on/off")
-    parser.add_argument("--compile", action="store_true", help="with --options: also try torch.compile")
+    parser.add_argument(
+        "--compile", action="store_true", help="with --options or --kernels: also try torch.compile"
+    )
+    parser.add_argument(
+        "--kernels",
+        action="store_true",
+        help="where a one-candidate fast step's CLIP time goes: profiler, oneDNN kernels, bf16 weights",
+    )
     parser.add_argument(
         "--machine-check",
         action="store_true",
@@ -722,6 +876,10 @@ def main() -> None:
         report["options"] = option_effects(models, with_compile=args.compile)
         for k, v in report["options"].items():
             print(f"option {k}: {v if isinstance(v, list) else round(v, 3)}")
+    if args.kernels:
+        report["kernels"] = kernels = kernel_study(models, with_compile=args.compile)
+        for k, v in kernels.items():
+            print(f"kernels {k}: {json.dumps(v, default=str)}", flush=True)
     if args.machine_check:
         report["machine_check"] = machine_check(models)
         for k, v in report["machine_check"].items():

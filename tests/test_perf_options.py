@@ -283,3 +283,52 @@ def test_config_views_reach_the_losses_that_take_them(resnet: nn.Module) -> None
     assert isinstance(Sketcher(loss="edges", num_views=1, identity_weight=0.2).build_loss(), EdgeLoss)
     with pytest.raises(InputError, match="num_views"):
         SketchConfig(num_views=-1)
+
+
+@pytest.mark.parametrize("arch", ["resnet", "vit"])
+def test_bf16_weights_copy_is_bit_for_bit_autocast(resnet: nn.Module, arch: str) -> None:
+    model = resnet if arch == "resnet" else tiny_clip("vit", seed=4)
+    sketch, target = _images(2, 1), _images(1, 2)
+
+    def run(once: bool) -> tuple[dict[str, Tensor], Tensor]:
+        layers = None if arch == "resnet" else (0.0, 1.0, 1.0)  # the tiny ViT has 3 blocks
+        loss = CLIPConvLoss(
+            model, layer_weights=layers, precision="bf16", channels_last=arch == "resnet", bf16_weights=once
+        )
+        x = sketch.clone().requires_grad_(True)
+        terms = loss(x, target, LossContext(generators=gens(5, 2)))
+        _total(terms).sum().backward()
+        assert x.grad is not None
+        return {k: v.detach() for k, v in terms.items()}, x.grad
+
+    (a, ga), (b, gb) = run(False), run(True)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert torch.equal(ga, gb) and ga.abs().sum() > 0
+
+
+def test_bf16_weights_copy_shares_the_rest_and_follows_weight_changes(resnet: nn.Module) -> None:
+    from clipasso.losses.precision import BF16Tower
+
+    tower = visual_of(resnet)
+    shadow = BF16Tower()
+    copy = shadow.get(tower)
+    convs = [m for m in copy.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(m.weight.dtype == torch.bfloat16 for m in convs)
+    norms = [(m, n) for m, n in zip(tower.modules(), copy.modules()) if isinstance(m, nn.BatchNorm2d)]
+    assert norms and all(m.weight is n.weight and m.running_mean is n.running_mean for m, n in norms)
+    assert next(tower.parameters()).dtype == torch.float32  # the tower itself is untouched
+    assert shadow.get(tower) is copy  # reused while the weights stand
+    first = next(m for m in tower.modules() if isinstance(m, nn.Conv2d))
+    saved = first.weight.detach().clone()
+    try:
+        with torch.no_grad():
+            first.weight.mul_(2.0)  # an in-place change: the copy is rebuilt with the new values
+        again = shadow.get(tower)
+        assert again is not copy
+        rebuilt = next(m for m in again.modules() if isinstance(m, nn.Conv2d))
+        assert torch.equal(rebuilt.weight, first.weight.detach().to(torch.bfloat16))
+    finally:
+        with torch.no_grad():
+            first.weight.copy_(saved)

@@ -13,13 +13,15 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Callable
 from typing import Literal
 
 import torch
+from torch import nn
 
-__all__ = ["Precision", "bf16_supported", "check_precision", "choose_precision"]
+__all__ = ["BF16Tower", "Precision", "bf16_supported", "check_precision", "choose_precision"]
 
 Precision = Literal["fp32", "bf16", "auto"]
 
@@ -75,3 +77,61 @@ def choose_precision(
         stacklevel=4,
     )
     return "fp32", found
+
+
+#: Modules whose weights bf16 autocast casts to bf16 on every call (their ops are on autocast's
+#: lower-precision list: convolutions and linear layers).
+_CAST_MODULES = (nn.Conv2d, nn.Linear)
+
+
+class BF16Tower:
+    """A copy of a frozen tower whose convolution and linear weights are bf16 already, for passes
+    under bf16 autocast: autocast would cast those fp32 weights to the same bf16 values on every
+    call (its cast cache only serves weights that require grad), so the copy computes bit for bit
+    what the tower computes under autocast, without the casts. The other parameters and buffers
+    (BatchNorm, LayerNorm, embeddings) are shared with the tower, not copied; the copy is rebuilt
+    when a weight of the tower changes (in place or replaced) or the tower moves.
+
+    Example:
+        >>> tower = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).eval().requires_grad_(False)
+        >>> shadow = BF16Tower()
+        >>> shadow.get(tower)[0].weight.dtype, shadow.get(tower)[1].weight is tower[1].weight
+        (torch.bfloat16, True)
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple[object, ...] | None = None
+        self._copy: nn.Module | None = None
+
+    @staticmethod
+    def _sources(tower: nn.Module) -> list[torch.Tensor]:
+        out: list[torch.Tensor] = []
+        for mod in tower.modules():
+            if isinstance(mod, _CAST_MODULES):
+                out.extend(t for t in (mod.weight, mod.bias) if t is not None and t.is_floating_point())
+        return out
+
+    def get(self, tower: nn.Module) -> nn.Module:
+        """The bf16-weight copy of ``tower`` (built on first use, reused while the weights stand)."""
+        sources = self._sources(tower)
+        key: tuple[object, ...] = (
+            id(tower),
+            tuple(id(t) for t in sources),
+            tuple(t._version for t in sources),
+        )
+        key += tuple((t.device, t.dtype) for t in sources[:1])
+        if self._copy is None or key != self._key:
+            memo: dict[int, object] = {}
+            for p in tower.parameters():  # shared unless converted below
+                memo[id(p)] = p
+            for b in tower.buffers():
+                memo[id(b)] = b
+            for t in sources:
+                memo[id(t)] = nn.Parameter(t.detach().to(torch.bfloat16), requires_grad=False)
+            self._copy = copy.deepcopy(tower, memo)
+            self._key = key
+        return self._copy
+
+    def clear(self) -> None:
+        """Drop the copy (it is rebuilt on the next :meth:`get`)."""
+        self._key, self._copy = None, None
