@@ -36,8 +36,9 @@ MIN_CANVAS = 16
 #: fp32 CLIP and contiguous (NCHW) inputs.
 #:
 #: ``"fast"``: races the candidates (only the leader goes on after 50 steps, with those within 0.5 %
-#: until step 300), 1400 iterations with a cosine decay over the last 30 %, and 2 random views per
-#: step with view 0 weighted 0.2. Deviations from the reference; what they cost and gain, as
+#: until step 300), 1400 iterations with a cosine decay over the last 30 %, 2 random views per
+#: step with view 0 weighted 0.2, and evaluations taken from the training step's view 0
+#: (``free_evaluations``: the same values to the kernels' rounding). Deviations from the reference; what they cost and gain, as
 #: measured on a random-weight proxy, is in docs/performance.md ("The fast preset").
 PRESETS: dict[str, dict[str, Any]] = {
     "fast": {
@@ -49,6 +50,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "prune_until": 300,
         "num_views": 2,
         "identity_weight": 0.2,
+        "free_evaluations": True,
     },
     "reference": {
         "precision": "fp32",
