@@ -20,7 +20,6 @@ from clipasso.testing import tiny_clip  # noqa: E402
 torch.set_num_threads(int(os.environ.get("CLIPASSO_TEST_THREADS", "1")))
 
 
-
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """``-n auto`` (pyproject's addopts): one worker per core this process may use, at most 4 (each
     holds its own tiny models and imports, ~2 GB at its peak). PYTEST_XDIST_AUTO_NUM_WORKERS or

@@ -38,8 +38,9 @@ MIN_CANVAS = 16
 #: ``"fast"``: races the candidates (only the leader goes on after 50 steps, with those within 0.5 %
 #: until step 300), 1400 iterations with a cosine decay over the last 30 %, 2 random views per
 #: step with view 0 weighted 0.2, and evaluations taken from the training step's view 0
-#: (``free_evaluations``: the same values to the kernels' rounding). Deviations from the reference; what they cost and gain, as
-#: measured on a random-weight proxy, is in docs/performance.md ("The fast preset").
+#: (``free_evaluations``: the same values to the kernels' rounding). Deviations from the
+#: reference; what they cost and gain, as measured on a random-weight proxy, is in
+#: docs/performance.md ("The fast preset").
 PRESETS: dict[str, dict[str, Any]] = {
     "fast": {
         "iterations": 1400,
