@@ -332,3 +332,5 @@ def test_bf16_weights_copy_shares_the_rest_and_follows_weight_changes(resnet: nn
     finally:
         with torch.no_grad():
             first.weight.copy_(saved)
+    trainable = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3))  # weights that require grad: no copy
+    assert shadow.get(trainable) is trainable

@@ -90,7 +90,8 @@ class BF16Tower:
     call (its cast cache only serves weights that require grad), so the copy computes bit for bit
     what the tower computes under autocast, without the casts. The other parameters and buffers
     (BatchNorm, LayerNorm, embeddings) are shared with the tower, not copied; the copy is rebuilt
-    when a weight of the tower changes (in place or replaced) or the tower moves.
+    when a weight of the tower changes (in place or replaced) or the tower moves. A tower with
+    trainable weights is returned as it is (its weight gradients need its own weights).
 
     Example:
         >>> tower = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).eval().requires_grad_(False)
@@ -114,6 +115,8 @@ class BF16Tower:
     def get(self, tower: nn.Module) -> nn.Module:
         """The bf16-weight copy of ``tower`` (built on first use, reused while the weights stand)."""
         sources = self._sources(tower)
+        if any(t.requires_grad for t in sources):  # trainable weights: the gradients need the tower
+            return tower
         key: tuple[object, ...] = (
             id(tower),
             tuple(id(t) for t in sources),
