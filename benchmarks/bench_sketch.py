@@ -506,6 +506,18 @@ def onednn_summary(lines: list[str]) -> dict[str, dict[str, float]]:
     return dict(sorted(out.items(), key=lambda kv: -kv[1]["ms"]))
 
 
+def _interleaved(fns: dict[str, Callable[[], object]], reps: int) -> dict[str, float]:
+    """Median seconds of each ``fns[k]()`` over ``reps`` rounds that call them in turn (a drift of
+    the machine's speed hits them alike)."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(reps):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: _median(v) for k, v in times.items()}
+
+
 def kernel_study(models: Models, reps: int = 4, with_compile: bool = False) -> dict[str, Any]:
     """Where a one-candidate ``fast`` step's CLIP time goes on this CPU (issue 25).
 
@@ -541,15 +553,11 @@ def kernel_study(models: Models, reps: int = 4, with_compile: bool = False) -> d
         "bf16_weights=False (autocast casts every call)": fast_loss(bf16_weights=False),
         "bf16_weights=True (the default)": fast_loss(),
     }
-    times: dict[str, list[float]] = {k: [] for k in variants}
     for loss in variants.values():
         stepper(loss)()  # warm-up (builds the bf16 copy, the target cache)
-    for _ in range(reps):
-        for k, loss in variants.items():
-            t0 = time.perf_counter()
-            stepper(loss)()
-            times[k].append(time.perf_counter() - t0)
-    out["loss forward+backward s (median)"] = {k: _median(v) for k, v in times.items()}
+    out["loss forward+backward s (median)"] = _interleaved(
+        {k: stepper(loss) for k, loss in variants.items()}, reps
+    )
     step = stepper(variants["bf16_weights=True (the default)"])
     for name, loss in variants.items():
         with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -601,15 +609,7 @@ def kernel_study(models: Models, reps: int = 4, with_compile: bool = False) -> d
         stepper(comp)()
         out["compile: first call incl. compilation, s"] = time.perf_counter() - t0
         both = {"eager": stepper(fast_loss()), "compiled": stepper(comp)}
-        ctimes: dict[str, list[float]] = {k: [] for k in both}
-        for _ in range(reps):
-            for k, fn in both.items():
-                t0 = time.perf_counter()
-                fn()
-                ctimes[k].append(time.perf_counter() - t0)
-        out["compile: steady state s (median), eager vs compiled"] = {
-            k: _median(v) for k, v in ctimes.items()
-        }
+        out["compile: steady state s (median), eager vs compiled"] = _interleaved(both, reps)
     return out
 
 

@@ -376,10 +376,8 @@ def test_the_default_nested_mode_spreads_for_clip_losses_and_scores_all_prefixes
     assert not CLIPConvLoss(model, num_views=0).spreads_views()  # no random views: nothing to spread
     assert _sketcher(loss=CLIPConvLoss(model, num_views=0), nested=[2, 4]).nested_mode == "all"
 
-    def run(mode: str, views: int = 2) -> Any:
-        sk = _sketcher(
-            loss=CLIPConvLoss(model, num_views=views), nested=[2, 4], nested_mode=mode, iterations=4
-        )
+    def run(mode: str) -> Any:
+        sk = _sketcher(loss=CLIPConvLoss(model, num_views=2), nested=[2, 4], nested_mode=mode, iterations=4)
         return sk, sk.sketch(_image())
 
     auto, got = run("auto")
