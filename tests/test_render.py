@@ -583,3 +583,39 @@ def test_composite_backward_matches_autograd(grey: float, layout: str) -> None:
     assert torch.equal(grads[0], grads[1])
     x64 = base.double().requires_grad_()
     assert torch.autograd.gradgradcheck(lambda t: composite(t, grey), (x64,))
+
+
+@given(
+    seed=st.integers(0, 2**16),
+    segments=st.sampled_from([1, 2, 3]),
+    n=st.integers(1, 10),
+    batch=st.integers(1, 2),
+    width=st.sampled_from([0.3, 1.5, 6.0]),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+)
+@settings(max_examples=20, deadline=None)
+def test_the_tiled_search_of_large_boxes_renders_bit_for_bit_as_the_full_pass(
+    seed: int, segments: int, n: int, batch: int, width: float, dtype: torch.dtype
+) -> None:
+    # long strokes over the canvas (large boxes) and short ones (small boxes) together
+    import clipasso.render.torch_backend as tb
+
+    g = torch.Generator().manual_seed(seed)
+    p = 3 * segments + 1
+    start = torch.rand(batch, n, 1, 2, generator=g, dtype=dtype) * 160
+    spread = torch.where(torch.rand(batch, n, 1, 1, generator=g) < 0.5, 150.0, 20.0).to(dtype)
+    points = start + torch.rand(batch, n, p, 2, generator=g, dtype=dtype) * spread - 10
+    widths = torch.full((batch, n), width, dtype=dtype)
+    colors = torch.rand(batch, n, 4, generator=g, dtype=dtype)
+    out = {}
+    for name, threshold in (("full", 10**12), ("tiled", tb._TILED_MIN_PIXELS)):
+        pts = points.clone().requires_grad_(True)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(tb, "_TILED_MIN_PIXELS", threshold)
+            image = tb.rasterize_torch(pts, widths, colors, (200, 180), background=1.0)
+        (image * torch.linspace(0, 1, 180, dtype=dtype)).sum().backward()
+        assert pts.grad is not None
+        out[name] = (image.detach(), pts.grad)
+    assert torch.equal(out["tiled"][0], out["full"][0])
+    assert torch.equal(out["tiled"][1], out["full"][1])
+    assert bool((out["full"][0] < 1).any())  # something was drawn

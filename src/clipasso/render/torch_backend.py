@@ -57,6 +57,8 @@ __all__ = ["TorchRasterizer", "box_coverage", "rasterize_torch"]
 _HALF_DIAG = math.sqrt(0.5)  # largest distance from a pixel centre to its square's boundary
 _SEARCH_BUDGET = 1 << 20  # elements of the largest no-grad search tensor
 _SMALL_CLASS = 64  # patches up to this side share one vectorised class
+_TILE = 8  # the search culls tiles of this side before its per-pixel pass (large patches only)
+_TILED_MIN_PIXELS = 96 * 96  # patches of at least this many pixels are searched tile by tile
 _CHORD_STEPS = (4, 8, 16, 32, 64)
 _MERGE_ELEMENTS = 1 << 16  # a merged search at most this big is always worth one pass
 
@@ -638,10 +640,62 @@ def _search(
         inside = inside.view(m_count, 1, q_count)
 
     out_m, out_q, out_j, out_l = [], [], [], []
+    if q_count >= _TILED_MIN_PIXELS:  # a large box: only the pixels of tiles within reach of a chord
+        tiles_h, tiles_w = -(-sh // _TILE), -(-sw // _TILE)
+        tile_count = tiles_h * tiles_w
+        half = _TILE / 2.0
+        tx = (ox.unsqueeze(-1) + _TILE * _constant("arange", tiles_w, torch.long, device)).to(dtype) + half
+        ty = (oy.unsqueeze(-1) + _TILE * _constant("arange", tiles_h, torch.long, device)).to(dtype) + half
+        tx = tx.view(m_count, 1, tiles_w).expand(m_count, tiles_h, tiles_w).reshape(m_count, 1, tile_count)
+        ty = ty.view(m_count, tiles_h, 1).expand(m_count, tiles_h, tiles_w).reshape(m_count, 1, tile_count)
+        # a pixel centre lies within half·√2 of its tile's centre and the distance to a chord is
+        # 1-Lipschitz, so a tile whose centre is further than that (plus slack) from every chord of a
+        # stroke holds no pixel the per-pixel test would keep
+        reach = (cut2.sqrt() + half * math.sqrt(2.0) + 0.5).square()  # [M, 1, 1]
+        keep = []
+        t_step = max(1, _SEARCH_BUDGET // max(tile_count * n_chords, 1))
+        for m0 in range(0, m_count, t_step):
+            m1 = min(m_count, m0 + t_step)
+            wx = tx[m0:m1] - ax[m0:m1]
+            wy = ty[m0:m1] - ay[m0:m1]
+            lam = ((wx * dx[m0:m1] + wy * dy[m0:m1]) * inv_len2[m0:m1]).clamp_(0.0, 1.0)
+            ex = wx.sub_(lam * dx[m0:m1])
+            ey = wy.sub_(lam * dy[m0:m1])
+            keep.append(ex.square_().add_(ey.square_()).amin(dim=1) <= reach[m0:m1, 0])  # [m, T]
+        tile_of = (rows.view(sh, 1) // _TILE) * tiles_w + cols.view(1, sw) // _TILE  # [sh, sw]
+        wanted = torch.cat(keep).index_select(1, tile_of.reshape(-1))  # [M, Q]
+        if inside is not None:
+            wanted &= inside[:, 0]
+        pm, pq = wanted.nonzero().unbind(1)  # (stroke, pixel) order
+        if pm.numel():
+            pxs, pys = px[:, 0][pm, pq].view(-1, 1), py[:, 0][pm, pq].view(-1, 1)  # [P, 1]
+            p_step = max(1, _SEARCH_BUDGET // n_chords)
+            for p0 in range(0, pm.numel(), p_step):
+                p1 = min(pm.numel(), p0 + p_step)
+                sm = pm[p0:p1]
+                wx = pxs[p0:p1] - ax[sm, :, 0]  # [p, C]: the same arithmetic as the pass below
+                wy = pys[p0:p1] - ay[sm, :, 0]
+                lam = ((wx * dx[sm, :, 0] + wy * dy[sm, :, 0]) * inv_len2[sm, :, 0]).clamp_(0.0, 1.0)
+                ex = wx.sub_(lam * dx[sm, :, 0])
+                ey = wy.sub_(lam * dy[sm, :, 0])
+                d2 = ex.square_().add_(ey.square_())
+                d2min, jc = d2.view(p1 - p0, k, most).min(dim=2)  # [p, k]: per segment
+                hit = (d2min <= cut2[sm, 0]).nonzero()  # in (pair, segment) order
+                if hit.shape[0] == 0:
+                    continue
+                hp, hs = hit.unbind(1)
+                jj = hs * most + jc[hp, hs]
+                out_m.append(sm[hp])
+                out_q.append(pq[p0:p1][hp])
+                out_j.append(jj)
+                out_l.append(lam[hp, jj])
+        m_count_loop = 0  # the per-pixel pass below is done
+    else:
+        m_count_loop = m_count
     per_stroke = q_count * n_chords
     m_step = max(1, _SEARCH_BUDGET // max(per_stroke, 1))
     q_step = q_count if per_stroke <= _SEARCH_BUDGET else max(1, _SEARCH_BUDGET // n_chords)
-    for m0 in range(0, m_count, m_step):
+    for m0 in range(0, m_count_loop, m_step):
         m1 = min(m_count, m0 + m_step)
         for q0 in range(0, q_count, q_step):
             q1 = min(q_count, q0 + q_step)
