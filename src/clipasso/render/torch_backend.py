@@ -547,6 +547,20 @@ def _patch_origin(lo: Tensor, size: int, extent: int) -> Tensor:
 
 
 @torch.no_grad()
+def _chord_distances(
+    x: Tensor, y: Tensor, ax: Tensor, ay: Tensor, dx: Tensor, dy: Tensor, inv_len2: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Squared distances from points ``(x, y)`` to chords starting at ``(ax, ay)`` with directions
+    ``(dx, dy)`` (broadcast), and the chords' clamped parameters: ``(d², λ)``. The one formula of
+    every search pass, so that their results agree bit for bit."""
+    wx = x - ax
+    wy = y - ay
+    lam = ((wx * dx + wy * dy) * inv_len2).clamp_(0.0, 1.0)
+    ex = wx.sub_(lam * dx)
+    ey = wy.sub_(lam * dy)
+    return ex.square_().add_(ey.square_()), lam
+
+
 def _search(
     coef: Tensor,
     radius: Tensor,
@@ -640,7 +654,8 @@ def _search(
         inside = inside.view(m_count, 1, q_count)
 
     out_m, out_q, out_j, out_l = [], [], [], []
-    if q_count >= _TILED_MIN_PIXELS:  # a large box: only the pixels of tiles within reach of a chord
+    tiled = q_count >= _TILED_MIN_PIXELS
+    if tiled:  # a large box: only the pixels of tiles within reach of a chord
         tiles_h, tiles_w = -(-sh // _TILE), -(-sw // _TILE)
         tile_count = tiles_h * tiles_w
         half = _TILE / 2.0
@@ -656,12 +671,10 @@ def _search(
         t_step = max(1, _SEARCH_BUDGET // max(tile_count * n_chords, 1))
         for m0 in range(0, m_count, t_step):
             m1 = min(m_count, m0 + t_step)
-            wx = tx[m0:m1] - ax[m0:m1]
-            wy = ty[m0:m1] - ay[m0:m1]
-            lam = ((wx * dx[m0:m1] + wy * dy[m0:m1]) * inv_len2[m0:m1]).clamp_(0.0, 1.0)
-            ex = wx.sub_(lam * dx[m0:m1])
-            ey = wy.sub_(lam * dy[m0:m1])
-            keep.append(ex.square_().add_(ey.square_()).amin(dim=1) <= reach[m0:m1, 0])  # [m, T]
+            d2, _ = _chord_distances(
+                tx[m0:m1], ty[m0:m1], ax[m0:m1], ay[m0:m1], dx[m0:m1], dy[m0:m1], inv_len2[m0:m1]
+            )
+            keep.append(d2.amin(dim=1) <= reach[m0:m1, 0])  # [m, T]
         tile_of = (rows.view(sh, 1) // _TILE) * tiles_w + cols.view(1, sw) // _TILE  # [sh, sw]
         wanted = torch.cat(keep).index_select(1, tile_of.reshape(-1))  # [M, Q]
         if inside is not None:
@@ -673,12 +686,15 @@ def _search(
             for p0 in range(0, pm.numel(), p_step):
                 p1 = min(pm.numel(), p0 + p_step)
                 sm = pm[p0:p1]
-                wx = pxs[p0:p1] - ax[sm, :, 0]  # [p, C]: the same arithmetic as the pass below
-                wy = pys[p0:p1] - ay[sm, :, 0]
-                lam = ((wx * dx[sm, :, 0] + wy * dy[sm, :, 0]) * inv_len2[sm, :, 0]).clamp_(0.0, 1.0)
-                ex = wx.sub_(lam * dx[sm, :, 0])
-                ey = wy.sub_(lam * dy[sm, :, 0])
-                d2 = ex.square_().add_(ey.square_())
+                d2, lam = _chord_distances(  # [p, C]
+                    pxs[p0:p1],
+                    pys[p0:p1],
+                    ax[sm, :, 0],
+                    ay[sm, :, 0],
+                    dx[sm, :, 0],
+                    dy[sm, :, 0],
+                    inv_len2[sm, :, 0],
+                )
                 d2min, jc = d2.view(p1 - p0, k, most).min(dim=2)  # [p, k]: per segment
                 hit = (d2min <= cut2[sm, 0]).nonzero()  # in (pair, segment) order
                 if hit.shape[0] == 0:
@@ -689,22 +705,22 @@ def _search(
                 out_q.append(pq[p0:p1][hp])
                 out_j.append(jj)
                 out_l.append(lam[hp, jj])
-        m_count_loop = 0  # the per-pixel pass below is done
-    else:
-        m_count_loop = m_count
     per_stroke = q_count * n_chords
     m_step = max(1, _SEARCH_BUDGET // max(per_stroke, 1))
     q_step = q_count if per_stroke <= _SEARCH_BUDGET else max(1, _SEARCH_BUDGET // n_chords)
-    for m0 in range(0, m_count_loop, m_step):
+    for m0 in range(0, 0 if tiled else m_count, m_step):  # small boxes: every pixel of the patch
         m1 = min(m_count, m0 + m_step)
         for q0 in range(0, q_count, q_step):
             q1 = min(q_count, q0 + q_step)
-            wx = px[m0:m1, :, q0:q1] - ax[m0:m1]  # [m, C, q]
-            wy = py[m0:m1, :, q0:q1] - ay[m0:m1]
-            lam = ((wx * dx[m0:m1] + wy * dy[m0:m1]) * inv_len2[m0:m1]).clamp_(0.0, 1.0)
-            ex = wx.sub_(lam * dx[m0:m1])
-            ey = wy.sub_(lam * dy[m0:m1])
-            d2 = ex.square_().add_(ey.square_())
+            d2, lam = _chord_distances(  # [m, C, q]
+                px[m0:m1, :, q0:q1],
+                py[m0:m1, :, q0:q1],
+                ax[m0:m1],
+                ay[m0:m1],
+                dx[m0:m1],
+                dy[m0:m1],
+                inv_len2[m0:m1],
+            )
             d2min, jc = d2.view(m1 - m0, k, most, q1 - q0).min(dim=2)  # [m, k, q]: per segment
             near = d2min <= cut2[m0:m1]
             if inside is not None:
