@@ -343,12 +343,15 @@ def test_values_in_unit_interval(any_backend: Rasterizer, seed: int) -> None:
 
 @settings(max_examples=10, deadline=None)
 @given(seed=seeds, dx=st.integers(-5, 5), dy=st.integers(-5, 5))
+@example(seed=332, dx=-1, dy=0)  # the worst of 1600 cases (seeds 0-399, four shifts): 2.45e-4
 def test_integer_translation(seed: int, dx: int, dy: int) -> None:
-    # the torch backend only: a sampled backend's jitter follows the pixel index, not the stroke
+    # the torch backend only: a sampled backend's jitter follows the pixel index, not the stroke.
+    # Equal to Newton's tolerance, not to the bit: a shift rounds the chords' positions otherwise,
+    # which can move the search's starting t and so the nearest point after three steps.
     pts = clipasso_strokes(5, 24, seed=seed) * 0.5 + 14  # well inside a 48 canvas
     a = rasterize(pts, 1.5, BLACK, size=48)
     b = rasterize(pts + torch.tensor([float(dx), float(dy)]), 1.5, BLACK, size=48)
-    assert torch.allclose(torch.roll(a, shifts=(dy, dx), dims=(2, 3)), b, atol=1e-4)
+    assert torch.allclose(torch.roll(a, shifts=(dy, dx), dims=(2, 3)), b, atol=5e-4)
 
 
 @settings(max_examples=10, deadline=None)
@@ -592,10 +595,11 @@ def test_composite_backward_matches_autograd(grey: float, layout: str) -> None:
     batch=st.integers(1, 2),
     width=st.sampled_from([0.3, 1.5, 6.0]),
     dtype=st.sampled_from([torch.float32, torch.float64]),
+    every_box=st.booleans(),
 )
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=30, deadline=None)
 def test_the_tiled_search_of_large_boxes_renders_bit_for_bit_as_the_full_pass(
-    seed: int, segments: int, n: int, batch: int, width: float, dtype: torch.dtype
+    seed: int, segments: int, n: int, batch: int, width: float, dtype: torch.dtype, every_box: bool
 ) -> None:
     # long strokes over the canvas (large boxes) and short ones (small boxes) together
     import clipasso.render.torch_backend as tb
@@ -608,7 +612,10 @@ def test_the_tiled_search_of_large_boxes_renders_bit_for_bit_as_the_full_pass(
     widths = torch.full((batch, n), width, dtype=dtype)
     colors = torch.rand(batch, n, 4, generator=g, dtype=dtype)
     out = {}
-    for name, threshold in (("full", 10**12), ("tiled", tb._TILED_MIN_PIXELS)):
+    # the tiles and their chord ranges (every box tiled, or the large ones) against every pixel
+    # of every box tested against every chord
+    tiled_from = 1 if every_box else tb._TILED_MIN_PIXELS
+    for name, threshold in (("full", 10**12), ("tiled", tiled_from)):
         pts = points.clone().requires_grad_(True)
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(tb, "_TILED_MIN_PIXELS", threshold)

@@ -58,7 +58,7 @@ _HALF_DIAG = math.sqrt(0.5)  # largest distance from a pixel centre to its squar
 _SEARCH_BUDGET = 1 << 20  # elements of the largest no-grad search tensor
 _SMALL_CLASS = 64  # patches up to this side share one vectorised class
 _TILE = 8  # the search culls tiles of this side before its per-pixel pass (large patches only)
-_TILED_MIN_PIXELS = 96 * 96  # patches of at least this many pixels are searched tile by tile
+_TILED_MIN_PIXELS = 2048  # patches of at least this many pixels are searched tile by tile
 _CHORD_STEPS = (4, 8, 16, 32, 64)
 _MERGE_ELEMENTS = 1 << 16  # a merged search at most this big is always worth one pass
 
@@ -655,7 +655,7 @@ def _search(
 
     out_m, out_q, out_j, out_l = [], [], [], []
     tiled = q_count >= _TILED_MIN_PIXELS
-    if tiled:  # a large box: only the pixels of tiles within reach of a chord
+    if tiled:  # a large box: per tile, only the chords that can be nearest to one of its pixels
         tiles_h, tiles_w = -(-sh // _TILE), -(-sw // _TILE)
         tile_count = tiles_h * tiles_w
         half = _TILE / 2.0
@@ -663,48 +663,64 @@ def _search(
         ty = (oy.unsqueeze(-1) + _TILE * _constant("arange", tiles_h, torch.long, device)).to(dtype) + half
         tx = tx.view(m_count, 1, tiles_w).expand(m_count, tiles_h, tiles_w).reshape(m_count, 1, tile_count)
         ty = ty.view(m_count, tiles_h, 1).expand(m_count, tiles_h, tiles_w).reshape(m_count, 1, tile_count)
-        # a pixel centre lies within half·√2 of its tile's centre and the distance to a chord is
-        # 1-Lipschitz, so a tile whose centre is further than that (plus slack) from every chord of a
-        # stroke holds no pixel the per-pixel test would keep
-        reach = (cut2.sqrt() + half * math.sqrt(2.0) + 0.5).square()  # [M, 1, 1]
-        keep = []
+        # A pixel centre lies within rho = half·√2 of its tile's centre and the distance to a chord
+        # is 1-Lipschitz, so for a pixel of the tile a chord at distance D from the tile's centre is
+        # within [D − rho, D + rho]. A chord further than (nearest chord of its segment) + 2·rho
+        # cannot be that segment's nearest for any pixel of the tile, nor, further than the cut plus
+        # rho, within reach; with 0.5 px of slack against rounding, the chords kept per (stroke,
+        # segment, tile) are a range [first, last] of the segment's chords that holds every
+        # candidate, and the minimum over the range (the first index among equals, as over all
+        # chords) is the full pass's to the bit. A tile with no range holds no pixel to test.
+        rho = half * math.sqrt(2.0)
+        reach = (cut2.sqrt() + rho + 0.5).view(m_count, 1, 1, 1)
+        arange_c = _constant("arange", most, torch.long, device).view(1, 1, most, 1)
+        firsts, lasts = [], []
         t_step = max(1, _SEARCH_BUDGET // max(tile_count * n_chords, 1))
         for m0 in range(0, m_count, t_step):
             m1 = min(m_count, m0 + t_step)
             d2, _ = _chord_distances(
                 tx[m0:m1], ty[m0:m1], ax[m0:m1], ay[m0:m1], dx[m0:m1], dy[m0:m1], inv_len2[m0:m1]
             )
-            keep.append(d2.amin(dim=1) <= reach[m0:m1, 0])  # [m, T]
-        tile_of = (rows.view(sh, 1) // _TILE) * tiles_w + cols.view(1, sw) // _TILE  # [sh, sw]
-        wanted = torch.cat(keep).index_select(1, tile_of.reshape(-1))  # [M, Q]
+            dist = d2.sqrt_().view(m1 - m0, k, most, tile_count)
+            bound = torch.minimum(dist.amin(dim=2, keepdim=True) + (2.0 * rho + 0.5), reach[m0:m1])
+            need = dist <= bound  # [m, k, most, T]
+            firsts.append(torch.where(need, arange_c, most).amin(dim=2))  # [m, k, T]; none: most
+            lasts.append(torch.where(need, arange_c, -1).amax(dim=2))  # none: -1
+        first, last = torch.cat(firsts), torch.cat(lasts)  # [M, k, T]
+        tile_of = ((rows.view(sh, 1) // _TILE) * tiles_w + cols.view(1, sw) // _TILE).reshape(-1)  # [Q]
+        wanted = (last >= 0).any(dim=1).index_select(1, tile_of)  # [M, Q]
         if inside is not None:
             wanted &= inside[:, 0]
         pm, pq = wanted.nonzero().unbind(1)  # (stroke, pixel) order
         if pm.numel():
-            pxs, pys = px[:, 0][pm, pq].view(-1, 1), py[:, 0][pm, pq].view(-1, 1)  # [P, 1]
-            p_step = max(1, _SEARCH_BUDGET // n_chords)
-            for p0 in range(0, pm.numel(), p_step):
-                p1 = min(pm.numel(), p0 + p_step)
+            pt = tile_of.index_select(0, pq)
+            f_p, l_p = first[pm, :, pt], last[pm, :, pt]  # [P, k]
+            pixel_span = (l_p - f_p + 1).amax(dim=1)
+            spans = pixel_span.new_zeros(m_count).scatter_reduce_(0, pm, pixel_span, "amax").tolist()
+            counts = torch.bincount(pm, minlength=m_count).tolist()
+            pxs = px[:, 0][pm, pq].view(-1, 1, 1)  # [P, 1, 1]
+            pys = py[:, 0][pm, pq].view(-1, 1, 1)
+            table = torch.stack([ax, ay, dx, dy, inv_len2]).view(5, m_count * n_chords)
+            seg_base = _constant("arange", k, torch.long, device).view(1, k, 1) * most
+            for p0, p1, span in _span_chunks(counts, spans, k):
                 sm = pm[p0:p1]
-                d2, lam = _chord_distances(  # [p, C]
-                    pxs[p0:p1],
-                    pys[p0:p1],
-                    ax[sm, :, 0],
-                    ay[sm, :, 0],
-                    dx[sm, :, 0],
-                    dy[sm, :, 0],
-                    inv_len2[sm, :, 0],
-                )
-                d2min, jc = d2.view(p1 - p0, k, most).min(dim=2)  # [p, k]: per segment
+                f_c, l_c = f_p[p0:p1].unsqueeze(-1), l_p[p0:p1].unsqueeze(-1)  # [p, k, 1]
+                offsets = _constant("arange", span, torch.long, device)
+                idx = torch.minimum(f_c + offsets, l_c).clamp_(0, most - 1)  # [p, k, span]
+                flat = (sm.view(-1, 1, 1) * n_chords + seg_base + idx).view(-1)
+                c_ax, c_ay, c_dx, c_dy, c_inv = table.index_select(1, flat).view(5, p1 - p0, k, span)
+                d2, lam = _chord_distances(pxs[p0:p1], pys[p0:p1], c_ax, c_ay, c_dx, c_dy, c_inv)
+                d2.masked_fill_(l_c < 0, math.inf)  # a segment with no chord in reach of the tile
+                d2min, jl = d2.min(dim=2)  # [p, k]: per segment
                 hit = (d2min <= cut2[sm, 0]).nonzero()  # in (pair, segment) order
                 if hit.shape[0] == 0:
                     continue
                 hp, hs = hit.unbind(1)
-                jj = hs * most + jc[hp, hs]
+                jh = jl[hp, hs]
                 out_m.append(sm[hp])
                 out_q.append(pq[p0:p1][hp])
-                out_j.append(jj)
-                out_l.append(lam[hp, jj])
+                out_j.append(hs * most + idx[hp, hs, jh])
+                out_l.append(lam[hp, hs, jh])
     per_stroke = q_count * n_chords
     m_step = max(1, _SEARCH_BUDGET // max(per_stroke, 1))
     q_step = q_count if per_stroke <= _SEARCH_BUDGET else max(1, _SEARCH_BUDGET // n_chords)
@@ -746,6 +762,40 @@ def _search(
     row = oy[m] + torch.div(q, sw, rounding_mode="floor")
     col = ox[m] + q % sw
     return m, row, col, seg, t
+
+
+def _span_chunks(counts: list[int], spans: list[int], segments: int) -> list[tuple[int, int, int]]:
+    """``(start, stop, span)`` chunks of a tiled search's pixels (stroke-major, ``counts[m]`` of
+    stroke ``m``, each tested against up to ``spans[m]`` chords per segment): consecutive strokes
+    share a chunk (tested against the largest span among them) while that costs at most a quarter
+    more than apart, or is small anyway (``_MERGE_ELEMENTS``); none exceeds ``_SEARCH_BUDGET``
+    elements. Chunks keep the pixels' order, so the triples come out as from one pass."""
+    chunks: list[tuple[int, int, int]] = []
+    pos = 0
+    start, span, apart = 0, 0, 0  # the open chunk: first pixel, span, elements tested apart
+    for count, s in zip(counts, spans):
+        if count == 0:
+            continue
+        wide = max(span, s)
+        merged = (pos + count - start) * wide * segments
+        if (
+            pos > start
+            and merged <= _SEARCH_BUDGET
+            and (merged <= 1.25 * (apart + count * s * segments) or merged <= _MERGE_ELEMENTS)
+        ):
+            span, apart = wide, apart + count * s * segments
+        else:
+            if pos > start:
+                chunks.append((start, pos, span))
+            start, span, apart = pos, s, count * s * segments
+        pos += count
+    if pos > start:
+        chunks.append((start, pos, span))
+    out: list[tuple[int, int, int]] = []  # split chunks over the budget by pixels
+    for a, b, s in chunks:
+        step = max(1, _SEARCH_BUDGET // (s * segments))
+        out.extend((p, min(b, p + step), s) for p in range(a, b, step))
+    return out
 
 
 def _groups(classes: list[tuple[int, int, int, int]], segments: int) -> list[list[int]]:
