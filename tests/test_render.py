@@ -609,8 +609,13 @@ def test_the_tiled_search_of_large_boxes_renders_bit_for_bit_as_the_full_pass(
     start = torch.rand(batch, n, 1, 2, generator=g, dtype=dtype) * 160
     spread = torch.where(torch.rand(batch, n, 1, 1, generator=g) < 0.5, 150.0, 20.0).to(dtype)
     points = start + torch.rand(batch, n, p, 2, generator=g, dtype=dtype) * spread - 10
+    points[:, 0] = 80 + torch.rand(batch, p, 2, generator=g, dtype=dtype) * 20  # one always on the canvas
     widths = torch.full((batch, n), width, dtype=dtype)
-    colors = torch.rand(batch, n, 4, generator=g, dtype=dtype)
+    # dark enough to show (a pale, nearly transparent thin stroke can round to the white canvas)
+    colors = torch.rand(batch, n, 4, generator=g, dtype=dtype) * torch.tensor(
+        [0.5, 0.5, 0.5, 0.5], dtype=dtype
+    )
+    colors[..., 3] += 0.5
     out = {}
     # the tiles and their chord ranges (every box tiled, or the large ones) against every pixel
     # of every box tested against every chord
