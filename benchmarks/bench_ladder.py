@@ -138,7 +138,7 @@ def run_image(make: Any, image: Image.Image, args: argparse.Namespace) -> dict[s
             "order": greedy.stroke_order,
         }
     row["separate"] = {}
-    for k in RUNGS:
+    for k in RUNGS if args.separate else ():
         res, wall = timed(plain_sk, image, num_strokes=k)
         c = plain_sk.loss_curve(res.strokes, res.target)
         row["separate"][str(k)] = {"seconds": wall, "per_step": res.timings["per_step"], "loss": c[-1]}
@@ -213,7 +213,7 @@ def summarise(rows: dict[str, dict[str, Any]], modes: list[str]) -> dict[str, An
     out: dict[str, Any] = {}
     for mode in modes:
         gaps = {}
-        for k in RUNGS:
+        for k in RUNGS if all(len(rows[n]["separate"]) > 1 for n in names) else ():
             gaps[str(k)] = statistics.mean(
                 rows[n][mode]["curve"][k] / rows[n]["separate"][str(k)]["loss"] - 1 for n in names
             )
@@ -232,12 +232,12 @@ def summarise(rows: dict[str, dict[str, Any]], modes: list[str]) -> dict[str, An
             for n in names
         )
         out[mode]["auto_monotone"] = monotone
-    four = statistics.mean(
-        sum(rows[n]["separate"][str(k)]["seconds"] for k in (*RUNGS, N)) / rows[n]["plain"]["seconds"]
-        for n in names
-    )
-    out["separate_cost_ratio"] = four
-    if all("progressive" in rows[n] for n in names):
+    if all(len(rows[n]["separate"]) > 1 for n in names):
+        out["separate_cost_ratio"] = statistics.mean(
+            sum(rows[n]["separate"][str(k)]["seconds"] for k in (*RUNGS, N)) / rows[n]["plain"]["seconds"]
+            for n in names
+        )
+    if all("progressive" in rows[n] and len(rows[n]["separate"]) > 1 for n in names):
         out["progressive"] = {
             "full_gap": statistics.mean(
                 rows[n]["progressive"]["curve"][N] / rows[n]["plain"]["curve"][N] - 1 for n in names
@@ -389,6 +389,12 @@ def main() -> None:
     parser.add_argument("--images", default="horse,house,chelsea")
     parser.add_argument("--modes", default="all,sample")
     parser.add_argument("--no-greedy", dest="greedy", action="store_false")
+    parser.add_argument(
+        "--no-separate",
+        dest="separate",
+        action="store_false",
+        help="skip the separate 4/8/16-stroke runs (no prefix gaps: order and cost only)",
+    )
     parser.add_argument("--auto", action="store_true", help="also real num_strokes='auto' runs")
     parser.add_argument("--progressive", action="store_true", help="also a progressive 32-stroke run")
     parser.add_argument(
@@ -455,7 +461,11 @@ def main() -> None:
         line += f"; separate {sum(v['seconds'] for v in row['separate'].values()):.1f} s"
         for mode in [*args.modes, *(["progressive"] if "progressive" in row else [])]:
             e = row[mode]
-            gaps = [e["curve"][k] / row["separate"][str(k)]["loss"] - 1 for k in RUNGS]
+            gaps = [
+                e["curve"][k] / row["separate"][str(k)]["loss"] - 1
+                for k in RUNGS
+                if str(k) in row["separate"]
+            ]
             gaps.append(e["curve"][N] / row["plain"]["curve"][N] - 1)
             line += (
                 f"\n         {mode:6s} {e['seconds']:.1f} s area {e['area']:.3f} gaps "

@@ -14,7 +14,13 @@ from hypothesis import strategies as st
 from clipasso import Callback, SketchConfig, Sketcher
 from clipasso.errors import InputError
 from clipasso.losses import LossContext, SketchLoss
-from clipasso.prefixes import choose_stroke_count, curve_area, nested_loss, prefix_weights
+from clipasso.prefixes import (
+    choose_stroke_count,
+    curve_area,
+    default_prefix_weights,
+    nested_loss,
+    prefix_weights,
+)
 
 SIZE = 64
 
@@ -364,17 +370,17 @@ def test_spread_refuses_a_loss_without_views() -> None:
         _sketcher(nested=[2, 4], nested_mode="spread").sketch(_image())
 
 
-def test_the_default_nested_mode_spreads_for_clip_losses_and_scores_all_prefixes_otherwise() -> None:
+def test_the_default_nested_mode_spreads_for_clip_losses_and_samples_a_prefix_otherwise() -> None:
     from clipasso.losses import CLIPConvLoss
     from clipasso.testing import recalibrate_batchnorm, tiny_clip
 
     big = torch.nn.functional.interpolate(_image()[None], size=224, mode="bilinear")
     model = recalibrate_batchnorm(tiny_clip("resnet"), big)
     assert SketchConfig().nested_mode == "auto"
-    assert _sketcher(nested=[2, 4]).nested_mode == "all"  # Ink has no views
-    assert _sketcher(nested=[2, 4], nested_mode="sample").nested_mode == "sample"  # as asked
+    assert _sketcher(nested=[2, 4]).nested_mode == "sample"  # Ink has no views
+    assert _sketcher(nested=[2, 4], nested_mode="all").nested_mode == "all"  # as asked
     assert not CLIPConvLoss(model, num_views=0).spreads_views()  # no random views: nothing to spread
-    assert _sketcher(loss=CLIPConvLoss(model, num_views=0), nested=[2, 4]).nested_mode == "all"
+    assert _sketcher(loss=CLIPConvLoss(model, num_views=0), nested=[2, 4]).nested_mode == "sample"
 
     def run(mode: str) -> Any:
         sk = _sketcher(loss=CLIPConvLoss(model, num_views=2), nested=[2, 4], nested_mode=mode, iterations=4)
@@ -387,7 +393,34 @@ def test_the_default_nested_mode_spreads_for_clip_losses_and_scores_all_prefixes
     for a, b in zip(got.candidates, spread.candidates):  # "auto" IS "spread" here, bit for bit
         assert torch.equal(a.strokes.points, b.strokes.points) and a.history.train == b.history.train
     assert got.candidates[0].history.train != every.candidates[0].history.train
-    # a run's num_views decides, as the loss adopts it: with none, "auto" scores every prefix
+    # a run's num_views decides, as the loss adopts it: with none, "auto" draws a prefix
     zero = _sketcher(loss=CLIPConvLoss(model), nested=[2, 4], num_views=0, iterations=2)
     zero.sketch(_image())
-    assert zero.nested_mode == "all"
+    assert zero.nested_mode == "sample"
+
+
+@given(count=st.integers(1, 8), mode=st.sampled_from(["all", "sample", "spread"]))
+def test_default_prefix_weights_put_half_on_the_full_sketch_when_sampling(count: int, mode: str) -> None:
+    w = prefix_weights(list(range(1, count + 1)), default_prefix_weights(count, mode))
+    assert w.shape == (count,) and torch.isclose(w.sum(), torch.tensor(1.0))
+    if mode == "sample" and count > 1:
+        assert torch.isclose(w[-1], torch.tensor(0.5))  # half on the full sketch
+        assert torch.allclose(w[:-1], torch.full((count - 1,), 0.5 / (count - 1)))
+        # a "sample" step's two scored prefixes then weigh the same: (K - 1) w_j = w_K
+        assert torch.isclose((count - 1) * w[0], w[-1])
+    else:
+        assert torch.allclose(w, torch.full((count,), 1.0 / count))
+
+
+def test_a_sampling_run_uses_its_default_weights_unless_given() -> None:
+    auto = _sketcher(nested=[2, 4], iterations=3)
+    assert auto.nested_mode == "sample" and auto.nested_weights == [1.0, 1.0, 2.0]
+    explicit = _sketcher(nested=[2, 4], nested_mode="sample", nested_weights=[1, 1, 2], iterations=3)
+    assert explicit.nested_weights == [1.0, 1.0, 2.0]
+    a, b = auto.sketch(_image()), explicit.sketch(_image())
+    assert a.candidates[0].history.train == b.candidates[0].history.train  # the same objective
+    equal = _sketcher(nested=[2, 4], nested_weights=[1, 1, 1], iterations=3)
+    assert equal.nested_weights == [1.0, 1.0, 1.0]
+    assert equal.sketch(_image()).candidates[0].history.train != a.candidates[0].history.train
+    assert _sketcher(nested=[2, 4], nested_mode="all").nested_weights == [1.0, 1.0, 1.0]
+    assert _sketcher().nested_weights is None  # a plain run

@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--nested-mode",
         choices=("auto", "all", "sample", "spread"),
         help="every prefix each step (all), one drawn (sample), the CLIP views spread over them (spread);"
-        " auto (default): spread for the CLIP losses, all otherwise",
+        " auto (default): spread for the CLIP losses, sample (half the weight on the full sketch) otherwise",
     )
     sk.add_argument(
         "--abstraction",

@@ -188,10 +188,12 @@ class SketchConfig:
             call on the full sketch whose random views are made from prefixes drawn by their
             weights, view 0 from the full sketch: a plain step's cost; CLIP losses only, as they
             are the ones with views) or ``"auto"`` (default: ``"spread"`` where the objective can
-            spread its views, else ``"all"``; :attr:`~clipasso.sketcher.Sketcher.nested_mode`
+            spread its views, else ``"sample"``; :attr:`~clipasso.sketcher.Sketcher.nested_mode`
             says which). Evaluations score all.
         nested_weights: Weights of the prefixes' losses, one per prefix in increasing order
-            (``nested`` and ``num_strokes``, sorted); None: equal weights (their mean).
+            (``nested`` and ``num_strokes``, sorted); None: the mode's default
+            (:func:`~clipasso.prefixes.default_prefix_weights`): equal weights (their mean), and
+            for ``"sample"`` half of the weight on the full sketch.
         auto_strokes: Choose the stroke count (``Sketcher(num_strokes="auto")``): optimise
             ``num_strokes`` nested strokes (``nested`` defaults to the powers of two below it),
             then keep the smallest prefix whose loss keeps ``1 - abstraction`` of the loss

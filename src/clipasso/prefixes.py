@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "choose_stroke_count",
     "curve_area",
+    "default_prefix_weights",
     "loss_curve",
     "nested_loss",
     "order_strokes",
@@ -56,6 +57,28 @@ def prefix_weights(prefixes: Sequence[int], weights: Sequence[float] | None = No
     if w.shape[0] != len(prefixes) or bool((w < 0).any()) or not float(w.sum()) > 0:
         raise InputError(f"prefix weights must be {len(prefixes)} numbers >= 0, not all 0, got {weights}")
     return w / w.sum()
+
+
+def default_prefix_weights(count: int, mode: str) -> list[float]:
+    """The prefix weights a nested run uses when none are given (``nested_weights=None``), for
+    ``count`` prefixes (the full sketch last) trained with ``mode``: equal weights for ``"all"``
+    and ``"spread"``; for ``"sample"`` half of the weight on the full sketch and the rest shared
+    equally by the others, so that each step's objective is half the full sketch's loss and half
+    the drawn prefix's (with equal weights the drawn prefix would carry ``(K - 1) / K`` of it).
+    Measured in docs/abstraction.md: on ``edges``, ``"sample"`` with these weights is the one
+    setting that met the cost, prefix-quality and order targets together.
+
+    Example:
+        >>> default_prefix_weights(4, "sample")
+        [1.0, 1.0, 1.0, 3.0]
+        >>> default_prefix_weights(4, "all")
+        [1.0, 1.0, 1.0, 1.0]
+    """
+    if count < 1:
+        raise InputError(f"a nested run has at least one prefix, got {count}")
+    if mode == "sample" and count > 1:
+        return [1.0] * (count - 1) + [float(count - 1)]
+    return [1.0] * count
 
 
 def sample_prefix(count: int, seed: int, iteration: int) -> int:

@@ -50,7 +50,7 @@ from .errors import InputError, NonFiniteLossError
 from .image import ImageLike, Matting, Target
 from .init.base import Initializer, InitResult, create_initializer
 from .losses.base import LossContext, RunSettings, SketchLoss, create_loss
-from .prefixes import choose_stroke_count, nested_loss, prefix_weights
+from .prefixes import choose_stroke_count, default_prefix_weights, nested_loss, prefix_weights
 from .render import Rasterizer, create_rasterizer
 from .result import Candidate, SketchResult
 from .strokes import StrokeSet
@@ -240,12 +240,27 @@ class Sketcher:
         """The nested mode a run uses: ``config.nested_mode``, with ``"auto"`` resolved against the
         objective: ``"spread"`` when every term can spread its random views over the prefixes
         (:meth:`~clipasso.losses.SketchLoss.spreads_views`: the CLIP losses with random views, a
-        plain step's cost), else ``"all"`` (every prefix each step). Asked after the loss is
-        configured for a run (its ``num_views`` may decide)."""
+        plain step's cost), else ``"sample"`` (the full sketch and one drawn prefix each step, with
+        half of the weight on the full sketch unless ``nested_weights`` are given; until
+        2026-12-03 ``"all"``). Asked after the loss is configured for a run (its ``num_views`` may
+        decide)."""
         mode = self.config.nested_mode
         if mode != "auto":
             return mode
-        return "spread" if self.loss.spreads_views() else "all"
+        return "spread" if self.loss.spreads_views() else "sample"
+
+    @property
+    def nested_weights(self) -> list[float] | None:
+        """The prefix weights a nested run uses, one per prefix in increasing order
+        (``config.nested_weights``, or :func:`~clipasso.prefixes.default_prefix_weights` of
+        :attr:`nested_mode`: equal, or half on the full sketch for ``"sample"``), unnormalised;
+        None for a plain run. Asked, like :attr:`nested_mode`, after the loss is configured."""
+        ks = self.config.prefix_set()
+        if ks is None:
+            return None
+        if self.config.nested_weights is not None:
+            return [float(w) for w in self.config.nested_weights]
+        return default_prefix_weights(len(ks), self.nested_mode)
 
     @property
     def rasterizer(self) -> Rasterizer:
@@ -509,7 +524,7 @@ class Sketcher:
         if sketch.dim() == 5:
             cfg = self.config
             ks = cfg.prefix_set() or [sketch.shape[1]]
-            weights = prefix_weights(ks, cfg.nested_weights)
+            weights = prefix_weights(ks, self.nested_weights)
             return nested_loss(
                 lambda x, ctx: dict(self.loss(x, image, ctx)),
                 sketch,
