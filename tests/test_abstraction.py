@@ -182,6 +182,36 @@ def test_order_is_a_permutation_by_greedy_removal_and_front_loads_the_curve() ->
     assert ordered.stroke_order[-1] == min(range(5), key=lambda r: (without[r], r))  # type: ignore[index]
 
 
+def test_ordering_a_ladder_keeps_its_rungs_and_orders_within_them() -> None:
+    sk = _sketcher(num_sketches=1, iterations=12, num_strokes=6, nested=[2, 4])
+    result = sk.sketch(_image())
+    kept = sk.order_strokes(result)  # a nested run: its own rungs 2 and 4 stay by default
+    order = kept.stroke_order or []
+    assert sorted(order) == list(range(6))
+    assert sorted(order[:2]) == [0, 1] and sorted(order[:4]) == [0, 1, 2, 3]
+    assert torch.equal(kept.strokes.points, result.strokes.points[:, order])
+    assert kept.curve is not None and result.curve is not None
+    for k in (0, 2, 4, 6):  # the rungs' prefixes are the same sketches
+        assert kept.curve[k] == pytest.approx(result.curve[k], rel=1e-6, abs=1e-9)
+    # within the last block (strokes 4, 5), the one whose removal raised the loss least went last
+    s = result.strokes
+    without = {}
+    for r in (4, 5):
+        keep = [i for i in range(6) if i != r]
+        with torch.no_grad():
+            img = sk.rasterizer.render_over(
+                s.points[:, keep], s.widths[:, keep], s.colors[:, keep], s.canvas_size, 1.0
+            )
+            without[r] = float(sk.loss(img, result.target.image, LossContext(mode="eval"))["ink"][0])
+    assert order[-1] == min((4, 5), key=lambda r: (without[r], r))
+    # rungs=[] (or one block) orders freely, as for a plain run
+    free = sk.order_strokes(result, rungs=[])
+    assert free.stroke_order == sk.order_strokes(result, rungs=[6]).stroke_order
+    assert free.curve is not None and curve_area(free.curve) <= curve_area(kept.curve) + 1e-9
+    with pytest.raises(InputError, match="rungs"):
+        sk.order_strokes(result, rungs=[7])
+
+
 @given(
     curve=st.lists(st.floats(0.0, 10.0), min_size=2, max_size=12),
     e1=st.floats(0.0, 1.0),

@@ -805,10 +805,24 @@ class Sketcher:
         (:func:`clipasso.prefixes.loss_curve`)."""
         return prefixes.loss_curve(self, strokes, target, batch)
 
-    def order_strokes(self, result: SketchResult, batch: int = 8) -> SketchResult:
+    def order_strokes(
+        self, result: SketchResult, batch: int = 8, rungs: Sequence[int] | None = None
+    ) -> SketchResult:
         """The winner's strokes in importance order by greedy removal, most important first
-        (:func:`clipasso.prefixes.order_strokes`)."""
-        return prefixes.order_strokes(self, result, batch)
+        (:func:`clipasso.prefixes.order_strokes`).
+
+        Args:
+            result: A result of this Sketcher.
+            batch: Leave-one-out sketches scored per batch.
+            rungs: Stroke counts whose prefixes keep their strokes (reordering only within the
+                blocks between them). None: the run's own ladder for a nested run
+                (``config.nested``, so the trained rungs stay), no constraint for a plain one;
+                ``[]``: no constraint.
+        """
+        if rungs is None:
+            ks = self.config.prefix_set()
+            rungs = [] if ks is None else [k for k in ks if k < result.strokes.num_strokes]
+        return prefixes.order_strokes(self, result, batch, rungs)
 
     # ------------------------------------------------------------------ checkpoints
 
