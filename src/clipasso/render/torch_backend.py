@@ -696,8 +696,8 @@ def _search(
             pt = tile_of.index_select(0, pq)
             f_p, l_p = first[pm, :, pt], last[pm, :, pt]  # [P, k]
             pixel_span = (l_p - f_p + 1).amax(dim=1)
-            spans = pixel_span.new_zeros(m_count).scatter_reduce_(0, pm, pixel_span, "amax").tolist()
-            counts = torch.bincount(pm, minlength=m_count).tolist()
+            widest = pixel_span.new_zeros(m_count).scatter_reduce_(0, pm, pixel_span, "amax")
+            spans, counts = torch.stack([widest, torch.bincount(pm, minlength=m_count)]).tolist()  # one sync
             pxs = px[:, 0][pm, pq].view(-1, 1, 1)  # [P, 1, 1]
             pys = py[:, 0][pm, pq].view(-1, 1, 1)
             table = torch.stack([ax, ay, dx, dy, inv_len2]).view(5, m_count * n_chords)
