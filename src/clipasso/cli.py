@@ -221,6 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="CLIP arithmetic: auto (bf16 where fast and accurate enough, default) or fp32 (the reference's)",
     )
     sk.add_argument(
+        "--fold-batchnorm",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="fold CLIP's BatchNorms into its convolutions (about 10 %% less per step; the same "
+        "function, rounded differently; on in --preset fast, off in the default and the reference)",
+    )
+    sk.add_argument(
         "--target-pool",
         type=int,
         metavar="K",
@@ -367,6 +374,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "initializer": args.initializer,
         "precision": args.precision,
         "target_pool": args.target_pool,
+        "fold_batchnorm": args.fold_batchnorm,
         "num_views": args.views,
         "identity_weight": args.identity_weight,
         "reseed_every": args.reseed_every,

@@ -38,7 +38,8 @@ MIN_CANVAS = 16
 #: ``"fast"``: races the candidates (only the leader goes on after 50 steps, with those within 0.5 %
 #: until step 300), 1400 iterations with a cosine decay over the last 30 %, 2 random views per
 #: step with view 0 weighted 0.2, and evaluations taken from the training step's view 0
-#: (``free_evaluations``: the same values to the kernels' rounding). Deviations from the
+#: (``free_evaluations``: the same values to the kernels' rounding), with CLIP's BatchNorms folded
+#: into its convolutions (``fold_batchnorm``: the same function, rounded differently). Deviations from the
 #: reference; what they cost and gain, as measured on a random-weight proxy, is in
 #: docs/performance.md ("The fast preset").
 PRESETS: dict[str, dict[str, Any]] = {
@@ -52,6 +53,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "num_views": 2,
         "identity_weight": 0.2,
         "free_evaluations": True,
+        "fold_batchnorm": True,
     },
     "reference": {
         "precision": "fp32",
@@ -154,6 +156,10 @@ class SketchConfig:
             reference's arithmetic.
         channels_last: Channels-last inputs for CLIP ResNets (losses that take ``channels_last``).
             These speed settings reach the losses through ``SketchLoss.configure`` (names and objects).
+        fold_batchnorm: CLIP ResNet passes run a copy of the tower with each BatchNorm folded into
+            the convolution before it (losses that take ``fold_batchnorm``): the same function
+            without the BatchNorm passes, rounded differently, so off in the reference (default);
+            on in ``"fast"``. Measured in docs/performance.md.
         target_pool: 0 (the reference) or the size K of a fixed pool of random views whose target
             features are computed once, so the iterations skip the target's CLIP pass (its measured
             effect: docs/performance.md). A deviation from the reference (each sketch still draws
@@ -258,6 +264,7 @@ class SketchConfig:
     shared_views: bool = False
     precision: str = "auto"
     channels_last: bool = True
+    fold_batchnorm: bool = False
     target_pool: int = 0
     num_views: int = 4
     identity_weight: float | None = None
@@ -622,6 +629,7 @@ _CHECKS: dict[str, Callable[[str, Any], None]] = {
     "shared_views": _bool_check,
     "precision": _str_check(("fp32", "bf16", "auto")),
     "channels_last": _bool_check,
+    "fold_batchnorm": _bool_check,
     "target_pool": _int_check(0, "max_views"),
     "num_views": _int_check(0, "max_views"),
     "identity_weight": _unit_or_none,

@@ -28,6 +28,7 @@ class RunSettings:
         width: Stroke half-width in pixels (initializers).
         mask_weighting: What losses do with ``LossContext.mask`` (:mod:`clipasso.losses.masking`),
             set by runs with ``background="weight"``; None: each loss's own default.
+        fold_batchnorm: CLIP ResNet towers with their BatchNorms folded into the convolutions.
 
     Example:
         >>> RunSettings(precision="auto").num_views
@@ -43,3 +44,4 @@ class RunSettings:
     num_segments: int = 1
     width: float = 1.5
     mask_weighting: str | None = None
+    fold_batchnorm: bool = False

@@ -36,6 +36,10 @@ Speed options (measured in ``docs/performance.md``):
 * ``compile_model``: ``torch.compile`` the feature pass (off: on a 2-core CPU it does not pay).
 * ``bf16_weights``: bf16 passes run a copy of the tower with its convolution and linear weights in
   bf16 already, instead of autocast casting the fp32 weights on every call (exact; on by default).
+* ``fold_batchnorm``: ResNet passes run a copy of the tower with each BatchNorm folded into the
+  convolution before it (:mod:`clipasso.losses.folding`): the same function without the BatchNorm
+  passes, not bit for bit (the folded weights round differently). Off by default and in the
+  reference; on in the ``fast`` preset.
 
 Example:
     >>> import torch
@@ -63,6 +67,7 @@ from ..augment import ReferenceViews, ViewParams
 from ..errors import InputError
 from ..models import is_resnet, is_vit, resnet_features, visual_of, vit_features
 from .base import CLIPModelRef, LossContext, RunSettings, SketchLoss, configure_views, register_loss
+from .folding import FoldedTower
 from .masking import MaskWeighting, check_mask_weighting, masked_layer_terms
 from .precision import BF16Tower, Precision, bf16_supported, check_precision, choose_precision
 
@@ -176,6 +181,21 @@ def _views(num_views: int | None) -> int:
     return 4 if num_views is None else num_views
 
 
+@torch.no_grad()
+def _fold_probe(tower: nn.Module, folded: nn.Module, dtype: torch.dtype) -> float:
+    """Relative difference of ``folded``'s ``layer4`` features (in ``dtype``) from ``tower``'s in
+    fp32 on a fixed random 64-pixel probe: the check of every new BatchNorm-folded copy."""
+    weight = next(tower.parameters())
+    g = torch.Generator().manual_seed(0)
+    probe = torch.randn(2, 3, 64, 64, generator=g).to(weight.device)
+    want = resnet_features(tower, probe, ["layer4"])["layer4"].float()
+    bf16 = dtype == torch.bfloat16
+    with torch.autocast(device_type=probe.device.type, dtype=torch.bfloat16, enabled=bf16):
+        got = resnet_features(folded, probe, ["layer4"])["layer4"].float()
+    scale = want.norm().clamp_min(1e-12)
+    return float((got - want).norm() / scale)
+
+
 def _guess_arch(model: nn.Module | str | os.PathLike[str]) -> Arch | None:
     if isinstance(model, nn.Module):
         if is_vit(model):
@@ -208,7 +228,7 @@ class CLIPConvLoss(SketchLoss):
         num_views: Random views in train mode (reference: 4); view 0 is always included.
 
             This and the other run settings (``identity_weight``, ``precision``,
-            ``channels_last``, ``target_pool``) are left unset by default: then a
+            ``channels_last``, ``target_pool``, ``fold_batchnorm``) are left unset by default: then a
             :class:`~clipasso.Sketcher` run sets them from its config (:meth:`configure`), and a
             standalone loss uses 4 views, the plain mean, fp32, contiguous inputs and no pool.
             Given here, they stay as given (:attr:`fixed`).
@@ -236,6 +256,12 @@ class CLIPConvLoss(SketchLoss):
             are bf16 already (:class:`~clipasso.losses.precision.BF16Tower`; exact: autocast casts
             the frozen fp32 weights to those same values on every call). Costs a bf16 copy of those
             weights (about 110 MB for RN101); False casts on every call, as autocast alone does.
+        fold_batchnorm: Run ResNet towers as a copy with each BatchNorm folded into its convolution
+            (:class:`~clipasso.losses.folding.FoldedTower`; in bf16 passes its weights are bf16,
+            which replaces ``bf16_weights``' copy). The same function, rounded differently: a
+            deviation from the reference's arithmetic at the level of bf16's rounding (measured in
+            docs/performance.md). Each new copy is checked against the tower on a 64-pixel probe
+            and not used if they differ by more than 5 %. Ignored for ViT towers (no BatchNorm).
         mask_weighting: What ``LossContext.mask`` does (:mod:`clipasso.losses.masking`):
             ``"ignore"`` (default, the reference), ``"target"``, ``"features"`` or ``"both"``.
 
@@ -266,6 +292,7 @@ class CLIPConvLoss(SketchLoss):
         target_pool: int | None = None,
         compile_model: bool = False,
         bf16_weights: bool = True,
+        fold_batchnorm: bool | None = None,
         mask_weighting: str | None = None,
     ) -> None:
         super().__init__(weight=weight)
@@ -275,6 +302,7 @@ class CLIPConvLoss(SketchLoss):
             "channels_last": channels_last,
             "target_pool": target_pool,
             "mask_weighting": mask_weighting,
+            "fold_batchnorm": fold_batchnorm,
         }
         #: The run settings given to the constructor: :meth:`configure` leaves them as they are.
         self.fixed: frozenset[str] = frozenset(k for k, v in given.items() if v is not None)
@@ -299,6 +327,8 @@ class CLIPConvLoss(SketchLoss):
         self.compile_model = bool(compile_model)
         self.bf16_weights = bool(bf16_weights)
         self._bf16_tower = BF16Tower()
+        self.fold_batchnorm = bool(fold_batchnorm)
+        self._folded = FoldedTower(check=_fold_probe)
         #: The precision in use (``"auto"`` resolves on the first call; None before).
         self.active_precision: Literal["fp32", "bf16"] | None = None if precision == "auto" else precision
         #: Per-sketch cosines of the last accuracy-guard check (``"auto"`` only).
@@ -332,6 +362,8 @@ class CLIPConvLoss(SketchLoss):
         if "mask_weighting" not in self.fixed:  # set by a run with background="weight"
             chosen = settings.mask_weighting
             self.mask_weighting = check_mask_weighting(chosen if chosen is not None else "ignore")
+        if "fold_batchnorm" not in self.fixed:
+            self.fold_batchnorm = bool(settings.fold_batchnorm)
         if "target_pool" not in self.fixed and settings.target_pool != self.target_pool:
             self.target_pool = int(settings.target_pool)
             self.clear_cache()
@@ -389,6 +421,7 @@ class CLIPConvLoss(SketchLoss):
             f"fc_weight={self.fc_weight}, model={self.model!r}, weight={self.weight}, "
             f"precision={self.precision!r}, channels_last={self.channels_last}, "
             f"target_pool={self.target_pool}"
+            + (", fold_batchnorm=True" if self.fold_batchnorm else "")
             + ("" if self.identity_weight is None else f", identity_weight={self.identity_weight}")
         )
 
@@ -430,7 +463,9 @@ class CLIPConvLoss(SketchLoss):
                 self._compiled = cast(Callable[[nn.Module, Tensor], Features], torch.compile(self.features))
             fn = self._compiled
         bf16 = precision == "bf16"
-        if bf16 and self.bf16_weights:
+        if self.fold_batchnorm and self.arch == "resnet":
+            visual = self._folded.get(visual, torch.bfloat16 if bf16 else torch.float32)
+        elif bf16 and self.bf16_weights:
             visual = self._bf16_tower.get(visual)  # the same bits as autocast's casts, made once
         with torch.autocast(device_type=images.device.type, dtype=torch.bfloat16, enabled=bf16):
             return fn(visual, images)
@@ -448,6 +483,7 @@ class CLIPConvLoss(SketchLoss):
             id(visual),
             precision,
             self.channels_last,
+            self.fold_batchnorm and self.arch == "resnet",
             self.arch,
             tuple(self.layers),
             self.fc_weight,
