@@ -506,16 +506,45 @@ def onednn_summary(lines: list[str]) -> dict[str, dict[str, float]]:
     return dict(sorted(out.items(), key=lambda kv: -kv[1]["ms"]))
 
 
-def _interleaved(fns: dict[str, Callable[[], object]], reps: int) -> dict[str, float]:
-    """Median seconds of each ``fns[k]()`` over ``reps`` rounds that call them in turn (a drift of
-    the machine's speed hits them alike)."""
+def _interleaved_times(fns: dict[str, Callable[[], object]], reps: int) -> dict[str, list[float]]:
+    """Seconds of each ``fns[k]()`` in each of ``reps`` rounds that call them in turn."""
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(reps):
         for k, fn in fns.items():
             t0 = time.perf_counter()
             fn()
             times[k].append(time.perf_counter() - t0)
-    return {k: _median(v) for k, v in times.items()}
+    return times
+
+
+def _interleaved(fns: dict[str, Callable[[], object]], reps: int) -> dict[str, float]:
+    """Median seconds of each ``fns[k]()`` over ``reps`` rounds that call them in turn (a drift of
+    the machine's speed hits them alike)."""
+    return {k: _median(v) for k, v in _interleaved_times(fns, reps).items()}
+
+
+def _paired(times: dict[str, list[float]], base: str) -> dict[str, float]:
+    """Median over the rounds of each variant's time over ``base``'s in the same round: a paired
+    ratio, robust to a machine whose speed drifts between rounds."""
+    return {k: _median([a / b for a, b in zip(v, times[base])]) for k, v in times.items() if k != base}
+
+
+def _against_fp32(losses: dict[str, CLIPConvLoss], sketch: Tensor, target: Tensor) -> dict[str, list[float]]:
+    """For each loss but ``"fp32"``: the cosine of its input gradient to the fp32 loss's, and its
+    loss's relative difference from the fp32 loss's, on the same views (the same generator seed)."""
+    grads: dict[str, tuple[Tensor, float]] = {}
+    for name, loss in losses.items():
+        x = sketch.detach().clone().requires_grad_(True)
+        total = sum(loss(x, target, LossContext(generators=[torch.Generator().manual_seed(11)])).values())
+        assert isinstance(total, Tensor)
+        total.sum().backward()
+        assert x.grad is not None
+        grads[name] = (x.grad.flatten().double(), float(total.sum()))
+    g32, l32 = grads.pop("fp32")
+    return {
+        k: [float(torch.nn.functional.cosine_similarity(g, g32, dim=0)), abs(v - l32) / abs(l32)]
+        for k, (g, v) in grads.items()
+    }
 
 
 def kernel_study(models: Models, reps: int = 4, with_compile: bool = False) -> dict[str, Any]:
@@ -523,7 +552,8 @@ def kernel_study(models: Models, reps: int = 4, with_compile: bool = False) -> d
 
     The loss of the ``fast`` preset's one-candidate step (B = 1, view 0 + 2 random views with view 0
     weighted 0.2, bf16 autocast, channels_last): its forward + backward timed with the bf16 weight
-    copy on and off (interleaved); the torch profiler's top operators; oneDNN's own kernel log
+    copy on and off and with the BatchNorms folded (interleaved, with paired ratios); the torch
+    profiler's top operators; oneDNN's own kernel log
     (which implementation ran, forward and backward, and the weight reorders); the dtypes of the
     tensors the graph saves for backward (a bf16 backward saves bf16); the bare tower's views with
     the target views in the sketch's batch (one pass with autograd) against apart (the target
@@ -536,8 +566,15 @@ def kernel_study(models: Models, reps: int = 4, with_compile: bool = False) -> d
     drop_weight_grads(rn)
     out: dict[str, Any] = {}
 
-    def fast_loss(**kw: Any) -> CLIPConvLoss:
-        return CLIPConvLoss(rn, precision="bf16", channels_last=True, num_views=2, identity_weight=0.2, **kw)
+    def fast_loss(precision: str = "bf16", **kw: Any) -> CLIPConvLoss:
+        return CLIPConvLoss(
+            rn,
+            precision=precision,
+            channels_last=True,
+            num_views=2,
+            identity_weight=0.2,
+            **kw,  # type: ignore[arg-type]
+        )
 
     sketch = random_sketches(1, seed=7).requires_grad_(True)
 
@@ -552,11 +589,21 @@ def kernel_study(models: Models, reps: int = 4, with_compile: bool = False) -> d
     variants = {
         "bf16_weights=False (autocast casts every call)": fast_loss(bf16_weights=False),
         "bf16_weights=True (the default)": fast_loss(),
+        "fold_batchnorm=True": fast_loss(fold_batchnorm=True),
+        "prepack_weights=True": fast_loss(prepack_weights=True),
+        "fold_batchnorm + prepack_weights (the fast preset)": fast_loss(
+            fold_batchnorm=True, prepack_weights=True
+        ),
     }
     for loss in variants.values():
         stepper(loss)()  # warm-up (builds the bf16 copy, the target cache)
-    out["loss forward+backward s (median)"] = _interleaved(
-        {k: stepper(loss) for k, loss in variants.items()}, reps
+    times = _interleaved_times({k: stepper(loss) for k, loss in variants.items()}, reps)
+    out["loss forward+backward s (median)"] = {k: _median(v) for k, v in times.items()}
+    out["loss forward+backward, paired ratio to bf16_weights=True (median over rounds)"] = _paired(
+        times, "bf16_weights=True (the default)"
+    )
+    out["input gradient: cosine to fp32, relative loss difference to fp32"] = _against_fp32(
+        {**variants, "fp32": fast_loss(precision="fp32")}, sketch, models.target
     )
     step = stepper(variants["bf16_weights=True (the default)"])
     for name, loss in variants.items():
@@ -608,8 +655,19 @@ def kernel_study(models: Models, reps: int = 4, with_compile: bool = False) -> d
         t0 = time.perf_counter()
         stepper(comp)()
         out["compile: first call incl. compilation, s"] = time.perf_counter() - t0
-        both = {"eager": stepper(fast_loss()), "compiled": stepper(comp)}
-        out["compile: steady state s (median), eager vs compiled"] = _interleaved(both, reps)
+        comp_fold = fast_loss(compile_model=True, fold_batchnorm=True)
+        t0 = time.perf_counter()
+        stepper(comp_fold)()
+        out["compile with fold_batchnorm: first call incl. compilation, s"] = time.perf_counter() - t0
+        both = {
+            "eager": stepper(fast_loss()),
+            "compiled": stepper(comp),
+            "eager, folded": stepper(fast_loss(fold_batchnorm=True)),
+            "compiled, folded": stepper(comp_fold),
+        }
+        times = _interleaved_times(both, reps)
+        out["compile: steady state s (median), eager vs compiled"] = {k: _median(v) for k, v in times.items()}
+        out["compile: paired ratio to eager (median over rounds)"] = _paired(times, "eager")
     return out
 
 
@@ -708,7 +766,9 @@ def main() -> None:
     parser.add_argument("--only", choices=["both", "baseline", "default", "none"], default="both")
     parser.add_argument("--preset", help="run (b) from this SketchConfig preset, e.g. fast")
     parser.add_argument("--profile", action="store_true", help="time the parts of one iteration")
-    parser.add_argument("--rounds", type=int, default=4, help="with --profile: interleaved repetitions")
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="with --profile or --kernels: interleaved repetitions"
+    )
     parser.add_argument("--options", action="store_true", help="time each speed-up on/off")
     parser.add_argument(
         "--compile", action="store_true", help="with --options or --kernels: also try torch.compile"
@@ -877,7 +937,7 @@ def main() -> None:
         for k, v in report["options"].items():
             print(f"option {k}: {v if isinstance(v, list) else round(v, 3)}")
     if args.kernels:
-        report["kernels"] = kernels = kernel_study(models, with_compile=args.compile)
+        report["kernels"] = kernels = kernel_study(models, reps=args.rounds, with_compile=args.compile)
         for k, v in kernels.items():
             print(f"kernels {k}: {json.dumps(v, default=str)}", flush=True)
     if args.machine_check:

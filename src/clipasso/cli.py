@@ -228,6 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
         "function, rounded differently; on in --preset fast, off in the default and the reference)",
     )
     sk.add_argument(
+        "--prepack-weights",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="on a CPU, keep CLIP's convolution weights reordered for oneDNN instead of reordering "
+        "them on every call (the same kernels; on in --preset fast, off in the default and the reference)",
+    )
+    sk.add_argument(
         "--target-pool",
         type=int,
         metavar="K",
@@ -375,6 +382,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "precision": args.precision,
         "target_pool": args.target_pool,
         "fold_batchnorm": args.fold_batchnorm,
+        "prepack_weights": args.prepack_weights,
         "num_views": args.views,
         "identity_weight": args.identity_weight,
         "reseed_every": args.reseed_every,

@@ -29,6 +29,7 @@ class RunSettings:
         mask_weighting: What losses do with ``LossContext.mask`` (:mod:`clipasso.losses.masking`),
             set by runs with ``background="weight"``; None: each loss's own default.
         fold_batchnorm: CLIP ResNet towers with their BatchNorms folded into the convolutions.
+        prepack_weights: CLIP ResNet convolutions with their weights reordered once for oneDNN (CPU).
 
     Example:
         >>> RunSettings(precision="auto").num_views
@@ -45,3 +46,4 @@ class RunSettings:
     width: float = 1.5
     mask_weighting: str | None = None
     fold_batchnorm: bool = False
+    prepack_weights: bool = False

@@ -675,7 +675,7 @@ class Sketcher:
     def run_settings(self) -> RunSettings:
         """The settings every loss and initializer receives through ``configure`` before a run
         (device, precision, channels_last, target_pool, num_views, identity_weight, num_segments,
-        width, mask_weighting, fold_batchnorm), from the config."""
+        width, mask_weighting, fold_batchnorm, prepack_weights), from the config."""
         cfg = self.config
         return RunSettings(
             device=self.device,
@@ -689,6 +689,7 @@ class Sketcher:
             # the weight map inside the losses (issue 21) only with background="weight"
             mask_weighting=cfg.mask_weighting if cfg.background == "weight" else None,
             fold_batchnorm=cfg.fold_batchnorm,
+            prepack_weights=cfg.prepack_weights,
         )
 
     def start(self, target: Target, seeds: Sequence[int]) -> tuple[RunState, list[InitResult]]:

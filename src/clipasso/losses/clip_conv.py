@@ -40,6 +40,10 @@ Speed options (measured in ``docs/performance.md``):
   convolution before it (:mod:`clipasso.losses.folding`): the same function without the BatchNorm
   passes, not bit for bit (the folded weights round differently). Off by default and in the
   reference; on in the ``fast`` preset.
+* ``prepack_weights``: on a CPU, the convolutions of those copies (the bf16 weight copy or the
+  folded one) keep their weights reordered for oneDNN instead of reordering them on every call
+  (:mod:`clipasso.losses.prepack`): the same kernels on the same numbers. Off by default and in
+  the reference; on in the ``fast`` preset.
 
 Example:
     >>> import torch
@@ -70,6 +74,7 @@ from .base import CLIPModelRef, LossContext, RunSettings, SketchLoss, configure_
 from .folding import FoldedTower
 from .masking import MaskWeighting, check_mask_weighting, masked_layer_terms
 from .precision import BF16Tower, Precision, bf16_supported, check_precision, choose_precision
+from .prepack import prepack_convolutions
 
 __all__ = [
     "RESNET_CONV_LAYERS",
@@ -228,7 +233,8 @@ class CLIPConvLoss(SketchLoss):
         num_views: Random views in train mode (reference: 4); view 0 is always included.
 
             This and the other run settings (``identity_weight``, ``precision``,
-            ``channels_last``, ``target_pool``, ``fold_batchnorm``) are left unset by default: then a
+            ``channels_last``, ``target_pool``, ``fold_batchnorm``, ``prepack_weights``) are left
+            unset by default: then a
             :class:`~clipasso.Sketcher` run sets them from its config (:meth:`configure`), and a
             standalone loss uses 4 views, the plain mean, fp32, contiguous inputs and no pool.
             Given here, they stay as given (:attr:`fixed`).
@@ -262,6 +268,11 @@ class CLIPConvLoss(SketchLoss):
             deviation from the reference's arithmetic at the level of bf16's rounding (measured in
             docs/performance.md). Each new copy is checked against the tower on a 64-pixel probe
             and not used if they differ by more than 5 %. Ignored for ViT towers (no BatchNorm).
+        prepack_weights: On a CPU, the convolutions of the tower's copy (``bf16_weights``' or
+            ``fold_batchnorm``'s; there is none in an fp32 pass without folding) keep their weights
+            reordered for oneDNN, once per input shape, instead of on every call
+            (:class:`~clipasso.losses.prepack.PackedConv2d`). The same kernels on the same numbers
+            (bit for bit where measured, docs/performance.md); ResNet towers only.
         mask_weighting: What ``LossContext.mask`` does (:mod:`clipasso.losses.masking`):
             ``"ignore"`` (default, the reference), ``"target"``, ``"features"`` or ``"both"``.
 
@@ -293,6 +304,7 @@ class CLIPConvLoss(SketchLoss):
         compile_model: bool = False,
         bf16_weights: bool = True,
         fold_batchnorm: bool | None = None,
+        prepack_weights: bool | None = None,
         mask_weighting: str | None = None,
     ) -> None:
         super().__init__(weight=weight)
@@ -303,6 +315,7 @@ class CLIPConvLoss(SketchLoss):
             "target_pool": target_pool,
             "mask_weighting": mask_weighting,
             "fold_batchnorm": fold_batchnorm,
+            "prepack_weights": prepack_weights,
         }
         #: The run settings given to the constructor: :meth:`configure` leaves them as they are.
         self.fixed: frozenset[str] = frozenset(k for k, v in given.items() if v is not None)
@@ -329,6 +342,7 @@ class CLIPConvLoss(SketchLoss):
         self._bf16_tower = BF16Tower()
         self.fold_batchnorm = bool(fold_batchnorm)
         self._folded = FoldedTower(check=_fold_probe)
+        self.prepack_weights = bool(prepack_weights)
         #: The precision in use (``"auto"`` resolves on the first call; None before).
         self.active_precision: Literal["fp32", "bf16"] | None = None if precision == "auto" else precision
         #: Per-sketch cosines of the last accuracy-guard check (``"auto"`` only).
@@ -364,6 +378,8 @@ class CLIPConvLoss(SketchLoss):
             self.mask_weighting = check_mask_weighting(chosen if chosen is not None else "ignore")
         if "fold_batchnorm" not in self.fixed:
             self.fold_batchnorm = bool(settings.fold_batchnorm)
+        if "prepack_weights" not in self.fixed:
+            self.prepack_weights = bool(settings.prepack_weights)
         if "target_pool" not in self.fixed and settings.target_pool != self.target_pool:
             self.target_pool = int(settings.target_pool)
             self.clear_cache()
@@ -422,6 +438,7 @@ class CLIPConvLoss(SketchLoss):
             f"precision={self.precision!r}, channels_last={self.channels_last}, "
             f"target_pool={self.target_pool}"
             + (", fold_batchnorm=True" if self.fold_batchnorm else "")
+            + (", prepack_weights=True" if self.prepack_weights else "")
             + ("" if self.identity_weight is None else f", identity_weight={self.identity_weight}")
         )
 
@@ -463,12 +480,33 @@ class CLIPConvLoss(SketchLoss):
                 self._compiled = cast(Callable[[nn.Module, Tensor], Features], torch.compile(self.features))
             fn = self._compiled
         bf16 = precision == "bf16"
-        if self.fold_batchnorm and self.arch == "resnet":
-            visual = self._folded.get(visual, torch.bfloat16 if bf16 else torch.float32)
-        elif bf16 and self.bf16_weights:
-            visual = self._bf16_tower.get(visual)  # the same bits as autocast's casts, made once
+        visual = self._tower_copy(visual, bf16)
         with torch.autocast(device_type=images.device.type, dtype=torch.bfloat16, enabled=bf16):
             return fn(visual, images)
+
+    def _tower_copy(self, visual: nn.Module, bf16: bool) -> nn.Module:
+        """The tower a pass runs: the folded copy, the bf16-weight copy or ``visual`` itself, with
+        its convolutions prepacked when ``prepack_weights`` (only copies are changed)."""
+        for attempt in range(2):
+            if self.fold_batchnorm and self.arch == "resnet":
+                out = self._folded.get(visual, torch.bfloat16 if bf16 else torch.float32)
+            elif bf16 and self.bf16_weights:
+                out = self._bf16_tower.get(visual)  # the same bits as autocast's casts, made once
+            else:
+                return visual
+            if out is visual:
+                return visual
+            want = self.prepack_weights and self.arch == "resnet"
+            packed = bool(getattr(out, "_clipasso_prepacked", False))
+            if want and not packed:
+                prepack_convolutions(out)
+                out.__dict__["_clipasso_prepacked"] = True
+            elif packed and not want and attempt == 0:  # switched off: an unpacked copy
+                self._folded.clear()
+                self._bf16_tower.clear()
+                continue
+            return out
+        return out
 
     def view_features(self, visual: nn.Module, views: Tensor, precision: str) -> Features:
         """Features of ``views [N, V, 3, S, S]`` as ``{name: [N, V, ...]}``."""
@@ -484,6 +522,7 @@ class CLIPConvLoss(SketchLoss):
             precision,
             self.channels_last,
             self.fold_batchnorm and self.arch == "resnet",
+            self.prepack_weights and self.arch == "resnet",
             self.arch,
             tuple(self.layers),
             self.fc_weight,

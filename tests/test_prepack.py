@@ -1,0 +1,174 @@
+"""Convolution weights reordered once for oneDNN (clipasso.losses.prepack, prepack_weights=...)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import Tensor, nn
+
+from clipasso import SketchConfig, Sketcher
+from clipasso.cli import main
+from clipasso.losses import CLIPConvLoss, LossContext
+from clipasso.losses import prepack as prepack_module
+from clipasso.losses.prepack import PackedConv2d, prepack_available, prepack_convolutions
+from clipasso.models import visual_of
+from clipasso.settings import RunSettings
+from clipasso.testing import recalibrate_batchnorm, tiny_clip
+
+needs_onednn = pytest.mark.skipif(not prepack_available(), reason="this PyTorch has no oneDNN prepacked ops")
+
+
+def _images(batch: int, seed: int) -> Tensor:
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand(batch, 3, 28, 28, generator=g)
+    return torch.nn.functional.interpolate(base, size=224, mode="bilinear", align_corners=False)
+
+
+@pytest.fixture(scope="module")
+def resnet() -> nn.Module:
+    return recalibrate_batchnorm(tiny_clip("resnet", seed=3), _images(8, 99))
+
+
+def _tolerances(dtype: torch.dtype) -> dict[str, float]:
+    return {"rtol": 2e-2, "atol": 2e-2} if dtype == torch.bfloat16 else {"rtol": 1e-5, "atol": 1e-5}
+
+
+@needs_onednn
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    kernel=st.sampled_from([1, 3]),
+    stride=st.sampled_from([1, 2]),
+    groups=st.sampled_from([1, 2]),
+    bias=st.booleans(),
+    bf16=st.booleans(),
+    channels_last=st.booleans(),
+)
+def test_packed_convolution_matches_conv2d(
+    seed: int, kernel: int, stride: int, groups: int, bias: bool, bf16: bool, channels_last: bool
+) -> None:
+    """Forward and the input gradient equal nn.Conv2d's (to rounding; the same kernels)."""
+    torch.manual_seed(seed)
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    conv = nn.Conv2d(4, 8, kernel, stride=stride, padding=kernel // 2, bias=bias, groups=groups)
+    conv = conv.to(dtype).requires_grad_(False)
+    packed = PackedConv2d.from_conv(conv)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(2, 4, 11, 11, dtype=dtype).contiguous(memory_format=fmt)
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    ya, yb = conv(xa), packed(xb)
+    assert yb.shape == ya.shape and yb.dtype == ya.dtype
+    torch.testing.assert_close(yb.float(), ya.float(), **_tolerances(dtype))
+    w = torch.randn(ya.shape, dtype=dtype)
+    (ya * w).sum().backward()
+    (yb * w).sum().backward()
+    assert xa.grad is not None and xb.grad is not None
+    torch.testing.assert_close(xb.grad.float(), xa.grad.float(), **_tolerances(dtype))
+    with torch.no_grad():
+        torch.testing.assert_close(packed(x).float(), conv(x).float(), **_tolerances(dtype))
+
+
+@needs_onednn
+def test_packs_are_made_once_per_input_shape_and_follow_the_weights() -> None:
+    conv = nn.Conv2d(3, 4, 3, padding=1).requires_grad_(False)
+    packed = PackedConv2d.from_conv(conv)
+    assert packed.weight is conv.weight and packed.bias is conv.bias and type(conv) is nn.Conv2d
+    x = torch.randn(1, 3, 8, 8)
+    packed(x)
+    packed(torch.randn(5, 3, 8, 8))  # another batch size: the same pack
+    assert len(packed._packs) == 1
+    packed(torch.randn(1, 3, 12, 12))
+    assert len(packed._packs) == 2
+    with torch.no_grad():
+        conv.weight.mul_(-1.0)  # in place: the packs are made again
+    torch.testing.assert_close(packed(x), conv(x), rtol=1e-5, atol=1e-5)
+    assert len(packed._packs) == 1
+
+
+def test_fallbacks_where_packing_does_not_apply() -> None:
+    """Trainable weights, another dtype, reflect padding: nn.Conv2d's own path (weight gradients too)."""
+    conv = nn.Conv2d(3, 4, 3, padding=1)
+    packed = PackedConv2d.from_conv(conv)
+    x = torch.randn(1, 3, 8, 8)
+    packed(x).sum().backward()
+    assert conv.weight.grad is not None and not packed._packs
+    double = PackedConv2d.from_conv(nn.Conv2d(3, 4, 3).double().requires_grad_(False))
+    double(x.double())
+    reflect = PackedConv2d.from_conv(
+        nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect").requires_grad_(False)
+    )
+    reflect(x)
+    assert not double._packs and not reflect._packs
+
+
+def test_prepack_convolutions_swaps_the_modules(monkeypatch: Any) -> None:
+    tower = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), nn.Sequential(nn.Conv2d(4, 4, 1)))
+    first = tower[0].weight
+    if prepack_available():
+        out = prepack_convolutions(tower)
+        assert out is tower and type(tower[0]) is PackedConv2d and type(tower[2][0]) is PackedConv2d
+        assert tower[0].weight is first
+    monkeypatch.setattr(prepack_module, "prepack_available", lambda: False)
+    plain = nn.Sequential(nn.Conv2d(3, 4, 1))
+    assert type(prepack_convolutions(plain)[0]) is nn.Conv2d
+
+
+def _run(loss: CLIPConvLoss, sketch: Tensor, target: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+    x = sketch.clone().requires_grad_(True)
+    gens = [torch.Generator().manual_seed(5 + i) for i in range(sketch.shape[0])]
+    terms = loss(x, target, LossContext(generators=gens))
+    torch.stack(list(terms.values())).sum().backward()
+    assert x.grad is not None
+    return {k: v.detach() for k, v in terms.items()}, x.grad
+
+
+@needs_onednn
+@pytest.mark.parametrize("fold", [False, True])
+def test_the_loss_runs_its_copy_prepacked(resnet: nn.Module, fold: bool) -> None:
+    sketch, target = _images(2, 1), _images(1, 2)
+    kw: dict[str, Any] = {"precision": "bf16", "channels_last": True, "fold_batchnorm": fold}
+    a, ga = _run(CLIPConvLoss(resnet, **kw), sketch, target)
+    loss = CLIPConvLoss(resnet, prepack_weights=True, **kw)
+    b, gb = _run(loss, sketch, target)
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-5)
+    cos = torch.nn.functional.cosine_similarity(ga.flatten().double(), gb.flatten().double(), dim=0)
+    assert float(cos) > 0.999
+    tower = visual_of(resnet)
+    copy = loss._tower_copy(tower, True)
+    assert any(type(m) is PackedConv2d for m in copy.modules())
+    assert not any(type(m) is PackedConv2d for m in tower.modules())  # the user's tower is untouched
+    loss.prepack_weights = False  # switched off: an unpacked copy again
+    again = loss._tower_copy(tower, True)
+    assert again is not copy and not any(type(m) is PackedConv2d for m in again.modules())
+
+
+def test_an_fp32_pass_without_a_copy_is_left_alone(resnet: nn.Module) -> None:
+    loss = CLIPConvLoss(resnet, precision="fp32", prepack_weights=True)
+    tower = visual_of(resnet)
+    assert loss._tower_copy(tower, False) is tower
+
+
+def test_the_setting_reaches_the_loss_and_the_presets(resnet: nn.Module) -> None:
+    assert SketchConfig().prepack_weights is False
+    assert SketchConfig.preset("reference").prepack_weights is False
+    assert SketchConfig.preset("fast").prepack_weights is True
+    fast = Sketcher("fast", clip_model=resnet).build_loss()
+    assert isinstance(fast, CLIPConvLoss) and fast.prepack_weights
+    free = CLIPConvLoss(resnet)
+    free.configure(RunSettings(prepack_weights=True))
+    assert free.prepack_weights and "prepack_weights=True" in repr(free)
+    fixed = CLIPConvLoss(resnet, prepack_weights=False)
+    fixed.configure(RunSettings(prepack_weights=True))
+    assert not fixed.prepack_weights
+
+
+def test_cli_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sketch", "--print-config", "--prepack-weights"]) == 0
+    assert "prepack_weights = true" in capsys.readouterr().out
+    assert main(["sketch", "--print-config", "--preset", "fast", "--no-prepack-weights"]) == 0
+    assert "prepack_weights = false" in capsys.readouterr().out
