@@ -10,24 +10,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor, nn
 
+from clip_inputs import calibrated_resnet, run_loss, smooth_images
 from clipasso import SketchConfig, Sketcher
 from clipasso.cli import main
-from clipasso.losses import CLIPConvLoss, LossContext
+from clipasso.losses import CLIPConvLoss
 from clipasso.losses.folding import FoldedTower, batchnorm_pairs, fold_batchnorm
 from clipasso.models import visual_of
 from clipasso.settings import RunSettings
-from clipasso.testing import recalibrate_batchnorm, tiny_clip
-
-
-def _images(batch: int, seed: int) -> Tensor:
-    g = torch.Generator().manual_seed(seed)
-    base = torch.rand(batch, 3, 28, 28, generator=g)
-    return torch.nn.functional.interpolate(base, size=224, mode="bilinear", align_corners=False)
+from clipasso.testing import tiny_clip
 
 
 @pytest.fixture(scope="module")
 def resnet() -> nn.Module:
-    return recalibrate_batchnorm(tiny_clip("resnet", seed=3), _images(8, 99))
+    return calibrated_resnet()
 
 
 def _random_stats(bn: nn.Module, g: torch.Generator) -> None:
@@ -153,24 +148,15 @@ def test_a_copy_that_fails_its_check_is_not_used() -> None:
         assert FoldedTower(check=_relative).get(good) is not good
 
 
-def _run(loss: CLIPConvLoss, sketch: Tensor, target: Tensor) -> tuple[dict[str, Tensor], Tensor]:
-    x = sketch.clone().requires_grad_(True)
-    gens = [torch.Generator().manual_seed(5 + i) for i in range(sketch.shape[0])]
-    terms = loss(x, target, LossContext(generators=gens))
-    torch.stack(list(terms.values())).sum().backward()
-    assert x.grad is not None
-    return {k: v.detach() for k, v in terms.items()}, x.grad
-
-
 def _cos(a: Tensor, b: Tensor) -> float:
     return float(torch.nn.functional.cosine_similarity(a.flatten().double(), b.flatten().double(), dim=0))
 
 
 def test_fp32_folding_gives_the_same_loss_and_gradient(resnet: nn.Module) -> None:
-    sketch, target = _images(2, 1), _images(1, 2)
-    a, ga = _run(CLIPConvLoss(resnet, precision="fp32", channels_last=True), sketch, target)
+    sketch, target = smooth_images(2, 1), smooth_images(1, 2)
+    a, ga = run_loss(CLIPConvLoss(resnet, precision="fp32", channels_last=True), sketch, target)
     folded = CLIPConvLoss(resnet, precision="fp32", channels_last=True, fold_batchnorm=True)
-    b, gb = _run(folded, sketch, target)
+    b, gb = run_loss(folded, sketch, target)
     assert folded.fixed >= {"fold_batchnorm"} and folded._folded.checked is not None
     assert folded._folded.checked < 1e-5  # the probe: fp32 rounding only
     for k in a:
@@ -179,11 +165,11 @@ def test_fp32_folding_gives_the_same_loss_and_gradient(resnet: nn.Module) -> Non
 
 
 def test_bf16_folding_is_as_close_to_fp32_as_the_unfolded_bf16_pass(resnet: nn.Module) -> None:
-    sketch, target = _images(2, 1), _images(1, 2)
-    ref, g32 = _run(CLIPConvLoss(resnet, precision="fp32", channels_last=True), sketch, target)
-    plain, g_plain = _run(CLIPConvLoss(resnet, precision="bf16", channels_last=True), sketch, target)
+    sketch, target = smooth_images(2, 1), smooth_images(1, 2)
+    ref, g32 = run_loss(CLIPConvLoss(resnet, precision="fp32", channels_last=True), sketch, target)
+    plain, g_plain = run_loss(CLIPConvLoss(resnet, precision="bf16", channels_last=True), sketch, target)
     folded = CLIPConvLoss(resnet, precision="bf16", channels_last=True, fold_batchnorm=True)
-    fold, g_fold = _run(folded, sketch, target)
+    fold, g_fold = run_loss(folded, sketch, target)
     assert folded._folded.checked is not None and folded._folded.checked < 0.05
     for k in ref:
         err_plain = float((plain[k] - ref[k]).abs().max() / ref[k].abs().max())
@@ -195,48 +181,53 @@ def test_bf16_folding_is_as_close_to_fp32_as_the_unfolded_bf16_pass(resnet: nn.M
 
 def test_folding_leaves_vit_towers_alone() -> None:
     vit = tiny_clip("vit", seed=4)
-    sketch, target = _images(1, 1), _images(1, 2)
+    sketch, target = smooth_images(1, 1), smooth_images(1, 2)
     layers = (0.0, 1.0, 1.0)
-    a, ga = _run(CLIPConvLoss(vit, layer_weights=layers, precision="fp32"), sketch, target)
-    b, gb = _run(
+    a, ga = run_loss(CLIPConvLoss(vit, layer_weights=layers, precision="fp32"), sketch, target)
+    b, gb = run_loss(
         CLIPConvLoss(vit, layer_weights=layers, precision="fp32", fold_batchnorm=True), sketch, target
     )
     assert all(torch.equal(a[k], b[k]) for k in a) and torch.equal(ga, gb)
 
 
-def test_the_setting_reaches_the_loss_and_the_presets(resnet: nn.Module) -> None:
-    assert SketchConfig().fold_batchnorm is False
-    assert SketchConfig.preset("reference").fold_batchnorm is False
-    assert SketchConfig.preset("fast").fold_batchnorm is True
+@pytest.mark.parametrize("name", ["fold_batchnorm", "prepack_weights"])
+def test_the_setting_reaches_the_loss_and_the_presets(resnet: nn.Module, name: str) -> None:
+    """Both tower-copy settings (this file's and tests/test_prepack.py's): off by default and in the
+    reference, on in fast, adopted by a loss unless given to its constructor, validated."""
+    assert getattr(SketchConfig(), name) is False
+    assert getattr(SketchConfig.preset("reference"), name) is False
+    assert getattr(SketchConfig.preset("fast"), name) is True
     fast = Sketcher("fast", clip_model=resnet).build_loss()
-    assert isinstance(fast, CLIPConvLoss) and fast.fold_batchnorm
+    assert isinstance(fast, CLIPConvLoss) and getattr(fast, name)
     plain = Sketcher(clip_model=resnet).build_loss()
-    assert isinstance(plain, CLIPConvLoss) and not plain.fold_batchnorm
-    fixed = CLIPConvLoss(resnet, fold_batchnorm=False)
-    fixed.configure(RunSettings(fold_batchnorm=True))
-    assert not fixed.fold_batchnorm  # given to the constructor: stays
+    assert isinstance(plain, CLIPConvLoss) and not getattr(plain, name)
+    fixed = CLIPConvLoss(resnet, **{name: False})
+    fixed.configure(RunSettings(**{name: True}))
+    assert not getattr(fixed, name)  # given to the constructor: stays
     free = CLIPConvLoss(resnet)
-    free.configure(RunSettings(fold_batchnorm=True))
-    assert free.fold_batchnorm and "fold_batchnorm=True" in repr(free)
-    with pytest.raises(Exception, match="fold_batchnorm"):
-        SketchConfig(fold_batchnorm="yes")  # type: ignore[arg-type]
+    free.configure(RunSettings(**{name: True}))
+    assert getattr(free, name) and f"{name}=True" in repr(free)
+    with pytest.raises(Exception, match=name):
+        SketchConfig(**{name: "yes"})
 
 
 def test_the_target_cache_does_not_mix_folded_and_unfolded_features(resnet: nn.Module) -> None:
-    sketch, target = _images(1, 1), _images(1, 2)
+    sketch, target = smooth_images(1, 1), smooth_images(1, 2)
     loss = CLIPConvLoss(resnet, precision="bf16", channels_last=True)
-    plain, _ = _run(loss, sketch, target)
+    plain, _ = run_loss(loss, sketch, target)
     loss.fold_batchnorm = True
-    switched, _ = _run(loss, sketch, target)
-    fresh, _ = _run(
+    switched, _ = run_loss(loss, sketch, target)
+    fresh, _ = run_loss(
         CLIPConvLoss(resnet, precision="bf16", channels_last=True, fold_batchnorm=True), sketch, target
     )
     assert all(torch.equal(switched[k], fresh[k]) for k in fresh)
     assert any(not torch.equal(plain[k], fresh[k]) for k in fresh)
 
 
-def test_cli_flag(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["sketch", "--print-config", "--fold-batchnorm"]) == 0
-    assert "fold_batchnorm = true" in capsys.readouterr().out
-    assert main(["sketch", "--print-config", "--preset", "fast", "--no-fold-batchnorm"]) == 0
-    assert "fold_batchnorm = false" in capsys.readouterr().out
+@pytest.mark.parametrize("name", ["fold_batchnorm", "prepack_weights"])
+def test_cli_flag(capsys: pytest.CaptureFixture[str], name: str) -> None:
+    flag = name.replace("_", "-")
+    assert main(["sketch", "--print-config", f"--{flag}"]) == 0
+    assert f"{name} = true" in capsys.readouterr().out
+    assert main(["sketch", "--print-config", "--preset", "fast", f"--no-{flag}"]) == 0
+    assert f"{name} = false" in capsys.readouterr().out

@@ -11,25 +11,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor, nn
 
+from clip_inputs import calibrated_resnet, smooth_images
 from clipasso.augment import ReferenceViews
 from clipasso.config import SketchConfig
 from clipasso.errors import InputError
 from clipasso.losses import CLIPConvLoss, LossContext
 from clipasso.losses.clip_conv import bf16_supported
 from clipasso.models import visual_of
-from clipasso.testing import recalibrate_batchnorm, tiny_clip
+from clipasso.testing import tiny_clip
 
-
-def _images(batch: int, seed: int) -> Tensor:
-    g = torch.Generator().manual_seed(seed)
-    base = torch.rand(batch, 3, 28, 28, generator=g)
-    return torch.nn.functional.interpolate(base, size=224, mode="bilinear", align_corners=False)
+_images = smooth_images
 
 
 @pytest.fixture(scope="module")
 def resnet() -> nn.Module:
-    model = tiny_clip("resnet", seed=3)
-    return recalibrate_batchnorm(model, _images(8, 99))
+    return calibrated_resnet()
 
 
 def gens(seed: int, count: int) -> list[torch.Generator]:

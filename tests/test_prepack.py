@@ -8,29 +8,20 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch import Tensor, nn
+from torch import nn
 
-from clipasso import SketchConfig, Sketcher
-from clipasso.cli import main
-from clipasso.losses import CLIPConvLoss, LossContext
+from clip_inputs import calibrated_resnet, run_loss, smooth_images
+from clipasso.losses import CLIPConvLoss
 from clipasso.losses import prepack as prepack_module
 from clipasso.losses.prepack import PackedConv2d, prepack_available, prepack_convolutions
 from clipasso.models import visual_of
-from clipasso.settings import RunSettings
-from clipasso.testing import recalibrate_batchnorm, tiny_clip
 
 needs_onednn = pytest.mark.skipif(not prepack_available(), reason="this PyTorch has no oneDNN prepacked ops")
 
 
-def _images(batch: int, seed: int) -> Tensor:
-    g = torch.Generator().manual_seed(seed)
-    base = torch.rand(batch, 3, 28, 28, generator=g)
-    return torch.nn.functional.interpolate(base, size=224, mode="bilinear", align_corners=False)
-
-
 @pytest.fixture(scope="module")
 def resnet() -> nn.Module:
-    return recalibrate_batchnorm(tiny_clip("resnet", seed=3), _images(8, 99))
+    return calibrated_resnet()
 
 
 def _tolerances(dtype: torch.dtype) -> dict[str, float]:
@@ -117,23 +108,14 @@ def test_prepack_convolutions_swaps_the_modules(monkeypatch: Any) -> None:
     assert type(prepack_convolutions(plain)[0]) is nn.Conv2d
 
 
-def _run(loss: CLIPConvLoss, sketch: Tensor, target: Tensor) -> tuple[dict[str, Tensor], Tensor]:
-    x = sketch.clone().requires_grad_(True)
-    gens = [torch.Generator().manual_seed(5 + i) for i in range(sketch.shape[0])]
-    terms = loss(x, target, LossContext(generators=gens))
-    torch.stack(list(terms.values())).sum().backward()
-    assert x.grad is not None
-    return {k: v.detach() for k, v in terms.items()}, x.grad
-
-
 @needs_onednn
 @pytest.mark.parametrize("fold", [False, True])
 def test_the_loss_runs_its_copy_prepacked(resnet: nn.Module, fold: bool) -> None:
-    sketch, target = _images(2, 1), _images(1, 2)
+    sketch, target = smooth_images(2, 1), smooth_images(1, 2)
     kw: dict[str, Any] = {"precision": "bf16", "channels_last": True, "fold_batchnorm": fold}
-    a, ga = _run(CLIPConvLoss(resnet, **kw), sketch, target)
+    a, ga = run_loss(CLIPConvLoss(resnet, **kw), sketch, target)
     loss = CLIPConvLoss(resnet, prepack_weights=True, **kw)
-    b, gb = _run(loss, sketch, target)
+    b, gb = run_loss(loss, sketch, target)
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-5)
     cos = torch.nn.functional.cosine_similarity(ga.flatten().double(), gb.flatten().double(), dim=0)
@@ -151,24 +133,3 @@ def test_an_fp32_pass_without_a_copy_is_left_alone(resnet: nn.Module) -> None:
     loss = CLIPConvLoss(resnet, precision="fp32", prepack_weights=True)
     tower = visual_of(resnet)
     assert loss._tower_copy(tower, False) is tower
-
-
-def test_the_setting_reaches_the_loss_and_the_presets(resnet: nn.Module) -> None:
-    assert SketchConfig().prepack_weights is False
-    assert SketchConfig.preset("reference").prepack_weights is False
-    assert SketchConfig.preset("fast").prepack_weights is True
-    fast = Sketcher("fast", clip_model=resnet).build_loss()
-    assert isinstance(fast, CLIPConvLoss) and fast.prepack_weights
-    free = CLIPConvLoss(resnet)
-    free.configure(RunSettings(prepack_weights=True))
-    assert free.prepack_weights and "prepack_weights=True" in repr(free)
-    fixed = CLIPConvLoss(resnet, prepack_weights=False)
-    fixed.configure(RunSettings(prepack_weights=True))
-    assert not fixed.prepack_weights
-
-
-def test_cli_flag(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["sketch", "--print-config", "--prepack-weights"]) == 0
-    assert "prepack_weights = true" in capsys.readouterr().out
-    assert main(["sketch", "--print-config", "--preset", "fast", "--no-prepack-weights"]) == 0
-    assert "prepack_weights = false" in capsys.readouterr().out
