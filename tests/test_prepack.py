@@ -133,3 +133,21 @@ def test_an_fp32_pass_without_a_copy_is_left_alone(resnet: nn.Module) -> None:
     loss = CLIPConvLoss(resnet, precision="fp32", prepack_weights=True)
     tower = visual_of(resnet)
     assert loss._tower_copy(tower, False) is tower
+
+
+@needs_onednn
+def test_a_prepacked_loss_can_be_copied_and_pickled(resnet: nn.Module) -> None:
+    """oneDNN's packs are opaque tensors: copies and pickles leave them out and make their own."""
+    import copy
+    import io
+
+    sketch, target = smooth_images(1, 1), smooth_images(1, 2)
+    kw: dict[str, Any] = {"precision": "bf16", "channels_last": True, "prepack_weights": True}
+    loss = CLIPConvLoss(resnet, fold_batchnorm=True, **kw)
+    a, ga = run_loss(loss, sketch, target)
+    twin = copy.deepcopy(loss)
+    b, gb = run_loss(twin, sketch, target)
+    assert all(torch.equal(a[k], b[k]) for k in a) and torch.equal(ga, gb)
+    buffer = io.BytesIO()
+    torch.save(loss, buffer)
+    assert buffer.tell() > 0

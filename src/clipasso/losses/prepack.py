@@ -100,6 +100,13 @@ class PackedConv2d(nn.Conv2d):
         out.__dict__["_packs"] = {}
         return out  # type: ignore[return-value]
 
+    def __getstate__(self) -> dict[str, Any]:
+        """The module without its packs (oneDNN's reordered weights are opaque tensors that cannot
+        be copied or pickled; a copy makes its own on first use)."""
+        state = dict(self.__dict__)
+        state["_packs"] = {}
+        return state
+
     def _applies(self, x: Tensor) -> bool:
         w = self.weight
         return (
