@@ -487,25 +487,26 @@ class CLIPConvLoss(SketchLoss):
     def _tower_copy(self, visual: nn.Module, bf16: bool) -> nn.Module:
         """The tower a pass runs: the folded copy, the bf16-weight copy or ``visual`` itself, with
         its convolutions prepacked when ``prepack_weights`` (only copies are changed)."""
-        for attempt in range(2):
+
+        def copy_of() -> nn.Module:
             if self.fold_batchnorm and self.arch == "resnet":
-                out = self._folded.get(visual, torch.bfloat16 if bf16 else torch.float32)
-            elif bf16 and self.bf16_weights:
-                out = self._bf16_tower.get(visual)  # the same bits as autocast's casts, made once
-            else:
-                return visual
-            if out is visual:
-                return visual
-            want = self.prepack_weights and self.arch == "resnet"
-            packed = bool(getattr(out, "_clipasso_prepacked", False))
-            if want and not packed:
-                prepack_convolutions(out)
-                out.__dict__["_clipasso_prepacked"] = True
-            elif packed and not want and attempt == 0:  # switched off: an unpacked copy
-                self._folded.clear()
-                self._bf16_tower.clear()
-                continue
-            return out
+                return self._folded.get(visual, torch.bfloat16 if bf16 else torch.float32)
+            if bf16 and self.bf16_weights:
+                return self._bf16_tower.get(visual)  # the same bits as autocast's casts, made once
+            return visual
+
+        out = copy_of()
+        if out is visual:
+            return visual
+        want = self.prepack_weights and self.arch == "resnet"
+        packed = bool(getattr(out, "_clipasso_prepacked", False))
+        if want and not packed:
+            prepack_convolutions(out)
+            out.__dict__["_clipasso_prepacked"] = True
+        elif packed and not want:  # switched off: unpacked copies again
+            self._folded.clear()
+            self._bf16_tower.clear()
+            out = copy_of()
         return out
 
     def view_features(self, visual: nn.Module, views: Tensor, precision: str) -> Features:

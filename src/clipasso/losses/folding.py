@@ -25,17 +25,15 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import warnings
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["FoldedTower", "batchnorm_pairs", "fold_batchnorm"]
+from .precision import _CAST_MODULES, tensor_key, weight_copy
 
-#: Modules whose weights the copy holds in its dtype (the ops that bf16 autocast casts).
-_CAST_MODULES = (nn.Conv2d, nn.Linear)
+__all__ = ["FoldedTower", "batchnorm_pairs", "fold_batchnorm"]
 
 
 def batchnorm_pairs(tower: nn.Module) -> list[tuple[str, str, str]]:
@@ -108,33 +106,17 @@ def fold_batchnorm(tower: nn.Module, dtype: torch.dtype | None = None) -> nn.Mod
         The folded copy, frozen (no parameter requires grad).
     """
     pairs = batchnorm_pairs(tower)
-    folded: dict[int, tuple[Tensor, Tensor]] = {}
+    weights: dict[int, Tensor] = {}
+    biases: dict[tuple[str, str], Tensor] = {}
     for path, conv_name, bn_name in pairs:
         parent = tower.get_submodule(path)
         conv, bn = getattr(parent, conv_name), getattr(parent, bn_name)
-        folded[id(conv)] = _folded_weights(conv, bn)
-    memo: dict[int, object] = {}
-    for p in tower.parameters():
-        memo[id(p)] = p
-    for b in tower.buffers():
-        memo[id(b)] = b
-    for mod in tower.modules():
-        if not isinstance(mod, _CAST_MODULES):
-            continue
-        want = dtype or mod.weight.dtype
-        if id(mod) in folded:
-            memo[id(mod.weight)] = nn.Parameter(folded[id(mod)][0].to(want), requires_grad=False)
-        elif mod.weight.is_floating_point() and mod.weight.dtype != want:
-            memo[id(mod.weight)] = nn.Parameter(mod.weight.detach().to(want), requires_grad=False)
-        if mod.bias is not None and mod.bias.is_floating_point() and mod.bias.dtype != want:
-            memo[id(mod.bias)] = nn.Parameter(mod.bias.detach().to(want), requires_grad=False)
-    out = copy.deepcopy(tower, memo)
+        weights[id(conv.weight)], bias = _folded_weights(conv, bn)
+        biases[path, conv_name] = bias.to(dtype or conv.weight.dtype)
+    out = weight_copy(tower, dtype, replace=weights)
     for path, conv_name, bn_name in pairs:
         parent = out.get_submodule(path)
-        conv = getattr(parent, conv_name)
-        original = getattr(tower.get_submodule(path), conv_name)
-        bias = folded[id(original)][1]
-        conv.bias = nn.Parameter(bias.to(dtype or original.weight.dtype), requires_grad=False)
+        getattr(parent, conv_name).bias = nn.Parameter(biases[path, conv_name], requires_grad=False)
         setattr(parent, bn_name, nn.Identity())
     return out.requires_grad_(False)
 
@@ -170,33 +152,23 @@ class FoldedTower:
         self.checked: float | None = None
 
     @staticmethod
-    def _sources(tower: nn.Module) -> list[Tensor]:
+    def _sources(tower: nn.Module) -> list[Tensor] | None:
+        """The tensors a folded copy is made from; None if a BatchNorm is in training mode."""
         out: list[Tensor] = []
         for mod in tower.modules():
+            if isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.training:
+                return None
             if isinstance(mod, (*_CAST_MODULES, nn.BatchNorm2d)):
-                tensors = (
-                    mod.weight,
-                    mod.bias,
-                    getattr(mod, "running_mean", None),
-                    getattr(mod, "running_var", None),
-                )
-                out.extend(t for t in tensors if isinstance(t, Tensor))
+                stats = (getattr(mod, "running_mean", None), getattr(mod, "running_var", None))
+                out.extend(t for t in (mod.weight, mod.bias, *stats) if isinstance(t, Tensor))
         return out
 
     def get(self, tower: nn.Module, dtype: torch.dtype = torch.float32) -> nn.Module:
         """The folded copy of ``tower`` with ``dtype`` weights (or ``tower`` itself, see above)."""
         sources = self._sources(tower)
-        if any(t.requires_grad for t in sources):
+        if sources is None or any(t.requires_grad for t in sources):
             return tower
-        if any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in tower.modules()):
-            return tower
-        key: tuple[object, ...] = (
-            id(tower),
-            dtype,
-            tuple(id(t) for t in sources),
-            tuple(t._version for t in sources),
-        )
-        key += tuple((t.device, t.dtype) for t in sources[:1])
+        key = (dtype, *tensor_key(tower, sources))
         if self._copy is None or key != self._key:
             built = fold_batchnorm(tower, dtype) if batchnorm_pairs(tower) else tower
             if built is not tower and self.check is not None:

@@ -15,13 +15,21 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Literal
 
 import torch
 from torch import nn
 
-__all__ = ["BF16Tower", "Precision", "bf16_supported", "check_precision", "choose_precision"]
+__all__ = [
+    "BF16Tower",
+    "Precision",
+    "bf16_supported",
+    "check_precision",
+    "choose_precision",
+    "tensor_key",
+    "weight_copy",
+]
 
 Precision = Literal["fp32", "bf16", "auto"]
 
@@ -84,6 +92,47 @@ def choose_precision(
 _CAST_MODULES = (nn.Conv2d, nn.Linear)
 
 
+def weight_copy(
+    tower: nn.Module, dtype: torch.dtype | None, replace: Mapping[int, torch.Tensor] | None = None
+) -> nn.Module:
+    """A deep copy of ``tower`` that shares every parameter and buffer with it except the
+    convolution and linear weights and biases: those are frozen copies in ``dtype`` (None: their
+    own; shared where already in it), and a weight whose ``id`` is in ``replace`` takes those values
+    instead (cast to the same dtype).
+
+    Example:
+        >>> tower = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+        >>> out = weight_copy(tower, torch.bfloat16)
+        >>> out[0].weight.dtype, out[1].weight is tower[1].weight
+        (torch.bfloat16, True)
+    """
+    replace = replace or {}
+    memo: dict[int, object] = {}
+    for p in tower.parameters():  # shared unless converted below
+        memo[id(p)] = p
+    for b in tower.buffers():
+        memo[id(b)] = b
+    for mod in tower.modules():
+        if not isinstance(mod, _CAST_MODULES):
+            continue
+        for t in (mod.weight, mod.bias):
+            if t is None or not t.is_floating_point():
+                continue
+            want = dtype or t.dtype
+            if id(t) in replace:
+                memo[id(t)] = nn.Parameter(replace[id(t)].detach().to(want), requires_grad=False)
+            elif t.dtype != want:
+                memo[id(t)] = nn.Parameter(t.detach().to(want), requires_grad=False)
+    return copy.deepcopy(tower, memo)
+
+
+def tensor_key(tower: nn.Module, tensors: list[torch.Tensor]) -> tuple[object, ...]:
+    """What a cached copy of ``tower`` made from ``tensors`` depends on: the tower, the tensors'
+    identities and versions (in-place changes), and their device and dtype."""
+    key: tuple[object, ...] = (id(tower), tuple(id(t) for t in tensors), tuple(t._version for t in tensors))
+    return key + tuple((t.device, t.dtype) for t in tensors[:1])
+
+
 class BF16Tower:
     """A copy of a frozen tower whose convolution and linear weights are bf16 already, for passes
     under bf16 autocast: autocast would cast those fp32 weights to the same bf16 values on every
@@ -117,21 +166,9 @@ class BF16Tower:
         sources = self._sources(tower)
         if any(t.requires_grad for t in sources):  # trainable weights: the gradients need the tower
             return tower
-        key: tuple[object, ...] = (
-            id(tower),
-            tuple(id(t) for t in sources),
-            tuple(t._version for t in sources),
-        )
-        key += tuple((t.device, t.dtype) for t in sources[:1])
+        key = tensor_key(tower, sources)
         if self._copy is None or key != self._key:
-            memo: dict[int, object] = {}
-            for p in tower.parameters():  # shared unless converted below
-                memo[id(p)] = p
-            for b in tower.buffers():
-                memo[id(b)] = b
-            for t in sources:
-                memo[id(t)] = nn.Parameter(t.detach().to(torch.bfloat16), requires_grad=False)
-            self._copy = copy.deepcopy(tower, memo)
+            self._copy = weight_copy(tower, torch.bfloat16)
             self._key = key
         return self._copy
 
