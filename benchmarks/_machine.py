@@ -60,6 +60,8 @@ def machine_info() -> dict[str, Any]:
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        # the allocator's settings change how often big tensors fault their pages in again
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
     }
 
 
@@ -71,4 +73,5 @@ def machine_line(info: dict[str, Any] | None = None) -> str:
         f"CPU {info['cpu']}; {'with' if info['amx'] else 'no'} AMX (flags: {isa}); {info['cpus']} CPUs, "
         f"allowed cores {info['cores_allowed']}, torch {info['torch']} with {info['torch_threads']} "
         f"thread(s), load average {info['load_average']:.2f}"
+        + (f", GLIBC_TUNABLES={info['glibc_tunables']}" if info.get("glibc_tunables") else "")
     )

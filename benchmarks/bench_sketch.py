@@ -591,8 +591,9 @@ def kernel_study(models: Models, reps: int = 4, with_compile: bool = False) -> d
         "bf16_weights=True (the default)": fast_loss(),
         "fold_batchnorm=True": fast_loss(fold_batchnorm=True),
         "prepack_weights=True": fast_loss(prepack_weights=True),
-        "fold_batchnorm + prepack_weights (the fast preset)": fast_loss(
-            fold_batchnorm=True, prepack_weights=True
+        "fold_batchnorm + prepack_weights": fast_loss(fold_batchnorm=True, prepack_weights=True),
+        "fold_batchnorm + prepack_weights + fuse_activations (the fast preset)": fast_loss(
+            fold_batchnorm=True, prepack_weights=True, fuse_activations=True
         ),
     }
     for loss in variants.values():
@@ -601,6 +602,9 @@ def kernel_study(models: Models, reps: int = 4, with_compile: bool = False) -> d
     out["loss forward+backward s (median)"] = {k: _median(v) for k, v in times.items()}
     out["loss forward+backward, paired ratio to bf16_weights=True (median over rounds)"] = _paired(
         times, "bf16_weights=True (the default)"
+    )
+    out["loss forward+backward, paired ratio to fold_batchnorm + prepack_weights"] = _paired(
+        times, "fold_batchnorm + prepack_weights"
     )
     out["input gradient: cosine to fp32, relative loss difference to fp32"] = _against_fp32(
         {**variants, "fp32": fast_loss(precision="fp32")}, sketch, models.target

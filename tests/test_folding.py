@@ -192,10 +192,11 @@ def test_folding_leaves_vit_towers_alone() -> None:
     assert all(torch.equal(a[k], b[k]) for k in a) and torch.equal(ga, gb)
 
 
-@pytest.mark.parametrize("name", ["fold_batchnorm", "prepack_weights"])
+@pytest.mark.parametrize("name", ["fold_batchnorm", "prepack_weights", "fuse_activations"])
 def test_the_setting_reaches_the_loss_and_the_presets(resnet: nn.Module, name: str) -> None:
-    """Both tower-copy settings (this file's and tests/test_prepack.py's): off by default and in the
-    reference, on in fast, adopted by a loss unless given to its constructor, validated."""
+    """The tower-copy settings (this file's, tests/test_prepack.py's and tests/test_fusion.py's): off
+    by default and in the reference, on in fast, adopted by a loss unless given to its constructor,
+    validated."""
     assert getattr(SketchConfig(), name) is False
     assert getattr(SketchConfig.preset("reference"), name) is False
     assert getattr(SketchConfig.preset("fast"), name) is True
@@ -226,7 +227,7 @@ def test_the_target_cache_does_not_mix_folded_and_unfolded_features(resnet: nn.M
     assert any(not torch.equal(plain[k], fresh[k]) for k in fresh)
 
 
-@pytest.mark.parametrize("name", ["fold_batchnorm", "prepack_weights"])
+@pytest.mark.parametrize("name", ["fold_batchnorm", "prepack_weights", "fuse_activations"])
 def test_cli_flag(capsys: pytest.CaptureFixture[str], name: str) -> None:
     flag = name.replace("_", "-")
     assert main(["sketch", "--print-config", f"--{flag}"]) == 0

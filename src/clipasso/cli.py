@@ -235,6 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
         "them on every call (the same kernels; on in --preset fast, off in the default and the reference)",
     )
     sk.add_argument(
+        "--fuse-activations",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with --fold-batchnorm and --prepack-weights, run CLIP's ReLUs and residual additions "
+        "inside its convolutions (oneDNN post-ops, CPU; one rounding fewer per block in bf16; off "
+        "in the default and the reference)",
+    )
+    sk.add_argument(
         "--target-pool",
         type=int,
         metavar="K",
@@ -383,6 +391,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "target_pool": args.target_pool,
         "fold_batchnorm": args.fold_batchnorm,
         "prepack_weights": args.prepack_weights,
+        "fuse_activations": args.fuse_activations,
         "num_views": args.views,
         "identity_weight": args.identity_weight,
         "reseed_every": args.reseed_every,

@@ -39,8 +39,9 @@ MIN_CANVAS = 16
 #: until step 300), 1400 iterations with a cosine decay over the last 30 %, 2 random views per
 #: step with view 0 weighted 0.2, and evaluations taken from the training step's view 0
 #: (``free_evaluations``: the same values to the kernels' rounding), with CLIP's BatchNorms folded
-#: into its convolutions (``fold_batchnorm``: the same function, rounded differently) and their weights
-#: reordered once for oneDNN (``prepack_weights``: the same kernels). Deviations from the
+#: into its convolutions (``fold_batchnorm``: the same function, rounded differently), their weights
+#: reordered once for oneDNN (``prepack_weights``: the same kernels) and the ReLUs and residual
+#: additions run inside the convolutions (``fuse_activations``). Deviations from the
 #: reference; what they cost and gain, as measured on a random-weight proxy, is in
 #: docs/performance.md ("The fast preset").
 PRESETS: dict[str, dict[str, Any]] = {
@@ -56,6 +57,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "free_evaluations": True,
         "fold_batchnorm": True,
         "prepack_weights": True,
+        "fuse_activations": True,
     },
     "reference": {
         "precision": "fp32",
@@ -166,6 +168,11 @@ class SketchConfig:
             folded copy) keep their convolution weights reordered for oneDNN instead of reordering
             them on every call: the same kernels on the same numbers. Off by default and in the
             reference (it relies on oneDNN ops that PyTorch keeps private); on in ``"fast"``.
+        fuse_activations: With ``fold_batchnorm`` and ``prepack_weights`` (it needs both and does
+            nothing without them), the folded copies run CLIP's ReLUs and residual additions inside
+            their convolutions as oneDNN post-ops (CPU): exact for the ReLUs, one rounding fewer
+            per bottleneck for the additions in bf16. Off by default and in the reference; on in
+            ``"fast"``.
         target_pool: 0 (the reference) or the size K of a fixed pool of random views whose target
             features are computed once, so the iterations skip the target's CLIP pass (its measured
             effect: docs/performance.md). A deviation from the reference (each sketch still draws
@@ -272,6 +279,7 @@ class SketchConfig:
     channels_last: bool = True
     fold_batchnorm: bool = False
     prepack_weights: bool = False
+    fuse_activations: bool = False
     target_pool: int = 0
     num_views: int = 4
     identity_weight: float | None = None
@@ -638,6 +646,7 @@ _CHECKS: dict[str, Callable[[str, Any], None]] = {
     "channels_last": _bool_check,
     "fold_batchnorm": _bool_check,
     "prepack_weights": _bool_check,
+    "fuse_activations": _bool_check,
     "target_pool": _int_check(0, "max_views"),
     "num_views": _int_check(0, "max_views"),
     "identity_weight": _unit_or_none,

@@ -30,6 +30,8 @@ class RunSettings:
             set by runs with ``background="weight"``; None: each loss's own default.
         fold_batchnorm: CLIP ResNet towers with their BatchNorms folded into the convolutions.
         prepack_weights: CLIP ResNet convolutions with their weights reordered once for oneDNN (CPU).
+        fuse_activations: With both of those, the ReLUs and residual additions inside the
+            convolutions (oneDNN post-ops, CPU).
 
     Example:
         >>> RunSettings(precision="auto").num_views
@@ -47,3 +49,4 @@ class RunSettings:
     mask_weighting: str | None = None
     fold_batchnorm: bool = False
     prepack_weights: bool = False
+    fuse_activations: bool = False

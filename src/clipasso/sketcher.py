@@ -675,7 +675,7 @@ class Sketcher:
     def run_settings(self) -> RunSettings:
         """The settings every loss and initializer receives through ``configure`` before a run
         (device, precision, channels_last, target_pool, num_views, identity_weight, num_segments,
-        width, mask_weighting, fold_batchnorm, prepack_weights), from the config."""
+        width, mask_weighting, fold_batchnorm, prepack_weights, fuse_activations), from the config."""
         cfg = self.config
         return RunSettings(
             device=self.device,
@@ -690,6 +690,7 @@ class Sketcher:
             mask_weighting=cfg.mask_weighting if cfg.background == "weight" else None,
             fold_batchnorm=cfg.fold_batchnorm,
             prepack_weights=cfg.prepack_weights,
+            fuse_activations=cfg.fuse_activations,
         )
 
     def start(self, target: Target, seeds: Sequence[int]) -> tuple[RunState, list[InitResult]]:

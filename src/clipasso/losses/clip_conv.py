@@ -44,6 +44,10 @@ Speed options (measured in ``docs/performance.md``):
   folded one) keep their weights reordered for oneDNN instead of reordering them on every call
   (:mod:`clipasso.losses.prepack`): the same kernels on the same numbers. Off by default and in
   the reference; on in the ``fast`` preset.
+* ``fuse_activations``: with both of those (without them it does nothing), the folded copy's
+  ReLUs and residual additions run inside its convolutions as oneDNN post-ops
+  (:mod:`clipasso.losses.fusion`): exact for the ReLUs, the fused addition rounds once where the
+  separate one rounds twice in bf16. Off by default and in the reference.
 
 Example:
     >>> import torch
@@ -72,6 +76,7 @@ from ..errors import InputError
 from ..models import is_resnet, is_vit, resnet_features, visual_of, vit_features
 from .base import CLIPModelRef, LossContext, RunSettings, SketchLoss, configure_views, register_loss
 from .folding import FoldedTower
+from .fusion import fuse_activations
 from .masking import MaskWeighting, check_mask_weighting, masked_layer_terms
 from .precision import BF16Tower, Precision, bf16_supported, check_precision, choose_precision
 from .prepack import prepack_convolutions
@@ -273,6 +278,12 @@ class CLIPConvLoss(SketchLoss):
             reordered for oneDNN, once per input shape, instead of on every call
             (:class:`~clipasso.losses.prepack.PackedConv2d`). The same kernels on the same numbers
             (bit for bit where measured, docs/performance.md); ResNet towers only.
+        fuse_activations: With ``fold_batchnorm`` and ``prepack_weights`` (it needs both: without
+            them it does nothing; both given as False with it is an error), run the folded copy's
+            ReLUs and residual additions inside its convolutions as oneDNN post-ops
+            (:func:`~clipasso.losses.fusion.fuse_activations`): the same function, one rounding
+            fewer per bottleneck in bf16 (measured in docs/performance.md). CLIP's own ResNet
+            classes only; on a CPU.
         mask_weighting: What ``LossContext.mask`` does (:mod:`clipasso.losses.masking`):
             ``"ignore"`` (default, the reference), ``"target"``, ``"features"`` or ``"both"``.
 
@@ -305,6 +316,7 @@ class CLIPConvLoss(SketchLoss):
         bf16_weights: bool = True,
         fold_batchnorm: bool | None = None,
         prepack_weights: bool | None = None,
+        fuse_activations: bool | None = None,
         mask_weighting: str | None = None,
     ) -> None:
         super().__init__(weight=weight)
@@ -316,6 +328,7 @@ class CLIPConvLoss(SketchLoss):
             "mask_weighting": mask_weighting,
             "fold_batchnorm": fold_batchnorm,
             "prepack_weights": prepack_weights,
+            "fuse_activations": fuse_activations,
         }
         #: The run settings given to the constructor: :meth:`configure` leaves them as they are.
         self.fixed: frozenset[str] = frozenset(k for k, v in given.items() if v is not None)
@@ -343,6 +356,12 @@ class CLIPConvLoss(SketchLoss):
         self.fold_batchnorm = bool(fold_batchnorm)
         self._folded = FoldedTower(check=_fold_probe)
         self.prepack_weights = bool(prepack_weights)
+        self.fuse_activations = bool(fuse_activations)
+        if self.fuse_activations and (fold_batchnorm is False or prepack_weights is False):
+            raise InputError(
+                "fuse_activations needs fold_batchnorm and prepack_weights (it fuses the folded, "
+                "prepacked tower's ReLUs into its convolutions); set them too, or leave them unset"
+            )
         #: The precision in use (``"auto"`` resolves on the first call; None before).
         self.active_precision: Literal["fp32", "bf16"] | None = None if precision == "auto" else precision
         #: Per-sketch cosines of the last accuracy-guard check (``"auto"`` only).
@@ -380,6 +399,8 @@ class CLIPConvLoss(SketchLoss):
             self.fold_batchnorm = bool(settings.fold_batchnorm)
         if "prepack_weights" not in self.fixed:
             self.prepack_weights = bool(settings.prepack_weights)
+        if "fuse_activations" not in self.fixed:
+            self.fuse_activations = bool(settings.fuse_activations)
         if "target_pool" not in self.fixed and settings.target_pool != self.target_pool:
             self.target_pool = int(settings.target_pool)
             self.clear_cache()
@@ -439,6 +460,7 @@ class CLIPConvLoss(SketchLoss):
             f"target_pool={self.target_pool}"
             + (", fold_batchnorm=True" if self.fold_batchnorm else "")
             + (", prepack_weights=True" if self.prepack_weights else "")
+            + (", fuse_activations=True" if self.fuse_activations else "")
             + ("" if self.identity_weight is None else f", identity_weight={self.identity_weight}")
         )
 
@@ -484,9 +506,16 @@ class CLIPConvLoss(SketchLoss):
         with torch.autocast(device_type=images.device.type, dtype=torch.bfloat16, enabled=bf16):
             return fn(visual, images)
 
+    def _rewrites(self) -> tuple[bool, bool]:
+        """Whether a pass's tower copy is prepacked, and whether its activations are fused (only
+        in a folded, prepacked copy)."""
+        pack = self.prepack_weights and self.arch == "resnet"
+        return pack, pack and self.fuse_activations and self.fold_batchnorm
+
     def _tower_copy(self, visual: nn.Module, bf16: bool) -> nn.Module:
         """The tower a pass runs: the folded copy, the bf16-weight copy or ``visual`` itself, with
-        its convolutions prepacked when ``prepack_weights`` (only copies are changed)."""
+        its convolutions prepacked when ``prepack_weights`` and its activations fused into them
+        when ``fuse_activations`` (only copies are changed)."""
 
         def copy_of() -> nn.Module:
             if self.fold_batchnorm and self.arch == "resnet":
@@ -495,18 +524,22 @@ class CLIPConvLoss(SketchLoss):
                 return self._bf16_tower.get(visual)  # the same bits as autocast's casts, made once
             return visual
 
+        want = self._rewrites()
         out = copy_of()
         if out is visual:
             return visual
-        want = self.prepack_weights and self.arch == "resnet"
-        packed = bool(getattr(out, "_clipasso_prepacked", False))
-        if want and not packed:
-            prepack_convolutions(out)
-            out.__dict__["_clipasso_prepacked"] = True
-        elif packed and not want:  # switched off: unpacked copies again
+        have = out.__dict__.get("_clipasso_rewrites", (False, False))
+        if have == want:
+            return out
+        if any(have):  # something switched off: plain copies again
             self._folded.clear()
             self._bf16_tower.clear()
             out = copy_of()
+        if want[0]:
+            prepack_convolutions(out)
+        if want[1]:
+            fuse_activations(out)
+        out.__dict__["_clipasso_rewrites"] = want
         return out
 
     def view_features(self, visual: nn.Module, views: Tensor, precision: str) -> Features:
@@ -524,6 +557,7 @@ class CLIPConvLoss(SketchLoss):
             self.channels_last,
             self.fold_batchnorm and self.arch == "resnet",
             self.prepack_weights and self.arch == "resnet",
+            self.fuse_activations and self.arch == "resnet",
             self.arch,
             tuple(self.layers),
             self.fc_weight,

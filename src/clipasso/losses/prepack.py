@@ -14,6 +14,13 @@ It applies where it can and falls back to ``nn.Conv2d`` otherwise: CPU tensors, 
 weight's dtype (bf16 or fp32), weights that do not require grad, zero padding, a PyTorch built with
 oneDNN (:func:`prepack_available`).
 
+A packed convolution can also run the ReLU after it (``post_op="relu"``) and a residual addition
+followed by a ReLU (:meth:`PackedConv2d.add_relu`) as oneDNN post-ops, inside the convolution's
+kernel instead of as separate passes over the output (:mod:`clipasso.losses.fusion` rewrites CLIP's
+ResNet that way). The ReLU's backward is the same ``threshold_backward`` on the output as
+``nn.ReLU``'s; the fused addition is made before the output is rounded to its dtype, so in bf16 it
+rounds once where the separate addition rounds twice.
+
 Example:
     >>> conv = nn.Conv2d(3, 8, 3, padding=1).requires_grad_(False)
     >>> tower = prepack_convolutions(nn.Sequential(conv))
@@ -43,36 +50,66 @@ def prepack_available() -> bool:
     )
 
 
-def _pointwise(x: Tensor, packed: Tensor, bias: Tensor | None, conf: tuple[Any, ...]) -> Tensor:
+def _pointwise(
+    x: Tensor, packed: Tensor, bias: Tensor | None, conf: tuple[Any, ...], relu: bool = False
+) -> Tensor:
     padding, stride, dilation, groups = conf
     op = torch.ops.mkldnn._convolution_pointwise
-    return op(x, packed, bias, padding, stride, dilation, groups, "none", [], "")
+    return op(x, packed, bias, padding, stride, dilation, groups, "relu" if relu else "none", [], "")
+
+
+def _add_relu(x: Tensor, other: Tensor, packed: Tensor, bias: Tensor | None, conf: tuple[Any, ...]) -> Tensor:
+    """``relu(conv(x) + other)`` in one oneDNN call (the addition and the ReLU as post-ops)."""
+    padding, stride, dilation, groups = conf
+    op = torch.ops.mkldnn._convolution_pointwise.binary
+    return op(x, other, packed, bias, padding, stride, dilation, groups, "add", None, "relu", [], "")
+
+
+def _input_grad(grad: Tensor, x: Tensor, weight: Tensor, conf: tuple[Any, ...]) -> Tensor:
+    """The gradient to the convolution's input ``x`` of the output's gradient ``grad``."""
+    padding, stride, dilation, groups = conf
+    grad = (
+        grad.contiguous(memory_format=torch.channels_last)
+        if x.is_contiguous(memory_format=torch.channels_last)
+        else grad.contiguous()
+    )
+    grad_input, _, _ = torch.ops.aten.convolution_backward(
+        grad, x, weight, None, stride, padding, dilation, False, [0, 0], groups, [True, False, False]
+    )
+    return grad_input
 
 
 class _PackedConvFunction(torch.autograd.Function):
-    """The forward pass on the prepacked weight; the backward to the input on the plain weight."""
+    """The forward pass on the prepacked weight (with its ReLU, or its residual addition and ReLU,
+    when asked); the backward to the input (and to the residual) on the plain weight."""
 
     @staticmethod
     def forward(
-        ctx: Any, x: Tensor, packed: Tensor, weight: Tensor, bias: Tensor | None, conf: tuple[Any, ...]
+        ctx: Any,
+        x: Tensor,
+        other: Tensor | None,
+        packed: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        conf: tuple[Any, ...],
+        relu: bool,
     ) -> Tensor:
-        ctx.save_for_backward(x, weight)
-        ctx.conf = conf
-        return _pointwise(x, packed, bias, conf)
+        if other is None:
+            out = _pointwise(x, packed, bias, conf, relu)
+        else:
+            out = _add_relu(x, other, packed, bias, conf)
+        ctx.save_for_backward(x, weight, out if relu else None)
+        ctx.conf, ctx.relu = conf, relu
+        return out
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None, None, None]:
-        x, weight = ctx.saved_tensors
-        padding, stride, dilation, groups = ctx.conf
-        grad = (
-            grad.contiguous(memory_format=torch.channels_last)
-            if x.is_contiguous(memory_format=torch.channels_last)
-            else grad.contiguous()
-        )
-        grad_input, _, _ = torch.ops.aten.convolution_backward(
-            grad, x, weight, None, stride, padding, dilation, False, [0, 0], groups, [True, False, False]
-        )
-        return grad_input, None, None, None, None
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        x, weight, out = ctx.saved_tensors
+        if ctx.relu:  # nn.ReLU's own backward: the gradient where the output is positive
+            grad = torch.ops.aten.threshold_backward(grad, out, 0)
+        grad_input = _input_grad(grad, x, weight, ctx.conf) if ctx.needs_input_grad[0] else None
+        grad_other = grad if ctx.needs_input_grad[1] else None
+        return grad_input, grad_other, None, None, None, None, None
 
 
 class PackedConv2d(nn.Conv2d):
@@ -81,13 +118,22 @@ class PackedConv2d(nn.Conv2d):
     :meth:`from_conv` (sharing its parameters). Falls back to ``nn.Conv2d.forward`` where the
     prepacked path does not apply (module notes).
 
+    Attributes:
+        post_op: ``"relu"`` to apply a ReLU to the output inside the convolution (the module then
+            computes ``relu(conv(x))``, also where it falls back), ``"none"`` (the default) for the
+            plain convolution.
+
     Example:
         >>> conv = PackedConv2d.from_conv(nn.Conv2d(3, 4, 3).requires_grad_(False))
         >>> conv(torch.rand(1, 3, 8, 8)).shape
         torch.Size([1, 4, 6, 6])
+        >>> conv.post_op = "relu"
+        >>> bool(conv(torch.randn(1, 3, 8, 8)).min() >= 0)
+        True
     """
 
     _packs: dict[tuple[object, ...], Tensor]
+    post_op: str = "none"
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d) -> PackedConv2d:
@@ -131,15 +177,50 @@ class PackedConv2d(nn.Conv2d):
             self._packs[key] = packed
         return packed
 
+    def _relu(self) -> bool:
+        if self.post_op not in ("none", "relu"):
+            raise ValueError(f"PackedConv2d.post_op must be 'none' or 'relu', got {self.post_op!r}")
+        return self.post_op == "relu"
+
     def forward(self, x: Tensor) -> Tensor:
+        relu = self._relu()
         if not self._applies(x):
-            return super().forward(x)
+            out = super().forward(x)
+            return torch.relu(out) if relu else out
         conf = (list(self.padding), list(self.stride), list(self.dilation), self.groups)
         packed = self._packed(x)
         if torch.is_grad_enabled() and x.requires_grad:
-            out: Tensor = _PackedConvFunction.apply(x, packed, self.weight, self.bias, conf)
+            fused: Tensor = _PackedConvFunction.apply(x, None, packed, self.weight, self.bias, conf, relu)
+            return fused
+        return _pointwise(x, packed, self.bias, conf, relu)
+
+    def add_relu(self, x: Tensor, other: Tensor) -> Tensor:
+        """``relu(conv(x) + other)``, the addition and the ReLU inside the convolution where the
+        prepacked path applies (``other`` ``[B, O, H', W']``, the output's shape; ``post_op`` must be
+        ``"none"``). In bf16 the fused sum rounds once, the separate one twice.
+
+        Example:
+            >>> conv = PackedConv2d.from_conv(nn.Conv2d(3, 4, 1).requires_grad_(False))
+            >>> conv.add_relu(torch.rand(1, 3, 8, 8), torch.rand(1, 4, 8, 8)).shape
+            torch.Size([1, 4, 8, 8])
+        """
+        if self._relu():
+            raise ValueError("add_relu needs post_op='none' (the ReLU comes after the addition)")
+        fits = (
+            self._applies(x)
+            and other.device == x.device
+            and other.dtype == x.dtype
+            and other.dim() == 4
+            and other.shape[:2] == (x.shape[0], self.out_channels)
+        )
+        if not fits:
+            return torch.relu(super().forward(x) + other)
+        conf = (list(self.padding), list(self.stride), list(self.dilation), self.groups)
+        packed = self._packed(x)
+        if torch.is_grad_enabled() and (x.requires_grad or other.requires_grad):
+            out: Tensor = _PackedConvFunction.apply(x, other, packed, self.weight, self.bias, conf, True)
             return out
-        return _pointwise(x, packed, self.bias, conf)
+        return _add_relu(x, other, packed, self.bias, conf)
 
 
 def prepack_convolutions(tower: nn.Module) -> nn.Module:
