@@ -70,6 +70,8 @@ from clipasso.config import SketchConfig
 from clipasso.data import list_samples
 from clipasso.engine import Engine
 from clipasso.losses import CLIPConvLoss, LossContext
+from clipasso.losses.fusion import FusedBottleneck
+from clipasso.losses.prepack import PackedConv2d
 from clipasso.models import visual_of
 from clipasso.render import composite, list_rasterizers, rasterize
 
@@ -595,9 +597,23 @@ def kernel_study(models: Models, reps: int = 4, with_compile: bool = False) -> d
         "fold_batchnorm + prepack_weights + fuse_activations (the fast preset)": fast_loss(
             fold_batchnorm=True, prepack_weights=True, fuse_activations=True
         ),
+        "the fast preset, backward by aten.convolution_backward (pack_backward=False)": fast_loss(
+            fold_batchnorm=True, prepack_weights=True, fuse_activations=True
+        ),
+        "the fast preset, one autograd node per convolution (not per bottleneck)": fast_loss(
+            fold_batchnorm=True, prepack_weights=True, fuse_activations=True
+        ),
     }
     for loss in variants.values():
         stepper(loss)()  # warm-up (builds the bf16 copy, the target cache)
+    slow = "the fast preset, backward by aten.convolution_backward (pack_backward=False)"
+    for module in variants[slow]._tower_copy(visual_of(rn), True).modules():
+        if isinstance(module, PackedConv2d):
+            module.pack_backward = False
+    per_conv = "the fast preset, one autograd node per convolution (not per bottleneck)"
+    for module in variants[per_conv]._tower_copy(visual_of(rn), True).modules():
+        if isinstance(module, FusedBottleneck):
+            module.__dict__["_one_node"] = lambda x: False
     times = _interleaved_times({k: stepper(loss) for k, loss in variants.items()}, reps)
     out["loss forward+backward s (median)"] = {k: _median(v) for k, v in times.items()}
     out["loss forward+backward, paired ratio to bf16_weights=True (median over rounds)"] = _paired(

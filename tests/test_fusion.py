@@ -266,3 +266,41 @@ def test_a_fused_loss_can_be_copied_and_pickled(resnet: nn.Module) -> None:
     for other in (twin, loaded):
         b, gb = run_loss(other, sketch, target)
         assert all(torch.equal(a[k], b[k]) for k in a) and torch.equal(ga, gb)
+
+
+@needs_onednn
+@pytest.mark.parametrize("bf16", [False, True])
+def test_a_bottleneck_runs_as_one_autograd_node(resnet: nn.Module, bf16: bool, monkeypatch: Any) -> None:
+    """With autograd, each fused bottleneck is one node (_BottleneckFunction) whose forward pass and
+    input gradient are the per-convolution path's: bit for bit through the whole tower with one
+    feature tap, and to rounding with two (layer2's output then gets three gradient contributions,
+    which the two paths sum in another order)."""
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    tower = fuse_activations(_folded_packed(resnet, dtype))
+    blocks = [m for m in tower.modules() if type(m) is FusedBottleneck]
+    assert any(b.downsample is not None for b in blocks)
+    assert any(type(b.avgpool) is nn.AvgPool2d for b in blocks)
+    images = smooth_images(2, 3).contiguous(memory_format=torch.channels_last).to(dtype)
+
+    def run(one_node: bool, taps: list[str]) -> tuple[dict[str, torch.Tensor], torch.Tensor, set[str]]:
+        if not one_node:
+            monkeypatch.setattr(FusedBottleneck, "_one_node", lambda self, x: False)
+        x = images.clone().requires_grad_(True)
+        feats = resnet_features(tower, x, taps)
+        nodes = {type(f.grad_fn).__name__ for f in feats.values()}
+        weights = {k: torch.linspace(-1, 1, f.numel()).reshape(f.shape) for k, f in feats.items()}
+        sum((f.float() * weights[k]).sum() for k, f in feats.items()).backward()  # type: ignore[union-attr]
+        monkeypatch.undo()
+        assert x.grad is not None
+        return {k: f.detach() for k, f in feats.items()}, x.grad, nodes
+
+    fa, ga, nodes_a = run(True, ["layer4"])
+    fb, gb, nodes_b = run(False, ["layer4"])
+    assert nodes_a == {"_BottleneckFunctionBackward"} and "_BottleneckFunctionBackward" not in nodes_b
+    assert torch.equal(fa["layer4"], fb["layer4"]) and torch.equal(ga, gb)
+    _, ga, _ = run(True, ["layer2", "layer4"])
+    _, gb, _ = run(False, ["layer2", "layer4"])
+    if bf16:
+        assert _cos(ga, gb) > 0.999
+    else:
+        torch.testing.assert_close(ga, gb, rtol=1e-5, atol=1e-5)

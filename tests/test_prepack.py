@@ -80,6 +80,51 @@ def test_packs_are_made_once_per_input_shape_and_follow_the_weights() -> None:
     assert len(packed._packs) == 1
 
 
+@needs_onednn
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    kernel=st.sampled_from([(1, 1), (3, 3), (3, 1), (1, 5)]),
+    pad=st.sampled_from(["same", "none", "over"]),
+    bf16=st.booleans(),
+    channels_last=st.booleans(),
+)
+def test_backward_as_a_transposed_forward_convolution(
+    seed: int, kernel: tuple[int, int], pad: str, bf16: bool, channels_last: bool
+) -> None:
+    """Stride 1, no groups: the input gradient is the forward convolution of the output gradient
+    with the flipped, transposed weight (packed once); it equals convolution_backward's (the
+    pack_backward=False path) to rounding, for every padding from 0 to k - 1; a padding past
+    k - 1 takes convolution_backward."""
+    torch.manual_seed(seed)
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    padding = {
+        "same": (kernel[0] // 2, kernel[1] // 2),
+        "none": (0, 0),
+        "over": (kernel[0], kernel[1]),  # past k - 1: not transposable
+    }[pad]
+    conv = nn.Conv2d(5, 6, kernel, padding=padding).to(dtype).requires_grad_(False)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(2, 5, 10, 9, dtype=dtype).contiguous(memory_format=fmt)
+    grads = []
+    for transposed in (True, False):
+        packed = PackedConv2d.from_conv(conv)
+        packed.pack_backward = transposed
+        xx = x.clone().requires_grad_(True)
+        y = packed(xx)
+        (y.float() * torch.linspace(-1, 1, y.numel()).reshape(y.shape)).sum().backward()
+        assert xx.grad is not None and xx.grad.shape == x.shape
+        grads.append(xx.grad.float())
+        made = any(k[0][0] == "transposed" for k in packed._packs if isinstance(k[0], tuple) and k[0])
+        assert made == (transposed and pad != "over")
+    torch.testing.assert_close(grads[0], grads[1], **_tolerances(dtype))
+    xr = x.double().requires_grad_(True)
+    yr = torch.nn.functional.conv2d(xr, conv.weight.double(), conv.bias.double(), padding=padding)
+    (yr * torch.linspace(-1, 1, yr.numel(), dtype=torch.float64).reshape(yr.shape)).sum().backward()
+    assert xr.grad is not None
+    torch.testing.assert_close(grads[0].double(), xr.grad, **_tolerances(dtype))
+
+
 def test_fallbacks_where_packing_does_not_apply() -> None:
     """Trainable weights, another dtype, reflect padding: nn.Conv2d's own path (weight gradients too)."""
     conv = nn.Conv2d(3, 4, 3, padding=1)

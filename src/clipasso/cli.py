@@ -232,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="on a CPU, keep CLIP's convolution weights reordered for oneDNN instead of reordering "
-        "them on every call (the same kernels; on in --preset fast, off in the default and the reference)",
+        "them on every call, forward and backward (the same sums; on in --preset fast, off in the default "
+        "and the reference)",
     )
     sk.add_argument(
         "--fuse-activations",

@@ -40,7 +40,7 @@ MIN_CANVAS = 16
 #: step with view 0 weighted 0.2, and evaluations taken from the training step's view 0
 #: (``free_evaluations``: the same values to the kernels' rounding), with CLIP's BatchNorms folded
 #: into its convolutions (``fold_batchnorm``: the same function, rounded differently), their weights
-#: reordered once for oneDNN (``prepack_weights``: the same kernels) and the ReLUs and residual
+#: reordered once for oneDNN (``prepack_weights``: the same sums) and the ReLUs and residual
 #: additions run inside the convolutions (``fuse_activations``). Deviations from the
 #: reference; what they cost and gain, as measured on a random-weight proxy, is in
 #: docs/performance.md ("The fast preset").
@@ -166,7 +166,8 @@ class SketchConfig:
             on in ``"fast"``. Measured in docs/performance.md.
         prepack_weights: On a CPU, those losses' private tower copies (the bf16 weight copy, the
             folded copy) keep their convolution weights reordered for oneDNN instead of reordering
-            them on every call: the same kernels on the same numbers. Off by default and in the
+            them on every call, forward and backward: the same sums (bit for bit where measured).
+            Off by default and in the
             reference (it relies on oneDNN ops that PyTorch keeps private); on in ``"fast"``.
         fuse_activations: With ``fold_batchnorm`` and ``prepack_weights`` (it needs both and does
             nothing without them), the folded copies run CLIP's ReLUs and residual additions inside

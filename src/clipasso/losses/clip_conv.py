@@ -275,9 +275,10 @@ class CLIPConvLoss(SketchLoss):
             and not used if they differ by more than 5 %. Ignored for ViT towers (no BatchNorm).
         prepack_weights: On a CPU, the convolutions of the tower's copy (``bf16_weights``' or
             ``fold_batchnorm``'s; there is none in an fp32 pass without folding) keep their weights
-            reordered for oneDNN, once per input shape, instead of on every call
-            (:class:`~clipasso.losses.prepack.PackedConv2d`). The same kernels on the same numbers
-            (bit for bit where measured, docs/performance.md); ResNet towers only.
+            reordered for oneDNN, once per input shape, instead of on every call, in the forward
+            pass and (as the transposed forward convolution) in the backward
+            (:class:`~clipasso.losses.prepack.PackedConv2d`). The same sums (bit for bit where
+            measured, docs/performance.md); ResNet towers only.
         fuse_activations: With ``fold_batchnorm`` and ``prepack_weights`` (it needs both: without
             them it does nothing; both given as False with it is an error), run the folded copy's
             ReLUs and residual additions inside its convolutions as oneDNN post-ops

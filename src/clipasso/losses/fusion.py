@@ -8,7 +8,12 @@ convolution's own oneDNN call: the stem's and the bottlenecks' convolutions get
 ``post_op="relu"`` and each bottleneck becomes a :class:`FusedBottleneck`, whose last convolution
 adds the shortcut and applies the ReLU (:meth:`~clipasso.losses.prepack.PackedConv2d.add_relu`).
 That saves a pass over each output in the forward pass (about 100 ReLUs and 33 additions per
-RN101 pass); the backward passes are the same operations as before.
+RN101 pass); the backward passes are the same operations as before. With autograd, each bottleneck
+runs as one autograd node (its forward pass without autograd inside, its backward pass written out:
+the ReLUs' ``threshold_backward``, the convolutions' input gradients, the pools' backward and the
+shortcut's sum) without a node and its Python for each convolution: bit for bit the
+per-convolution path's, except where a block's input also feeds something else (a feature tap:
+its gradient contributions are then summed in another order, equal to rounding).
 
 Only CLIP's own classes are rewritten: a bottleneck whose ``forward`` is
 ``clip.model.Bottleneck.forward`` and a tower whose ``forward`` is
@@ -32,6 +37,7 @@ from __future__ import annotations
 import copy
 from typing import Any, cast
 
+import torch
 from torch import Tensor, nn
 
 from .prepack import PackedConv2d
@@ -68,6 +74,65 @@ def _fusable_bottleneck(block: nn.Module, forward: Any) -> bool:
     return len(kinds) == 3 and kinds[1] is PackedConv2d and kinds[2] is nn.Identity
 
 
+def _pool_backward(pool: nn.Module, grad: Tensor, x: Tensor) -> Tensor:
+    """The gradient to ``x`` of ``pool(x)``'s gradient ``grad`` (``nn.Identity`` or ``nn.AvgPool2d``)."""
+    if type(pool) is nn.Identity:
+        return grad
+    assert isinstance(pool, nn.AvgPool2d)
+
+    def pair(v: Any) -> list[int]:
+        return [int(v), int(v)] if isinstance(v, int) else [int(t) for t in v]
+
+    stride = pair(pool.stride if pool.stride is not None else pool.kernel_size)
+    return torch.ops.aten.avg_pool2d_backward(
+        grad,
+        x,
+        pair(pool.kernel_size),
+        stride,
+        pair(pool.padding),
+        pool.ceil_mode,
+        pool.count_include_pad,
+        pool.divisor_override,
+    )
+
+
+class _BottleneckFunction(torch.autograd.Function):
+    """A fused bottleneck's forward pass (its modules, without autograd) and its backward pass in
+    one autograd node: the same operations as the modules' own backward passes, in the same order,
+    without an autograd node and its Python for each convolution."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, block: FusedBottleneck) -> Tensor:
+        y1 = block.conv1(x)
+        y2 = block.conv2(y1)
+        pooled = block.avgpool(y2)
+        down = block.downsample
+        if down is None:
+            shortcut, xs = x, None
+        else:
+            xs = down[0](x)
+            shortcut = down[2](down[1](xs))
+        out = block.conv3.add_relu(pooled, shortcut)
+        convs = [block.conv1, block.conv2, block.conv3] + ([] if down is None else [down[1]])
+        ctx.save_for_backward(x, y1, y2, pooled, xs, out, *(c.weight for c in convs))
+        ctx.block = block
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        x, y1, y2, pooled, xs, out, *weights = ctx.saved_tensors
+        block: FusedBottleneck = ctx.block
+        g = torch.ops.aten.threshold_backward(grad, out, 0)  # relu3
+        g2 = _pool_backward(block.avgpool, block.conv3._input_grad(g, pooled, weights[2]), y2)
+        g1 = block.conv2._input_grad(torch.ops.aten.threshold_backward(g2, y2, 0), y1, weights[1])
+        grad_x = block.conv1._input_grad(torch.ops.aten.threshold_backward(g1, y1, 0), x, weights[0])
+        down = block.downsample
+        if down is None:
+            return grad_x + g, None
+        shortcut = _pool_backward(down[0], cast(PackedConv2d, down[1])._input_grad(g, xs, weights[3]), x)
+        return grad_x + shortcut, None
+
+
 class FusedBottleneck(nn.Module):
     """CLIP's ResNet bottleneck (folded and prepacked) with its ReLUs and the residual addition in
     its convolutions: ``conv1`` and ``conv2`` apply their ReLUs, ``conv3`` adds the shortcut and
@@ -88,7 +153,7 @@ class FusedBottleneck(nn.Module):
     conv2: PackedConv2d
     conv3: PackedConv2d
     avgpool: nn.Module
-    downsample: nn.Module | None
+    downsample: nn.Sequential | None
 
     @classmethod
     def from_block(cls, block: nn.Module) -> FusedBottleneck:
@@ -105,8 +170,24 @@ class FusedBottleneck(nn.Module):
             out._modules[f"conv{i}"] = conv
         return out  # type: ignore[return-value]
 
+    def _one_node(self, x: Tensor) -> bool:
+        """Whether the pass can run as one autograd node (every part on its packed path)."""
+        if not (torch.is_grad_enabled() and x.requires_grad):
+            return False
+        convs: list[PackedConv2d] = [self.conv1, self.conv2, self.conv3]
+        pools = [self.avgpool]
+        if self.downsample is not None:
+            convs.append(cast(PackedConv2d, self.downsample[1]))
+            pools.append(self.downsample[0])
+        return all(conv._applies(x) for conv in convs) and all(
+            type(p) in (nn.Identity, nn.AvgPool2d) for p in pools
+        )
+
     def forward(self, x: Tensor) -> Tensor:
         """``[B, C, H, W]`` → ``[B, 4·planes, H/stride, W/stride]``, as ``clip.model.Bottleneck``."""
+        if self._one_node(x):
+            out: Tensor = _BottleneckFunction.apply(x, self)
+            return out
         out = self.conv2(self.conv1(x))  # bn1, bn2 folded; each ReLU inside its convolution
         out = self.avgpool(out)
         shortcut = x if self.downsample is None else self.downsample(x)

@@ -5,10 +5,12 @@ plain layout into its own blocked layout, on every call: for CLIP RN101 about a 
 pass. A frozen tower can keep the reordered weight: :class:`PackedConv2d` reorders it once per input
 shape (``torch.ops.mkldnn._reorder_convolution_weight``, the op that inductor's freezing uses) and
 runs the forward pass with ``torch.ops.mkldnn._convolution_pointwise`` on it. Its backward pass
-(to the input only: the weights are frozen) is ``aten.convolution_backward`` on the plain weight,
-as before. The same oneDNN kernels on the same numbers: on the machines measured the outputs and
-input gradients are bit for bit those of ``nn.Conv2d`` (docs/performance.md); the tests hold them
-to rounding.
+(to the input only: the weights are frozen) is, for a stride-1 ungrouped convolution (all of CLIP
+ResNet's but the stem's first), the forward convolution of the gradient with the flipped,
+transposed weight, packed once too (``PackedConv2d.pack_backward``); otherwise
+``aten.convolution_backward`` on the plain weight, which reorders it on every call. The same
+sums: on the machines measured the outputs and input gradients were bit for bit those of
+``nn.Conv2d`` (docs/performance.md); the tests hold them to rounding.
 
 It applies where it can and falls back to ``nn.Conv2d`` otherwise: CPU tensors, the input in the
 weight's dtype (bf16 or fp32), weights that do not require grad, zero padding, a PyTorch built with
@@ -31,7 +33,7 @@ Example:
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -81,7 +83,9 @@ def _input_grad(grad: Tensor, x: Tensor, weight: Tensor, conf: tuple[Any, ...]) 
 
 class _PackedConvFunction(torch.autograd.Function):
     """The forward pass on the prepacked weight (with its ReLU, or its residual addition and ReLU,
-    when asked); the backward to the input (and to the residual) on the plain weight."""
+    when asked); the backward to the input (and to the residual): the forward convolution of the
+    gradient with the module's packed transposed weight where it applies, else
+    ``aten.convolution_backward`` on the plain weight."""
 
     @staticmethod
     def forward(
@@ -93,13 +97,14 @@ class _PackedConvFunction(torch.autograd.Function):
         bias: Tensor | None,
         conf: tuple[Any, ...],
         relu: bool,
+        owner: PackedConv2d,
     ) -> Tensor:
         if other is None:
             out = _pointwise(x, packed, bias, conf, relu)
         else:
             out = _add_relu(x, other, packed, bias, conf)
         ctx.save_for_backward(x, weight, out if relu else None)
-        ctx.conf, ctx.relu = conf, relu
+        ctx.conf, ctx.relu, ctx.owner = conf, relu, owner
         return out
 
     @staticmethod
@@ -107,9 +112,10 @@ class _PackedConvFunction(torch.autograd.Function):
         x, weight, out = ctx.saved_tensors
         if ctx.relu:  # nn.ReLU's own backward: the gradient where the output is positive
             grad = torch.ops.aten.threshold_backward(grad, out, 0)
-        grad_input = _input_grad(grad, x, weight, ctx.conf) if ctx.needs_input_grad[0] else None
+        owner: PackedConv2d = ctx.owner
+        grad_input = owner._input_grad(grad, x, weight) if ctx.needs_input_grad[0] else None
         grad_other = grad if ctx.needs_input_grad[1] else None
-        return grad_input, grad_other, None, None, None, None, None
+        return grad_input, grad_other, None, None, None, None, None, None
 
 
 class PackedConv2d(nn.Conv2d):
@@ -122,6 +128,11 @@ class PackedConv2d(nn.Conv2d):
         post_op: ``"relu"`` to apply a ReLU to the output inside the convolution (the module then
             computes ``relu(conv(x))``, also where it falls back), ``"none"`` (the default) for the
             plain convolution.
+        pack_backward: For a stride-1, ungrouped convolution, compute the input gradient as the
+            forward convolution of the output's gradient with the flipped, transposed weight
+            (padding ``k - 1 - p``), kept reordered for oneDNN like the forward weight (True, the
+            default), instead of ``aten.convolution_backward``, which reorders the weight on every
+            call. The same sums (bit for bit on the machines measured, docs/performance.md).
 
     Example:
         >>> conv = PackedConv2d.from_conv(nn.Conv2d(3, 4, 3).requires_grad_(False))
@@ -134,6 +145,7 @@ class PackedConv2d(nn.Conv2d):
 
     _packs: dict[tuple[object, ...], Tensor]
     post_op: str = "none"
+    pack_backward: bool = True
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d) -> PackedConv2d:
@@ -172,10 +184,50 @@ class PackedConv2d(nn.Conv2d):
         packed = self._packs.get(key)
         if packed is None:
             self._packs = {k: v for k, v in self._packs.items() if k[2] == self.weight._version}
-            conf = (list(self.padding), list(self.stride), list(self.dilation), self.groups)
+            conf = self._conf()
             packed = torch.ops.mkldnn._reorder_convolution_weight(self.weight, *conf, list(x.shape))
             self._packs[key] = packed
         return packed
+
+    def _conf(self) -> tuple[Any, ...]:
+        return (list(self.padding), list(self.stride), list(self.dilation), self.groups)
+
+    def _input_grad(self, grad: Tensor, x: Tensor, weight: Tensor) -> Tensor:
+        """The gradient to the input ``x`` of the output's gradient ``grad`` (``weight``: this
+        module's weight as saved for the backward pass)."""
+        if self._transposes(grad, weight):
+            return self._transposed_grad(grad, weight)
+        return _input_grad(grad, x, weight, self._conf())
+
+    def _transposes(self, grad: Tensor, weight: Tensor) -> bool:
+        """Whether the input gradient of ``grad`` can be the transposed forward convolution."""
+        k = weight.shape[2:]
+        return (
+            self.pack_backward
+            and grad.device.type == "cpu"
+            and grad.dim() == 4
+            and grad.dtype == weight.dtype
+            and self.groups == 1
+            and all(s == 1 for s in self.stride)
+            and all(d == 1 for d in self.dilation)
+            and isinstance(self.padding, tuple)
+            and all(0 <= p <= n - 1 for p, n in zip(self.padding, k))
+        )
+
+    def _transposed_grad(self, grad: Tensor, weight: Tensor) -> Tensor:
+        """``grad [B, O, H, W]`` → the input gradient ``[B, I, H', W']`` of a stride-1 convolution:
+        the convolution of ``grad`` with ``weight`` flipped in space and transposed ``[I, O, k, k]``,
+        padded by ``k - 1 - p`` (the packed transposed weight is made once per ``grad`` shape)."""
+        padding = [int(n) - 1 - int(p) for p, n in zip(cast(tuple[int, ...], self.padding), weight.shape[2:])]
+        conf = (padding, [1, 1], [1, 1], 1)
+        key = (("transposed", *grad.shape[1:]), grad.dtype, weight._version)
+        packed = self._packs.get(key)
+        if packed is None:
+            self._packs = {k: v for k, v in self._packs.items() if k[2] == weight._version}
+            flipped = weight.flip(2, 3).transpose(0, 1).contiguous()
+            packed = torch.ops.mkldnn._reorder_convolution_weight(flipped, *conf, list(grad.shape))
+            self._packs[key] = packed
+        return _pointwise(grad, packed, None, conf)
 
     def _relu(self) -> bool:
         if self.post_op not in ("none", "relu"):
@@ -187,10 +239,11 @@ class PackedConv2d(nn.Conv2d):
         if not self._applies(x):
             out = super().forward(x)
             return torch.relu(out) if relu else out
-        conf = (list(self.padding), list(self.stride), list(self.dilation), self.groups)
+        conf = self._conf()
         packed = self._packed(x)
         if torch.is_grad_enabled() and x.requires_grad:
-            fused: Tensor = _PackedConvFunction.apply(x, None, packed, self.weight, self.bias, conf, relu)
+            args = (x, None, packed, self.weight, self.bias, conf, relu, self)
+            fused: Tensor = _PackedConvFunction.apply(*args)
             return fused
         return _pointwise(x, packed, self.bias, conf, relu)
 
@@ -215,10 +268,11 @@ class PackedConv2d(nn.Conv2d):
         )
         if not fits:
             return torch.relu(super().forward(x) + other)
-        conf = (list(self.padding), list(self.stride), list(self.dilation), self.groups)
+        conf = self._conf()
         packed = self._packed(x)
         if torch.is_grad_enabled() and (x.requires_grad or other.requires_grad):
-            out: Tensor = _PackedConvFunction.apply(x, other, packed, self.weight, self.bias, conf, True)
+            args = (x, other, packed, self.weight, self.bias, conf, True, self)
+            out: Tensor = _PackedConvFunction.apply(*args)
             return out
         return _add_relu(x, other, packed, self.bias, conf)
 
