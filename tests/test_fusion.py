@@ -14,7 +14,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from clip_inputs import calibrated_resnet, run_loss, smooth_images
+from clip_inputs import (
+    CONV_CASES,
+    ConvCase,
+    calibrated_resnet,
+    cosine,
+    needs_onednn,
+    run_loss,
+    smooth_images,
+    tolerances,
+)
 from clipasso import InputError
 from clipasso.losses import CLIPConvLoss
 from clipasso.losses.folding import fold_batchnorm
@@ -22,50 +31,23 @@ from clipasso.losses.fusion import FusedBottleneck, fuse_activations
 from clipasso.losses.prepack import PackedConv2d, prepack_available, prepack_convolutions
 from clipasso.models import resnet_features, visual_of
 
-needs_onednn = pytest.mark.skipif(not prepack_available(), reason="this PyTorch has no oneDNN prepacked ops")
-
 
 @pytest.fixture(scope="module")
 def resnet() -> nn.Module:
     return calibrated_resnet()
 
 
-def _tolerances(dtype: torch.dtype) -> dict[str, float]:
-    return {"rtol": 2e-2, "atol": 2e-2} if dtype == torch.bfloat16 else {"rtol": 1e-5, "atol": 1e-5}
-
-
-def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(torch.nn.functional.cosine_similarity(a.flatten().double(), b.flatten().double(), dim=0))
-
-
-def _conv(seed: int, kernel: int, stride: int, groups: int, bias: bool, dtype: torch.dtype) -> nn.Conv2d:
-    torch.manual_seed(seed)
-    conv = nn.Conv2d(4, 8, kernel, stride=stride, padding=kernel // 2, bias=bias, groups=groups)
-    return conv.to(dtype).requires_grad_(False)
-
-
 @needs_onednn
 @settings(max_examples=25, deadline=None)
-@given(
-    seed=st.integers(0, 2**16),
-    kernel=st.sampled_from([1, 3]),
-    stride=st.sampled_from([1, 2]),
-    groups=st.sampled_from([1, 2]),
-    bias=st.booleans(),
-    bf16=st.booleans(),
-    channels_last=st.booleans(),
-)
-def test_relu_post_op_is_relu_of_the_convolution(
-    seed: int, kernel: int, stride: int, groups: int, bias: bool, bf16: bool, channels_last: bool
-) -> None:
+@given(case=CONV_CASES)
+def test_relu_post_op_is_relu_of_the_convolution(case: ConvCase) -> None:
     """Forward and input gradient of post_op="relu" equal relu(conv(x)): bit for bit (ReLU commutes
     with rounding), with and without autograd."""
-    dtype = torch.bfloat16 if bf16 else torch.float32
-    conv = _conv(seed, kernel, stride, groups, bias, dtype)
+    dtype = case.dtype
+    conv = case.conv()
     plain, fused = PackedConv2d.from_conv(conv), PackedConv2d.from_conv(conv)
     fused.post_op = "relu"
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    x = torch.randn(2, 4, 11, 11, dtype=dtype).contiguous(memory_format=fmt)
+    x = case.input()
     xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
     ya, yb = torch.relu(plain(xa)), fused(xb)
     assert torch.equal(yb, ya) and bool((yb >= 0).all())
@@ -94,7 +76,7 @@ def test_add_relu_is_relu_of_the_sum(
     """relu(conv(x) + other) and its gradients to x and to other: fp32 to rounding, bf16 to bf16's
     rounding (the fused sum rounds once, the separate one twice)."""
     dtype = torch.bfloat16 if bf16 else torch.float32
-    conv = _conv(seed, kernel, 1, 1, bias, dtype)
+    conv = ConvCase(seed, kernel, 1, 1, bias, bf16, channels_last).conv()
     packed = PackedConv2d.from_conv(conv)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x = torch.randn(2, 4, 9, 9, dtype=dtype).contiguous(memory_format=fmt)
@@ -104,19 +86,19 @@ def test_add_relu_is_relu_of_the_sum(
     ref = torch.relu(conv(xa) + oa)
     got = packed.add_relu(xb, ob)
     assert got.shape == ref.shape and got.dtype == dtype and bool((got >= 0).all())
-    torch.testing.assert_close(got.float(), ref.float(), **_tolerances(dtype))
+    torch.testing.assert_close(got.float(), ref.float(), **tolerances(dtype))
     w = torch.randn(ref.shape, dtype=dtype)
     (ref * w).sum().backward()
     (got * w).sum().backward()
     assert xa.grad is not None and xb.grad is not None
     if bf16:  # where a sum rounds to the other side of 0 the ReLU's masks differ
-        assert _cos(xa.grad, xb.grad) > 0.99
+        assert cosine(xa.grad, xb.grad) > 0.99
     else:
         torch.testing.assert_close(xb.grad, xa.grad, rtol=1e-5, atol=1e-5)
     if other_grad:
         assert oa.grad is not None and ob.grad is not None
         keep = ref.detach().float().abs() > (0.05 if bf16 else 0.0)  # away from the masks' edges
-        torch.testing.assert_close((ob.grad * keep).float(), (oa.grad * keep).float(), **_tolerances(dtype))
+        torch.testing.assert_close((ob.grad * keep).float(), (oa.grad * keep).float(), **tolerances(dtype))
     else:
         assert ob.grad is None
     with torch.no_grad():
@@ -183,7 +165,7 @@ def test_fused_tower_computes_the_folded_towers_features(resnet: nn.Module, bf16
     sum(f.float().square().mean() for f in fa.values()).backward()  # type: ignore[union-attr]
     sum(f.float().square().mean() for f in fb.values()).backward()  # type: ignore[union-attr]
     assert xa.grad is not None and xb.grad is not None
-    assert _cos(xa.grad, xb.grad) > (0.98 if bf16 else 0.99999)
+    assert cosine(xa.grad, xb.grad) > (0.98 if bf16 else 0.99999)
     with torch.no_grad():  # the encoder's own forward (ModifiedResNet.forward) agrees too
         torch.testing.assert_close(
             fused(images.to(dtype)).float(), plain(images.to(dtype)).float(), rtol=5e-2, atol=5e-2
@@ -221,10 +203,10 @@ def test_the_loss_runs_its_copy_fused(resnet: nn.Module, precision: str) -> None
     bf16 = precision == "bf16"
     for k in a:  # bf16: the terms are about 1, the fc term about 0.01 (measured here: 0.0165 vs 0.0164)
         torch.testing.assert_close(b[k], a[k], rtol=2e-2 if bf16 else 1e-4, atol=1e-3 if bf16 else 1e-6)
-    assert _cos(ga, gb) > (0.97 if bf16 else 0.99999)
+    assert cosine(ga, gb) > (0.97 if bf16 else 0.99999)
     if bf16:  # as close to the fp32 gradient as the unfused bf16 pass (0.984 and 0.982 measured)
         _, g32 = run_loss(CLIPConvLoss(resnet, **{**kw, "precision": "fp32"}), sketch, target)
-        assert _cos(gb, g32) > _cos(ga, g32) - 0.01 and _cos(gb, g32) > 0.95
+        assert cosine(gb, g32) > cosine(ga, g32) - 0.01 and cosine(gb, g32) > 0.95
     tower = visual_of(resnet)
     fused = loss._tower_copy(tower, bf16)
     assert any(type(m) is FusedBottleneck for m in fused.modules())
@@ -301,6 +283,6 @@ def test_a_bottleneck_runs_as_one_autograd_node(resnet: nn.Module, bf16: bool, m
     _, ga, _ = run(True, ["layer2", "layer4"])
     _, gb, _ = run(False, ["layer2", "layer4"])
     if bf16:
-        assert _cos(ga, gb) > 0.999
+        assert cosine(ga, gb) > 0.999
     else:
         torch.testing.assert_close(ga, gb, rtol=1e-5, atol=1e-5)

@@ -10,13 +10,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from clip_inputs import calibrated_resnet, run_loss, smooth_images
+from clip_inputs import (
+    CONV_CASES,
+    ConvCase,
+    calibrated_resnet,
+    needs_onednn,
+    run_loss,
+    smooth_images,
+    tolerances,
+)
 from clipasso.losses import CLIPConvLoss
 from clipasso.losses import prepack as prepack_module
 from clipasso.losses.prepack import PackedConv2d, prepack_available, prepack_convolutions
 from clipasso.models import visual_of
-
-needs_onednn = pytest.mark.skipif(not prepack_available(), reason="this PyTorch has no oneDNN prepacked ops")
 
 
 @pytest.fixture(scope="module")
@@ -24,43 +30,26 @@ def resnet() -> nn.Module:
     return calibrated_resnet()
 
 
-def _tolerances(dtype: torch.dtype) -> dict[str, float]:
-    return {"rtol": 2e-2, "atol": 2e-2} if dtype == torch.bfloat16 else {"rtol": 1e-5, "atol": 1e-5}
-
-
 @needs_onednn
 @settings(max_examples=30, deadline=None)
-@given(
-    seed=st.integers(0, 2**16),
-    kernel=st.sampled_from([1, 3]),
-    stride=st.sampled_from([1, 2]),
-    groups=st.sampled_from([1, 2]),
-    bias=st.booleans(),
-    bf16=st.booleans(),
-    channels_last=st.booleans(),
-)
-def test_packed_convolution_matches_conv2d(
-    seed: int, kernel: int, stride: int, groups: int, bias: bool, bf16: bool, channels_last: bool
-) -> None:
+@given(case=CONV_CASES)
+def test_packed_convolution_matches_conv2d(case: ConvCase) -> None:
     """Forward and the input gradient equal nn.Conv2d's (to rounding; the same kernels)."""
-    torch.manual_seed(seed)
-    dtype = torch.bfloat16 if bf16 else torch.float32
-    conv = nn.Conv2d(4, 8, kernel, stride=stride, padding=kernel // 2, bias=bias, groups=groups)
-    conv = conv.to(dtype).requires_grad_(False)
+    dtype = case.dtype
+    conv = case.conv()
     packed = PackedConv2d.from_conv(conv)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    x = torch.randn(2, 4, 11, 11, dtype=dtype).contiguous(memory_format=fmt)
+    x = case.input()
     xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
     ya, yb = conv(xa), packed(xb)
     assert yb.shape == ya.shape and yb.dtype == ya.dtype
-    torch.testing.assert_close(yb.float(), ya.float(), **_tolerances(dtype))
+    torch.testing.assert_close(yb.float(), ya.float(), **tolerances(dtype))
     w = torch.randn(ya.shape, dtype=dtype)
     (ya * w).sum().backward()
     (yb * w).sum().backward()
     assert xa.grad is not None and xb.grad is not None
-    torch.testing.assert_close(xb.grad.float(), xa.grad.float(), **_tolerances(dtype))
+    torch.testing.assert_close(xb.grad.float(), xa.grad.float(), **tolerances(dtype))
     with torch.no_grad():
-        torch.testing.assert_close(packed(x).float(), conv(x).float(), **_tolerances(dtype))
+        torch.testing.assert_close(packed(x).float(), conv(x).float(), **tolerances(dtype))
 
 
 @needs_onednn
@@ -117,12 +106,12 @@ def test_backward_as_a_transposed_forward_convolution(
         grads.append(xx.grad.float())
         made = any(k[0][0] == "transposed" for k in packed._packs if isinstance(k[0], tuple) and k[0])
         assert made == (transposed and pad != "over")
-    torch.testing.assert_close(grads[0], grads[1], **_tolerances(dtype))
+    torch.testing.assert_close(grads[0], grads[1], **tolerances(dtype))
     xr = x.double().requires_grad_(True)
     yr = torch.nn.functional.conv2d(xr, conv.weight.double(), conv.bias.double(), padding=padding)
     (yr * torch.linspace(-1, 1, yr.numel(), dtype=torch.float64).reshape(yr.shape)).sum().backward()
     assert xr.grad is not None
-    torch.testing.assert_close(grads[0].double(), xr.grad, **_tolerances(dtype))
+    torch.testing.assert_close(grads[0].double(), xr.grad, **tolerances(dtype))
 
 
 def test_fallbacks_where_packing_does_not_apply() -> None:
