@@ -232,6 +232,10 @@ def test_fusion_needs_the_folded_prepacked_copy(resnet: nn.Module) -> None:
         "ViT-B/32", arch="vit", fuse_activations=True, fold_batchnorm=True, prepack_weights=True
     )
     assert vit._rewrites() == (False, False)  # ViT towers: nothing to rewrite
+    both = {"fold_batchnorm": True, "prepack_weights": True, "fuse_activations": True}
+    assert CLIPConvLoss(resnet, **both)._rewrites() == (True, True)
+    compiled = CLIPConvLoss(resnet, compile_model=True, **both)  # inductor packs and fuses its own way
+    assert compiled._rewrites() == (False, False)
 
 
 @needs_onednn

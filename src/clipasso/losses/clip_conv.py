@@ -278,7 +278,8 @@ class CLIPConvLoss(SketchLoss):
             reordered for oneDNN, once per input shape, instead of on every call, in the forward
             pass and (as the transposed forward convolution) in the backward
             (:class:`~clipasso.losses.prepack.PackedConv2d`). The same sums (bit for bit where
-            measured, docs/performance.md); ResNet towers only.
+            measured, docs/performance.md); ResNet towers only; not with ``compile_model``
+            (inductor packs its own way).
         fuse_activations: With ``fold_batchnorm`` and ``prepack_weights`` (it needs both: without
             them it does nothing; both given as False with it is an error), run the folded copy's
             ReLUs and residual additions inside its convolutions as oneDNN post-ops
@@ -509,8 +510,10 @@ class CLIPConvLoss(SketchLoss):
 
     def _rewrites(self) -> tuple[bool, bool]:
         """Whether a pass's tower copy is prepacked, and whether its activations are fused (only
-        in a folded, prepacked copy)."""
-        pack = self.prepack_weights and self.arch == "resnet"
+        in a folded, prepacked copy). Neither under ``compile_model``: the packed convolutions are
+        opaque to the compiler (a graph break and a recompilation at each), and inductor packs and
+        fuses its own way."""
+        pack = self.prepack_weights and self.arch == "resnet" and not self.compile_model
         return pack, pack and self.fuse_activations and self.fold_batchnorm
 
     def _tower_copy(self, visual: nn.Module, bf16: bool) -> nn.Module:
