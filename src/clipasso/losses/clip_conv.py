@@ -42,12 +42,13 @@ Speed options (measured in ``docs/performance.md``):
   reference; on in the ``fast`` preset.
 * ``prepack_weights``: on a CPU, the convolutions of those copies (the bf16 weight copy or the
   folded one) keep their weights reordered for oneDNN instead of reordering them on every call
-  (:mod:`clipasso.losses.prepack`): the same kernels on the same numbers. Off by default and in
+  (:mod:`clipasso.losses.prepack`), forward and backward: the same sums. Off by default and in
   the reference; on in the ``fast`` preset.
 * ``fuse_activations``: with both of those (without them it does nothing), the folded copy's
   ReLUs and residual additions run inside its convolutions as oneDNN post-ops
   (:mod:`clipasso.losses.fusion`): exact for the ReLUs, the fused addition rounds once where the
-  separate one rounds twice in bf16. Off by default and in the reference.
+  separate one rounds twice in bf16. Off by default and in the reference; on in the ``fast``
+  preset. Neither of the last two applies under ``compile_model``.
 
 Example:
     >>> import torch
