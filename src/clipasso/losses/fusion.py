@@ -59,6 +59,13 @@ def _packed_plain(module: Any) -> bool:
     return type(module) is PackedConv2d and module.post_op == "none"
 
 
+def _with_relu(conv: PackedConv2d) -> PackedConv2d:
+    """A copy of ``conv`` (the same parameters) that applies its ReLU inside the convolution."""
+    out = PackedConv2d.from_conv(conv)
+    out.post_op = "relu"
+    return out
+
+
 def _fusable_bottleneck(block: nn.Module, forward: Any) -> bool:
     if forward is None or type(block).forward is not forward:
         return False
@@ -103,18 +110,8 @@ class _BottleneckFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, block: FusedBottleneck) -> Tensor:
-        y1 = block.conv1(x)
-        y2 = block.conv2(y1)
-        pooled = block.avgpool(y2)
-        down = block.downsample
-        if down is None:
-            shortcut, xs = x, None
-        else:
-            xs = down[0](x)
-            shortcut = down[2](down[1](xs))
-        out = block.conv3.add_relu(pooled, shortcut)
-        convs = [block.conv1, block.conv2, block.conv3] + ([] if down is None else [down[1]])
-        ctx.save_for_backward(x, y1, y2, pooled, xs, out, *(c.weight for c in convs))
+        y1, y2, pooled, xs, out = block._parts(x)
+        ctx.save_for_backward(x, y1, y2, pooled, xs, out, *(c.weight for c in block._convs()))
         ctx.block = block
         return out
 
@@ -165,21 +162,32 @@ class FusedBottleneck(nn.Module):
         out._buffers = dict(block._buffers)
         out._modules = dict(block._modules)
         for i in (1, 2):
-            conv = PackedConv2d.from_conv(getattr(block, f"conv{i}"))  # the same parameters
-            conv.post_op = "relu"
-            out._modules[f"conv{i}"] = conv
+            out._modules[f"conv{i}"] = _with_relu(getattr(block, f"conv{i}"))
         return out  # type: ignore[return-value]
+
+    def _convs(self) -> list[PackedConv2d]:
+        """``conv1``, ``conv2``, ``conv3`` and the shortcut's convolution (if any)."""
+        convs = [self.conv1, self.conv2, self.conv3]
+        return convs if self.downsample is None else [*convs, cast(PackedConv2d, self.downsample[1])]
+
+    def _parts(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor]:
+        """The pass's tensors: both ReLUs' outputs, the pooled one, the pooled shortcut input (None
+        without a downsampling shortcut) and the block's output."""
+        y1 = self.conv1(x)  # bn1 folded; the ReLU inside the convolution
+        y2 = self.conv2(y1)
+        pooled = self.avgpool(y2)
+        down = self.downsample
+        if down is None:
+            return y1, y2, pooled, None, self.conv3.add_relu(pooled, x)
+        xs = down[0](x)
+        return y1, y2, pooled, xs, self.conv3.add_relu(pooled, down[2](down[1](xs)))
 
     def _one_node(self, x: Tensor) -> bool:
         """Whether the pass can run as one autograd node (every part on its packed path)."""
         if not (torch.is_grad_enabled() and x.requires_grad):
             return False
-        convs: list[PackedConv2d] = [self.conv1, self.conv2, self.conv3]
-        pools = [self.avgpool]
-        if self.downsample is not None:
-            convs.append(cast(PackedConv2d, self.downsample[1]))
-            pools.append(self.downsample[0])
-        return all(conv._applies(x) for conv in convs) and all(
+        pools = [self.avgpool] + ([] if self.downsample is None else [self.downsample[0]])
+        return all(conv._applies(x) for conv in self._convs()) and all(
             type(p) in (nn.Identity, nn.AvgPool2d) for p in pools
         )
 
@@ -188,10 +196,7 @@ class FusedBottleneck(nn.Module):
         if self._one_node(x):
             out: Tensor = _BottleneckFunction.apply(x, self)
             return out
-        out = self.conv2(self.conv1(x))  # bn1, bn2 folded; each ReLU inside its convolution
-        out = self.avgpool(out)
-        shortcut = x if self.downsample is None else self.downsample(x)
-        return self.conv3.add_relu(out, shortcut)
+        return self._parts(x)[-1]  # without autograd, or where a part falls back: node by node
 
 
 def fuse_activations(tower: nn.Module) -> nn.Module:
@@ -217,8 +222,6 @@ def fuse_activations(tower: nn.Module) -> nn.Module:
         stem = [tuple(getattr(tower, f"{kind}{i}", None) for kind in parts) for i in (1, 2, 3)]
         if all(_packed_plain(c) and type(b) is nn.Identity and type(r) is nn.ReLU for c, b, r in stem):
             for i, (conv, _, _) in enumerate(stem, start=1):
-                fused = PackedConv2d.from_conv(cast(PackedConv2d, conv))
-                fused.post_op = "relu"
-                setattr(tower, f"conv{i}", fused)
+                setattr(tower, f"conv{i}", _with_relu(cast(PackedConv2d, conv)))
                 setattr(tower, f"relu{i}", nn.Identity())
     return tower

@@ -67,7 +67,7 @@ def _add_relu(x: Tensor, other: Tensor, packed: Tensor, bias: Tensor | None, con
     return op(x, other, packed, bias, padding, stride, dilation, groups, "add", None, "relu", [], "")
 
 
-def _input_grad(grad: Tensor, x: Tensor, weight: Tensor, conf: tuple[Any, ...]) -> Tensor:
+def _convolution_input_grad(grad: Tensor, x: Tensor, weight: Tensor, conf: tuple[Any, ...]) -> Tensor:
     """The gradient to the convolution's input ``x`` of the output's gradient ``grad``."""
     padding, stride, dilation, groups = conf
     grad = (
@@ -104,7 +104,7 @@ class _PackedConvFunction(torch.autograd.Function):
         else:
             out = _add_relu(x, other, packed, bias, conf)
         ctx.save_for_backward(x, weight, out if relu else None)
-        ctx.conf, ctx.relu, ctx.owner = conf, relu, owner
+        ctx.relu, ctx.owner = relu, owner
         return out
 
     @staticmethod
@@ -197,7 +197,7 @@ class PackedConv2d(nn.Conv2d):
         module's weight as saved for the backward pass)."""
         if self._transposes(grad, weight):
             return self._transposed_grad(grad, weight)
-        return _input_grad(grad, x, weight, self._conf())
+        return _convolution_input_grad(grad, x, weight, self._conf())
 
     def _transposes(self, grad: Tensor, weight: Tensor) -> bool:
         """Whether the input gradient of ``grad`` can be the transposed forward convolution."""
